@@ -1,0 +1,170 @@
+"""The training loop: one network, one TrainSpec, optional mask, resumable.
+
+A ``Trainer`` holds everything that changes during training (weights,
+optimizer, schedule, step, history), so ``state_dict()`` at an epoch end and
+``load_state_dict()`` later continue bitwise-identically on CPU: each epoch's
+order and augmentation come from (seed, epoch), never from a running RNG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raylth.engine.data import Dataset, epoch_batches, steps_per_epoch
+from raylth.engine.masks import Mask, MaskKeeper
+from raylth.engine.optim import make_optimizer, make_scheduler
+from raylth.specs import Seeds, TrainSpec
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; float32 (no autocast) on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: int = 1024,
+             limit: int | None = None) -> dict[str, float]:
+    """Mean loss and accuracy (a fraction) on a split of a device-resident data set."""
+    x_all, y_all = (data.test_x, data.test_y) if split == "test" else (data.train_x, data.train_y)
+    if limit is not None:
+        x_all, y_all = x_all[:limit], y_all[:limit]
+    device = x_all.device
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for start in range(0, len(y_all), batch_size):
+        x = data.normalize(x_all[start:start + batch_size].float())
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y_all[start:start + batch_size]
+        with autocast(device):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
+    model.train(was_training)
+    n = max(1, len(y_all))
+    return {"loss": float(loss_sum) / n, "acc": int(correct) / n}
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, data: Dataset, spec: TrainSpec, seeds: Seeds, *,
+                 augment: bool, mask: Mask | None = None, device: torch.device | None = None):
+        self.device = device or default_device()
+        self.model = prepare_model(model, self.device)
+        self.data = data.to(self.device)
+        self.spec, self.seeds, self.augment = spec, seeds, augment
+        self.steps_per_epoch = steps_per_epoch(len(self.data.train_y), spec.batch_size)
+        self.total_steps = spec.duration.iterations(self.steps_per_epoch)
+        self.mask_keeper = MaskKeeper(self.model, mask)
+        self.optimizer = make_optimizer(self.model.parameters(), spec, self.device)
+        self.scheduler = make_scheduler(self.optimizer, spec, self.steps_per_epoch)
+        self.step = 0
+        self.history: list[dict] = []
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._loss_count = 0
+
+    def iterations(self, step) -> int:
+        """A Step (or int) -> iteration count for this run."""
+        return step if isinstance(step, int) else step.iterations(self.steps_per_epoch)
+
+    def start_at(self, step: int) -> None:
+        """Begin at ``step`` (a rewind point): the schedule and the data order
+        continue from there; the optimizer's state starts fresh."""
+        self.step = step
+        self.scheduler.last_epoch = step - 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+            self.scheduler.step()
+
+    # -- state ---------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "step": self.step,
+                "history": list(self.history), "loss_sum": float(self._loss_sum),
+                "loss_count": self._loss_count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = state["step"]
+        self.history = list(state["history"])
+        self._loss_sum = torch.tensor(state["loss_sum"], device=self.device)
+        self._loss_count = state["loss_count"]
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """A CPU copy of the model's state (parameters and buffers)."""
+        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.model.state_dict().items()}
+
+    # -- loop ----------------------------------------------------------------
+    def _eval_due(self) -> bool:
+        every = self.spec.eval_every
+        period = self.iterations(every) if every is not None else self.steps_per_epoch
+        return self.step % period == 0 or self.step == self.total_steps
+
+    def _record_eval(self) -> None:
+        test = evaluate(self.model, self.data, "test")
+        train_loss = float(self._loss_sum) / self._loss_count if self._loss_count else None
+        self.history.append({"step": self.step, "epoch": self.step / self.steps_per_epoch,
+                             "train_loss": train_loss, "test_loss": test["loss"],
+                             "test_acc": test["acc"]})
+        self._loss_sum.zero_()
+        self._loss_count = 0
+
+    def run(self, save_at: Iterable[int] = (), on_save: Callable[[int, dict], None] | None = None,
+            on_epoch: Callable[["Trainer"], None] | None = None) -> list[dict]:
+        """Train from the current step to the end. ``on_save(step, weights)`` is
+        called at each step in ``save_at`` (0 = before any update);
+        ``on_epoch(trainer)`` after each completed epoch (for resumption)."""
+        save_at = set(save_at)
+        if self.step in save_at and on_save:
+            on_save(self.step, self.weights())
+        self.model.train()
+        while self.step < self.total_steps:
+            epoch, start_batch = divmod(self.step, self.steps_per_epoch)
+            for x, y in epoch_batches(self.data, self.spec.batch_size, epoch, self.seeds,
+                                      self.augment, start_batch=start_batch):
+                self._train_step(x, y)
+                if self.step in save_at and on_save:
+                    on_save(self.step, self.weights())
+                if self._eval_due():
+                    self._record_eval()
+                if self.step >= self.total_steps:
+                    break
+            if self.step % self.steps_per_epoch == 0 and on_epoch:
+                on_epoch(self)
+        return self.history
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device):
+            loss = F.cross_entropy(self.model(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.mask_keeper.after_step()
+        self.scheduler.step()
+        self._loss_sum += loss.detach().float()
+        self._loss_count += 1
+        self.step += 1

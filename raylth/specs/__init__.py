@@ -1,0 +1,14 @@
+"""Layer 1: frozen dataclasses for every hyperparameter group, with stable ids."""
+
+from raylth.specs.base import Spec
+from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
+from raylth.specs.stages import BranchSpec, ImpLevelSpec, TrainStageSpec
+from raylth.specs.step import Step
+from raylth.specs.trial import TrialSpec
+
+STAGE_SPECS = {cls.kind: cls for cls in (TrainStageSpec, ImpLevelSpec, BranchSpec)}
+
+__all__ = [
+    "Spec", "Step", "DataSpec", "ModelSpec", "TrainSpec", "PruneSpec", "Seeds",
+    "TrainStageSpec", "ImpLevelSpec", "BranchSpec", "TrialSpec", "STAGE_SPECS",
+]

@@ -1,0 +1,166 @@
+"""The Spec base: strict parsing from dicts, a canonical string, a stable id.
+
+A spec's canonical string lists only fields that differ from their defaults,
+with sorted keys, so adding a new field with a default never changes the id of
+anything stored before it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from typing import Any, ClassVar, Literal
+
+from raylth.errors import SpecError
+from raylth.specs.step import Step
+
+
+def choice(default, options, doc: str = ""):
+    """A field restricted to ``options`` (checked when the spec is built)."""
+    return dataclasses.field(default=default, metadata={"choices": tuple(options), "doc": doc})
+
+
+class Spec:
+    """Mixin for frozen dataclasses of hyperparameters."""
+
+    kind: ClassVar[str] = "spec"
+    # Prefix of field paths in error messages when parsed at the top level.
+    path_prefix: ClassVar[str | None] = None
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            options = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if options and value not in options:
+                raise SpecError(f"{self.kind}.{f.name}: {value!r} is not one of {', '.join(map(str, options))}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Check values; raise SpecError naming the field. Overridden by specs."""
+
+    # -- parsing -------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict | None, where: str | None = None):
+        if where is None:
+            where = cls.kind if cls.path_prefix is None else cls.path_prefix
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise SpecError(f"{where or cls.kind}: expected a mapping, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise SpecError(f"{_join(where, unknown[0])}: unknown key; known keys "
+                            f"{'here ' if where else ''}are {', '.join(sorted(names))}")
+        kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
+        return cls(**kwargs)
+
+    # -- rendering -----------------------------------------------------------
+    def to_dict(self, omit_defaults: bool = False) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if omit_defaults and _is_default(f, value):
+                continue
+            out[f.name] = _plain(value, omit_defaults)
+        return out
+
+    def canonical(self) -> str:
+        return json.dumps(self.to_dict(omit_defaults=True), sort_keys=True, separators=(",", ":"))
+
+    def spec_hash(self) -> str:
+        return hashlib.sha256(f"{self.kind}:{self.canonical()}".encode()).hexdigest()[:16]
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}_{self.spec_hash()}"
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _default_of(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _is_default(f: dataclasses.Field, value) -> bool:
+    default = _default_of(f)
+    return default is not dataclasses.MISSING and value == default
+
+
+def _plain(value, omit_defaults: bool):
+    if isinstance(value, Spec):
+        return value.to_dict(omit_defaults)
+    if isinstance(value, Step):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(v, omit_defaults) for v in value]
+    return value
+
+
+def _coerce(hint, value, where: str):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _coerce(option, value, where)
+            except SpecError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is Literal:
+        if value not in args:
+            raise SpecError(f"{where}: {value!r} is not one of {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(hint, type) and issubclass(hint, Spec):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise SpecError(f"{where}: expected a mapping of {hint.kind} fields, got {value!r}")
+        return hint.from_dict(value, where)
+    if hint is Step:
+        return Step.parse(value, where)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise SpecError(f"{where}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise SpecError(f"{where}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML reads 5e-4 as a string
+            except ValueError:
+                pass
+        raise SpecError(f"{where}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise SpecError(f"{where}: expected a string, got {value!r}")
+    if hint is Any:
+        return value
+    raise TypeError(f"spec field type {hint!r} at {where} is not supported")

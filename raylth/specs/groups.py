@@ -1,0 +1,104 @@
+"""Hyperparameter groups: data, model, training, pruning, seeds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from raylth.errors import SpecError
+from raylth.specs.base import Spec, choice
+from raylth.specs.step import Step
+
+
+@dataclass(frozen=True)
+class DataSpec(Spec):
+    kind = "data"
+    name: str = "digits"
+    path: str | None = None        # the file of a `tensors` data set
+    test: str | None = None        # `tensors`: evaluate on this real data set's test split
+    augment: bool | None = None    # None: the data set's default (CIFAR: crop + flip)
+    train_size: int | None = None  # keep the first N training images (fixed order)
+
+    def validate(self):
+        if self.train_size is not None and self.train_size < 1:
+            raise SpecError(f"data.train_size: {self.train_size} must be at least 1 (or left out)")
+        if self.name == "tensors" and not self.path:
+            raise SpecError("data.path: the tensors data set needs path: FILE.pt or FILE.npz")
+
+
+@dataclass(frozen=True)
+class ModelSpec(Spec):
+    kind = "model"
+    name: str = "lenet"
+    width: int | None = None  # None: the model's standard width
+
+    def validate(self):
+        if self.width is not None and self.width < 1:
+            raise SpecError(f"model.width: {self.width} must be a positive integer")
+
+
+@dataclass(frozen=True)
+class TrainSpec(Spec):
+    kind = "train"
+    optimizer: str = choice("sgd", ["sgd", "adam"])
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    duration: Step = Step(30, "ep")
+    schedule: str = choice("cosine", ["constant", "step", "multistep", "cosine"])
+    milestones: tuple[Step, ...] = ()   # multistep: multiply lr by gamma at each
+    step_size: Step | None = None       # step: multiply lr by gamma every step_size
+    gamma: float = 0.1
+    warmup: Step = Step(0, "it")        # linear warmup from 0 to lr
+    eval_every: Step | None = None      # None: evaluate once per epoch
+
+    def validate(self):
+        if self.lr <= 0:
+            raise SpecError(f"train.lr: {self.lr} must be positive")
+        if self.batch_size < 1:
+            raise SpecError(f"train.batch_size: {self.batch_size} must be at least 1")
+        if self.duration.is_zero():
+            raise SpecError("train.duration: must be longer than 0it (e.g. 30ep)")
+        if not 0 <= self.momentum < 1:
+            raise SpecError(f"train.momentum: {self.momentum} must be in [0, 1)")
+        if self.weight_decay < 0:
+            raise SpecError(f"train.weight_decay: {self.weight_decay} must be >= 0")
+        if self.schedule == "step" and (self.step_size is None or self.step_size.is_zero()):
+            raise SpecError("train.step_size: schedule step needs step_size, e.g. 30ep")
+        if self.schedule == "multistep" and not self.milestones:
+            raise SpecError("train.milestones: schedule multistep needs milestones, e.g. [80ep, 120ep]")
+        if self.eval_every is not None and self.eval_every.is_zero():
+            raise SpecError("train.eval_every: must be longer than 0it, or left out")
+
+
+@dataclass(frozen=True)
+class PruneSpec(Spec):
+    kind = "prune"
+    strategy: str = "global_magnitude"
+    fraction: float = 0.2           # of the remaining weights, per level
+    rewind: Step = Step(0, "it")    # 0it: rewind to init
+    rewind_bn: bool = True          # BatchNorm and biases rewind too (else keep trained values)
+    ignore: tuple[str, ...] = ()    # glob patterns of weight names never pruned, e.g. fc.weight
+
+    def validate(self):
+        if not 0 < self.fraction < 1:
+            raise SpecError(
+                f"prune.fraction: {self.fraction} is impossible; it is the share of remaining "
+                "weights pruned per level and must be between 0 and 1 (e.g. 0.2)")
+
+
+@dataclass(frozen=True)
+class Seeds(Spec):
+    kind = "seeds"
+    init: int = 0      # weight initialisation
+    order: int = 0     # data order, per epoch
+    augment: int = 0   # augmentation draws, per epoch
+
+    @classmethod
+    def all(cls, seed: int) -> "Seeds":
+        return cls(init=seed, order=seed, augment=seed)
+
+
+def default_spec(cls):
+    return field(default_factory=cls)

@@ -1,0 +1,74 @@
+"""Specs of stored stages. Each one's ``id`` names its artifact folder.
+
+- ``TrainStageSpec`` (``train_<hash>``): a dense network trained from init.
+  It is also level 0 of every IMP trunk with the same data/model/train/seeds.
+- ``ImpLevelSpec`` (``imp_<hash>``): level L >= 1 of an IMP trunk. Levels are
+  separate artifacts, so extending a trunk from 10 to 15 levels redoes nothing.
+- ``BranchSpec`` (``branch_<hash>``): a control at one level of a trunk:
+  ``random_prune`` (random mask, same per-layer counts) or ``reinit`` (IMP
+  mask, fresh init).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from raylth.errors import SpecError
+from raylth.specs.base import Spec, choice
+from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
+from raylth.specs.step import Step
+
+
+@dataclass(frozen=True)
+class TrainStageSpec(Spec):
+    kind = "train"
+    path_prefix = ""
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    seeds: Seeds = field(default_factory=Seeds)
+    save_at: tuple[Step, ...] = ()  # extra stored checkpoints (init is always kept)
+
+    def validate(self):
+        for step in self.save_at:
+            if step.unit == self.train.duration.unit and step.amount > self.train.duration.amount:
+                raise SpecError(
+                    f"save_at: step {step} is after the end of training ({self.train.duration})")
+
+
+@dataclass(frozen=True)
+class ImpLevelSpec(Spec):
+    kind = "imp"
+    path_prefix = ""
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    prune: PruneSpec = field(default_factory=PruneSpec)
+    seeds: Seeds = field(default_factory=Seeds)
+    level: int = 1
+
+    def validate(self):
+        if self.level < 1:
+            raise SpecError(f"level: {self.level} must be >= 1 (level 0 is the dense train stage)")
+        rewind, duration = self.prune.rewind, self.train.duration
+        if rewind.unit == duration.unit and rewind.amount >= duration.amount:
+            raise SpecError(
+                f"prune.rewind: {rewind} is not before the end of training ({duration})")
+
+    def trunk_root(self) -> TrainStageSpec:
+        """The dense run this trunk starts from (its level 0)."""
+        save_at = () if self.prune.rewind.is_zero() else (self.prune.rewind,)
+        return TrainStageSpec(data=self.data, model=self.model, train=self.train,
+                              seeds=self.seeds, save_at=save_at)
+
+    def at_level(self, level: int) -> "ImpLevelSpec":
+        return self.replace(level=level)
+
+
+@dataclass(frozen=True)
+class BranchSpec(Spec):
+    kind = "branch"
+    path_prefix = ""
+    trunk: ImpLevelSpec = field(default_factory=ImpLevelSpec)
+    method: str = choice("random_prune", ["random_prune", "reinit"])
+    seed: int = 0  # draws the random mask (random_prune) or the fresh init (reinit)

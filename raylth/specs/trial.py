@@ -1,0 +1,27 @@
+"""One trial of a sweep: a method applied to one point of the grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from raylth.errors import SpecError
+from raylth.specs.base import Spec
+from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
+
+
+@dataclass(frozen=True)
+class TrialSpec(Spec):
+    kind = "trial"
+    path_prefix = ""
+    method: str = "imp"           # a name in raylth.stages.METHODS
+    levels: int = 10              # IMP levels after the dense level 0
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    prune: PruneSpec = field(default_factory=PruneSpec)
+    seeds: Seeds = field(default_factory=Seeds)
+    branch_seed: int = 0          # random_prune / reinit draws
+
+    def validate(self):
+        if self.levels < 0:
+            raise SpecError(f"levels: {self.levels} must be >= 0")

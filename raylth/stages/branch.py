@@ -1,0 +1,39 @@
+"""Branches off an IMP trunk level: the controls every ticket is compared with.
+
+- ``random_prune``: a random mask with the same number of weights kept in
+  every layer as the IMP mask, trained from the same rewind point.
+- ``reinit``: the IMP mask on a fresh initialisation, trained from step 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from raylth.engine.data import seed_for
+from raylth.engine.masks import random_like, rewind_state
+from raylth.specs import BranchSpec, Step
+from raylth.stages.context import StageContext, train_and_store
+from raylth.stages.imp import rewind_point, run_imp_level
+from raylth.store import Artifact
+
+
+def run_branch(spec: BranchSpec, ctx: StageContext) -> Artifact:
+    done = ctx.store.get(spec.id)
+    if done is not None:
+        return done
+    trunk = spec.trunk
+    ticket = run_imp_level(trunk, ctx)
+    data = ctx.dataset(trunk.data)
+    draw = seed_for(spec.seed, trunk.seeds.init * 1000 + trunk.level, spec.method)
+    if spec.method == "random_prune":
+        mask = random_like(ticket.mask(), torch.Generator().manual_seed(draw))
+        model = ctx.model(trunk.model, data, seed=trunk.seeds.init)
+        model.load_state_dict(rewind_state(model.state_dict(), rewind_point(trunk, ctx), mask, True))
+        start_step = trunk.prune.rewind
+    else:
+        mask = ticket.mask()
+        model = ctx.model(trunk.model, data, seed=draw)
+        start_step = Step(0, "it")
+    return train_and_store(ctx, spec, data=trunk.data, model=model, train=trunk.train,
+                           seeds=trunk.seeds, mask=mask, start_step=start_step,
+                           extra_metrics={"level": trunk.level})

@@ -1,0 +1,91 @@
+"""What every stage needs besides its spec, and the one way stages train and store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from raylth.engine.data import Dataset, load_dataset
+from raylth.engine.masks import Mask, sparsity
+from raylth.engine.models import build_model
+from raylth.engine.train import Trainer, default_device
+from raylth.specs import DataSpec, ModelSpec, Seeds, Spec, Step, TrainSpec
+from raylth.store import Artifact, Store
+
+
+@dataclass
+class StageContext:
+    store: Store
+    data_root: Path = Path("data")
+    device: torch.device = field(default_factory=default_device)
+    report: Callable[[dict], None] | None = None  # progress (e.g. ray.tune.report)
+    _data: dict = field(default_factory=dict, repr=False)
+
+    def dataset(self, spec: DataSpec) -> Dataset:
+        """Load once per process and keep it on the training device."""
+        key = spec.canonical()
+        if key not in self._data:
+            self._data[key] = load_dataset(spec, self.data_root).to(self.device)
+        return self._data[key]
+
+    def model(self, spec: ModelSpec, data: Dataset, seed: int) -> nn.Module:
+        return build_model(spec, data.input_shape, data.num_classes, seed=seed)
+
+
+def checkpoint_name(step: Step | int) -> str:
+    return "init" if (step == 0 or getattr(step, "amount", 1) == 0) else f"step_{step}"
+
+
+def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.Module,
+                    train: TrainSpec, seeds: Seeds, mask: Mask | None = None,
+                    start_step: Step | None = None, keep: tuple[Step, ...] = (),
+                    extra_metrics: dict | None = None) -> Artifact:
+    """Train ``model`` under ``train`` and store the result as ``spec``'s artifact.
+
+    Resumes from the partial folder's latest epoch state when one exists.
+    Stores weights at init (or the start step), at each step in ``keep`` and
+    at the end, the mask, and metrics with the evaluation history."""
+    dataset = ctx.dataset(data)
+    augment = dataset.augment if data.augment is None else data.augment
+    trainer = Trainer(model, dataset, train, seeds, augment=augment, mask=mask, device=ctx.device)
+    partial = ctx.store.partial(spec.id)
+    started = time.time()
+    start = trainer.iterations(start_step) if start_step is not None else 0
+    saves = {0 if s.is_zero() else trainer.iterations(s): checkpoint_name(s) for s in keep}
+    saves[start] = "init" if start == 0 else checkpoint_name(start_step)
+    if partial.has("resume.pt"):
+        state = partial.load("resume.pt")
+        trainer.load_state_dict(state["trainer"])
+        started -= state["wall_s"]
+    else:
+        if mask is not None:
+            partial.save("mask.pt", mask)
+        trainer.start_at(start)
+
+    def on_save(step: int, weights: dict) -> None:
+        partial.save(f"weights/{saves[step]}.pt", weights)
+
+    def on_epoch(t: Trainer) -> None:
+        partial.save("resume.pt", {"trainer": t.state_dict(), "wall_s": time.time() - started})
+
+    history = trainer.run(save_at=saves, on_save=on_save, on_epoch=on_epoch)
+    partial.save("weights/final.pt", trainer.weights())
+    final = history[-1] if history else {}
+    trained_steps = trainer.total_steps - start
+    metrics = {
+        "test_acc": final.get("test_acc"), "test_loss": final.get("test_loss"),
+        "sparsity": sparsity(mask) if mask is not None else 0.0,
+        "steps": trained_steps, "steps_per_epoch": trainer.steps_per_epoch,
+        "points_seen": trained_steps * min(train.batch_size, len(dataset.train_y)),
+        "wall_s": time.time() - started, "device": str(ctx.device), "history": history,
+        **(extra_metrics or {}),
+    }
+    artifact = ctx.store.finish(spec, partial, metrics)
+    if ctx.report:
+        ctx.report({k: v for k, v in metrics.items() if k != "history"} | {"artifact": spec.id})
+    return artifact

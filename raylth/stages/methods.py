@@ -1,0 +1,80 @@
+"""Methods a sweep can name, each a recipe of stages.
+
+A method says which artifacts a trial produces (one results row each), how
+to run them, and its phase: trials of a later phase start after every trial
+of an earlier phase has finished (branches need the trunk they branch off).
+Add a method by registering one more ``Method`` here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from raylth.errors import SpecError
+from raylth.specs import BranchSpec, ImpLevelSpec, Spec, TrainStageSpec, TrialSpec
+from raylth.stages.branch import run_branch
+from raylth.stages.context import StageContext
+from raylth.stages.imp import run_imp_level
+from raylth.stages.train import run_train
+from raylth.store import Artifact
+
+STAGE_RUNNERS: dict[str, Callable[[Spec, StageContext], Artifact]] = {
+    "train": run_train, "imp": run_imp_level, "branch": run_branch,
+}
+
+
+def run_stage(spec: Spec, ctx: StageContext) -> Artifact:
+    """Ask the store for ``spec``'s artifact; compute it (and what it needs) if missing."""
+    return STAGE_RUNNERS[spec.kind](spec, ctx)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    phase: int
+    artifacts: Callable[[TrialSpec], list[Spec]]
+
+    def run(self, trial: TrialSpec, ctx: StageContext) -> list[Artifact]:
+        return [run_stage(spec, ctx) for spec in self.artifacts(trial)]
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    METHODS[method.name] = method
+    return method
+
+
+def check_method_name(name: str) -> None:
+    if name not in METHODS:
+        raise SpecError(f"method: unknown method {name!r}; known methods are {', '.join(sorted(METHODS))}")
+
+
+def trunk_level(trial: TrialSpec, level: int = 1) -> ImpLevelSpec:
+    return ImpLevelSpec(data=trial.data, model=trial.model, train=trial.train,
+                        prune=trial.prune, seeds=trial.seeds, level=level)
+
+
+def _dense(trial: TrialSpec) -> list[Spec]:
+    return [trunk_level(trial).trunk_root()]
+
+
+def _imp(trial: TrialSpec) -> list[Spec]:
+    return _dense(trial) + [trunk_level(trial, level) for level in range(1, trial.levels + 1)]
+
+
+def _branches(name: str):
+    def artifacts(trial: TrialSpec) -> list[Spec]:
+        return [BranchSpec(trunk=trunk_level(trial, level), method=name, seed=trial.branch_seed)
+                for level in range(1, trial.levels + 1)]
+    return artifacts
+
+
+register_method(Method("dense", phase=0, artifacts=_dense))
+register_method(Method("imp", phase=0, artifacts=_imp))
+register_method(Method("random_prune", phase=1, artifacts=_branches("random_prune")))
+register_method(Method("reinit", phase=1, artifacts=_branches("reinit")))
+
+__all__ = ["METHODS", "Method", "register_method", "check_method_name", "run_stage", "TrainStageSpec"]

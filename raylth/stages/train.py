@@ -1,0 +1,17 @@
+"""Stage ``train``: a dense network from init (level 0 of every IMP trunk)."""
+
+from __future__ import annotations
+
+from raylth.specs import TrainStageSpec
+from raylth.stages.context import StageContext, train_and_store
+from raylth.store import Artifact
+
+
+def run_train(spec: TrainStageSpec, ctx: StageContext) -> Artifact:
+    done = ctx.store.get(spec.id)
+    if done is not None:
+        return done
+    data = ctx.dataset(spec.data)
+    model = ctx.model(spec.model, data, seed=spec.seeds.init)
+    return train_and_store(ctx, spec, data=spec.data, model=model, train=spec.train,
+                           seeds=spec.seeds, keep=spec.save_at, extra_metrics={"level": 0})

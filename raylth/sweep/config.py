@@ -1,0 +1,155 @@
+"""Sweep files: YAML -> a validated ``Sweep`` of trials.
+
+    name: quickstart              # optional; default: the file's name
+    storage: raylth-results       # optional; --storage overrides
+    data_root: data               # optional; --data-root / $RAYLTH_DATA override
+    resources: {cpu: 1, gpu: 0}   # per trial; fractions allowed (gpu: 0.25 packs 4 on a GPU)
+    max_concurrent: 4             # optional bound on trials at once
+    max_failures: 2               # retries of a failing trial
+    base: {method: imp, levels: 12, data: {...}, model: {...}, train: {...}, prune: {...}, seed: 0}
+    grid: {seed: [0, 1], method: [dense, imp, random_prune]}
+
+Grid keys are dotted paths into ``base`` (``train.lr``, ``prune.rewind``) or
+the shorthands ``seed`` (sets seeds.init, .order and .augment) and ``rewind``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from raylth.errors import RaylthError, SpecError
+from raylth.specs import TrialSpec
+
+SWEEP_KEYS = ("name", "storage", "data_root", "resources", "max_concurrent", "max_failures",
+              "base", "grid")
+RESOURCE_KEYS = ("cpu", "gpu")
+SHORTHANDS = {"rewind": "prune.rewind"}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Trial:
+    label: str          # readable grid point, e.g. "method=imp,seed=0"
+    spec: TrialSpec
+
+
+@dataclass
+class Sweep:
+    name: str
+    trials: list[Trial]
+    storage: str | None = None
+    data_root: str | None = None
+    resources: dict = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
+    max_concurrent: int | None = None
+    max_failures: int = 1
+    source: dict = field(default_factory=dict)
+
+
+def load_sweep(path: str | os.PathLike) -> Sweep:
+    path = Path(path)
+    if not path.is_file():
+        raise RaylthError(f"{path}: no such sweep file; pass a YAML file such as sweeps/quickstart.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise RaylthError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+    return parse_sweep(raw, default_name=path.stem, where=str(path))
+
+
+def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: a sweep is a mapping with keys {', '.join(SWEEP_KEYS)}")
+    unknown = sorted(set(raw) - set(SWEEP_KEYS))
+    if unknown:
+        raise SpecError(f"{where}: unknown key {unknown[0]!r}; sweep keys are {', '.join(SWEEP_KEYS)}")
+    name = str(raw.get("name") or default_name)
+    if not NAME.match(name):
+        raise SpecError(f"{where}: name {name!r} may hold only letters, digits, '_', '-' and '.'")
+    resources = _resources(raw.get("resources") or {}, where)
+    max_concurrent = _positive_int(raw, "max_concurrent", where, optional=True)
+    max_failures = _positive_int(raw, "max_failures", where, optional=True, minimum=0)
+    base = raw.get("base") or {}
+    grid = raw.get("grid") or {}
+    if not isinstance(base, dict):
+        raise SpecError(f"{where}: base must be a mapping of trial fields")
+    if not isinstance(grid, dict):
+        raise SpecError(f"{where}: grid must be a mapping of key: [values]")
+    trials = expand(base, grid, where)
+    return Sweep(name=name, trials=trials, storage=raw.get("storage"), data_root=raw.get("data_root"),
+                 resources=resources, max_concurrent=max_concurrent,
+                 max_failures=1 if max_failures is None else max_failures, source=raw)
+
+
+def _resources(raw, where) -> dict:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: resources must be a mapping like {{cpu: 1, gpu: 0.25}}")
+    unknown = sorted(set(raw) - set(RESOURCE_KEYS))
+    if unknown:
+        raise SpecError(f"{where}: resources.{unknown[0]}: unknown key; use cpu and gpu")
+    out = {"cpu": 1, "gpu": 0}
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise SpecError(f"{where}: resources.{key}: {value!r} must be a number >= 0")
+        out[key] = value
+    if out["gpu"] > 1 and out["gpu"] != int(out["gpu"]):
+        raise SpecError(f"{where}: resources.gpu: {out['gpu']} must be a fraction below 1 or a whole number")
+    return out
+
+
+def _positive_int(raw, key, where, optional=False, minimum=1):
+    value = raw.get(key)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(f"{where}: {key}: {value!r} must be an integer >= {minimum}")
+    return value
+
+
+def _set_path(tree: dict, dotted: str, value, where: str) -> None:
+    if dotted == "seed":
+        tree["seeds"] = {"init": value, "order": value, "augment": value}
+        return
+    dotted = SHORTHANDS.get(dotted, dotted)
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SpecError(f"{where}: {dotted}: {part} is not a group of fields")
+        node = child
+    node[leaf] = value
+
+
+def expand(base: dict, grid: dict, where: str = "sweep") -> list[Trial]:
+    """The cartesian product of the grid axes applied to base, as trials."""
+    base = copy.deepcopy(base)
+    if "seed" in base:
+        seed = base.pop("seed")
+        _set_path(base, "seed", seed, where)
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"{where}: grid.{key}: expected a non-empty list of values, got {values!r}")
+    axes = list(grid.items())
+    trials, seen = [], set()
+    for combo in itertools.product(*(values for _, values in axes)):
+        tree = copy.deepcopy(base)
+        for (key, _), value in zip(axes, combo):
+            _set_path(tree, key, value, f"{where}: grid.{key}")
+        try:
+            spec = TrialSpec.from_dict(tree)
+        except SpecError as err:
+            raise SpecError(f"{where}: {err}") from None
+        label = ",".join(f"{key}={value}" for (key, _), value in zip(axes, combo)) or "base"
+        if spec.id not in seen:
+            seen.add(spec.id)
+            trials.append(Trial(label=label, spec=spec))
+    return trials

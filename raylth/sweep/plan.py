@@ -1,0 +1,101 @@
+"""From trials to work: validate names and data at the edge, record the sweep
+in the store, and tell which trials are finished, running or missing."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from raylth.engine.data import check_dataset, check_dataset_name
+from raylth.engine.masks import check_strategy_name
+from raylth.engine.models import check_model_name
+from raylth.errors import SpecError
+from raylth.specs import TrialSpec
+from raylth.stages import METHODS, check_method_name
+from raylth.store import Store
+from raylth.store.store import atomic_write_bytes
+from raylth.sweep.config import Sweep, Trial
+
+RUNNING_WITHIN_S = 300  # a partial artifact touched this recently counts as running
+
+
+def check_trials(sweep: Sweep, data_root: Path) -> None:
+    """Every name known, every data set present (downloaded if possible)."""
+    for trial in sweep.trials:
+        spec = trial.spec
+        where = f"{sweep.name} [{trial.label}]"
+        for check, value in ((check_method_name, spec.method), (check_model_name, spec.model.name),
+                             (check_dataset_name, spec.data.name),
+                             (check_strategy_name, spec.prune.strategy)):
+            try:
+                check(value)
+            except SpecError as err:
+                raise SpecError(f"{where}: {err}") from None
+        if METHODS[spec.method].phase > 0 and spec.levels < 1:
+            raise SpecError(f"{where}: levels: method {spec.method} needs levels >= 1")
+    for data in {trial.spec.data for trial in sweep.trials}:
+        check_dataset(data, data_root)
+
+
+def artifact_ids(spec: TrialSpec) -> list[str]:
+    return [s.id for s in METHODS[spec.method].artifacts(spec)]
+
+
+@dataclass
+class TrialState:
+    trial: Trial
+    ids: list[str]
+    finished: int
+    running: bool
+
+    @property
+    def state(self) -> str:
+        if self.finished == len(self.ids):
+            return "finished"
+        return "running" if self.running else "missing"
+
+
+def trial_states(store: Store, trials: list[Trial]) -> list[TrialState]:
+    now = time.time()
+    states = []
+    for trial in trials:
+        ids = artifact_ids(trial.spec)
+        finished = sum(store.has(i) for i in ids)
+        running = any((owner := store.partial_state(i)) and now - owner["time"] < RUNNING_WITHIN_S
+                      for i in ids)
+        states.append(TrialState(trial, ids, finished, running))
+    return states
+
+
+# -- the sweep's record in the store --------------------------------------------
+def record_path(store: Store, name: str) -> Path:
+    return store.root / "sweeps" / f"{name}.yaml"
+
+
+def write_record(store: Store, sweep: Sweep) -> None:
+    """Record the sweep's trials. A sweep run again with more grid points keeps
+    the trials it had: records only grow, nothing stored is dropped."""
+    path = record_path(store, sweep.name)
+    old = read_record(store, sweep.name)
+    trials = {t.spec.id: {"label": t.label, "spec": t.spec.to_dict(omit_defaults=True)} for t in old}
+    trials.update({t.spec.id: {"label": t.label, "spec": t.spec.to_dict(omit_defaults=True)}
+                   for t in sweep.trials})
+    record = {"name": sweep.name, "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "source": sweep.source, "trials": list(trials.values())}
+    atomic_write_bytes(path, yaml.safe_dump(record, sort_keys=False).encode())
+
+
+def read_record(store: Store, name: str) -> list[Trial]:
+    path = record_path(store, name)
+    if not path.is_file():
+        return []
+    record = yaml.safe_load(path.read_text()) or {}
+    return [Trial(label=t["label"], spec=TrialSpec.from_dict(t["spec"])) for t in record.get("trials", [])]
+
+
+def sweep_names(store: Store) -> list[str]:
+    folder = store.root / "sweeps"
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []

@@ -1,0 +1,103 @@
+"""Run a sweep's missing trials as Ray Tune trials, phase by phase.
+
+The store is the source of truth: a trial whose artifacts all exist is not
+scheduled, and a trial that is scheduled asks the store for each artifact
+before computing it, so running the same sweep again after an interruption
+finishes only what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raylth.specs import TrialSpec
+from raylth.stages import METHODS, StageContext
+from raylth.store import Store
+from raylth.sweep.config import Sweep
+from raylth.sweep.plan import check_trials, trial_states, write_record
+
+log = logging.getLogger("raylth")
+
+
+@dataclass
+class SweepOutcome:
+    name: str
+    storage: Path
+    finished: list[str] = field(default_factory=list)   # labels
+    cached: list[str] = field(default_factory=list)     # finished before this run
+    failed: dict[str, str] = field(default_factory=dict)  # label -> error
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def resolve_paths(sweep: Sweep, storage=None, data_root=None) -> tuple[Path, Path]:
+    storage = storage or sweep.storage or "raylth-results"
+    data_root = data_root or os.environ.get("RAYLTH_DATA") or sweep.data_root or "data"
+    return Path(storage).expanduser().resolve(), Path(data_root).expanduser().resolve()
+
+
+def run_trial_here(spec: TrialSpec, storage: Path, data_root: Path, report=None) -> list[str]:
+    """Run one trial in this process (what every Tune trial does)."""
+    ctx = StageContext(store=Store(storage), data_root=data_root, report=report)
+    return [a.id for a in METHODS[spec.method].run(spec, ctx)]
+
+
+def _tune_trainable(config, trials, storage, data_root):
+    from ray import tune
+
+    spec = TrialSpec.from_dict(trials[config["trial"]])
+    ids = run_trial_here(spec, Path(storage), Path(data_root), report=tune.report)
+    tune.report({"artifacts": len(ids), "done": True})
+
+
+def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = None) -> SweepOutcome:
+    storage, data_root = resolve_paths(sweep, storage, data_root)
+    check_trials(sweep, data_root)  # before anything is written
+    store = Store(storage)
+    write_record(store, sweep)
+    outcome = SweepOutcome(sweep.name, storage)
+    states = trial_states(store, sweep.trials)
+    outcome.cached = [s.trial.label for s in states if s.state == "finished"]
+    pending = [s.trial for s in states if s.state != "finished"]
+    if not pending:
+        log.info("%s: all %d trials already finished in %s", sweep.name, len(sweep.trials), storage)
+        return outcome
+    import ray
+    from ray import tune
+
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=True)
+    trainable = tune.with_resources(
+        tune.with_parameters(_tune_trainable, trials={t.label: t.spec.to_dict() for t in pending},
+                             storage=str(storage), data_root=str(data_root)),
+        {"cpu": sweep.resources["cpu"], "gpu": sweep.resources["gpu"]})
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for phase in sorted({METHODS[t.spec.method].phase for t in pending}):
+        labels = [t.label for t in pending if METHODS[t.spec.method].phase == phase]
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search(labels)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=sweep.max_concurrent,
+                                        trial_name_creator=lambda t: _short(t.config["trial"]),
+                                        trial_dirname_creator=lambda t: f"{t.trial_id}"),
+            run_config=tune.RunConfig(name=f"{sweep.name}-{stamp}-phase{phase}",
+                                      storage_path=str(storage / ".ray"),
+                                      failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
+        )
+        for result in tuner.fit():
+            label = result.config["trial"]
+            if result.error is not None:
+                outcome.failed[label] = f"{type(result.error).__name__}: {result.error}".splitlines()[0]
+            else:
+                outcome.finished.append(label)
+    return outcome
+
+
+def _short(label: str, limit: int = 60) -> str:
+    return label if len(label) <= limit else label[:limit - 3] + "..."
