@@ -1,0 +1,8 @@
+"""raylth: lottery tickets at cluster scale (IMP, instability, distilled pruning) on Ray."""
+
+__version__ = "0.1.0"
+
+from raylth.api import report, results, run, status  # noqa: E402
+from raylth.errors import RaylthError  # noqa: E402
+
+__all__ = ["run", "results", "status", "report", "RaylthError", "__version__"]

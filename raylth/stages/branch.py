@@ -12,15 +12,16 @@ import torch
 from raylth.engine.data import seed_for
 from raylth.engine.masks import random_like, rewind_state
 from raylth.specs import BranchSpec, Step
-from raylth.stages.context import StageContext, train_and_store
+from raylth.stages.context import StageContext, ensure, train_and_store
 from raylth.stages.imp import rewind_point, run_imp_level
 from raylth.store import Artifact
 
 
 def run_branch(spec: BranchSpec, ctx: StageContext) -> Artifact:
-    done = ctx.store.get(spec.id)
-    if done is not None:
-        return done
+    return ensure(ctx, spec, lambda: _compute_branch(spec, ctx))
+
+
+def _compute_branch(spec: BranchSpec, ctx: StageContext) -> Artifact:
     trunk = spec.trunk
     ticket = run_imp_level(trunk, ctx)
     data = ctx.dataset(trunk.data)

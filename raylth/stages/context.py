@@ -37,6 +37,16 @@ class StageContext:
         return build_model(spec, data.input_shape, data.num_classes, seed=seed)
 
 
+def ensure(ctx: StageContext, spec: Spec, compute: Callable[[], Artifact]) -> Artifact:
+    """The stored artifact of ``spec``; ``compute()`` it only when missing,
+    holding the store's lock so concurrent trials never compute it twice."""
+    done = ctx.store.get(spec.id)
+    if done is not None:
+        return done
+    with ctx.store.lock(spec.id):
+        return ctx.store.get(spec.id) or compute()
+
+
 def checkpoint_name(step: Step | int) -> str:
     return "init" if (step == 0 or getattr(step, "amount", 1) == 0) else f"step_{step}"
 
@@ -51,8 +61,7 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
     Stores weights at init (or the start step), at each step in ``keep`` and
     at the end, the mask, and metrics with the evaluation history."""
     dataset = ctx.dataset(data)
-    augment = dataset.augment if data.augment is None else data.augment
-    trainer = Trainer(model, dataset, train, seeds, augment=augment, mask=mask, device=ctx.device)
+    trainer = Trainer(model, dataset, train, seeds, augment=dataset.augment, mask=mask, device=ctx.device)
     partial = ctx.store.partial(spec.id)
     started = time.time()
     start = trainer.iterations(start_step) if start_step is not None else 0

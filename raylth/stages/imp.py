@@ -12,7 +12,7 @@ import torch
 from raylth.engine.data import seed_for
 from raylth.engine.masks import full_mask, prune, rewind_state
 from raylth.specs import ImpLevelSpec
-from raylth.stages.context import StageContext, checkpoint_name, train_and_store
+from raylth.stages.context import StageContext, checkpoint_name, ensure, train_and_store
 from raylth.stages.train import run_train
 from raylth.store import Artifact
 
@@ -23,9 +23,10 @@ def rewind_point(spec: ImpLevelSpec, ctx: StageContext) -> dict[str, torch.Tenso
 
 
 def run_imp_level(spec: ImpLevelSpec, ctx: StageContext) -> Artifact:
-    done = ctx.store.get(spec.id)
-    if done is not None:
-        return done
+    return ensure(ctx, spec, lambda: _compute_level(spec, ctx))
+
+
+def _compute_level(spec: ImpLevelSpec, ctx: StageContext) -> Artifact:
     if spec.level == 1:
         previous = run_train(spec.trunk_root(), ctx)
         data = ctx.dataset(spec.data)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from raylth.specs import TrainStageSpec
-from raylth.stages.context import StageContext, train_and_store
+from raylth.stages.context import StageContext, ensure, train_and_store
 from raylth.store import Artifact
 
 
 def run_train(spec: TrainStageSpec, ctx: StageContext) -> Artifact:
-    done = ctx.store.get(spec.id)
-    if done is not None:
-        return done
-    data = ctx.dataset(spec.data)
-    model = ctx.model(spec.model, data, seed=spec.seeds.init)
-    return train_and_store(ctx, spec, data=spec.data, model=model, train=spec.train,
-                           seeds=spec.seeds, keep=spec.save_at, extra_metrics={"level": 0})
+    def compute() -> Artifact:
+        data = ctx.dataset(spec.data)
+        model = ctx.model(spec.model, data, seed=spec.seeds.init)
+        return train_and_store(ctx, spec, data=spec.data, model=model, train=spec.train,
+                               seeds=spec.seeds, keep=spec.save_at, extra_metrics={"level": 0})
+
+    return ensure(ctx, spec, compute)

@@ -14,6 +14,8 @@ half-written. A finished artifact is reused, never recomputed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -170,6 +172,19 @@ class Store:
         path = self.root / ".partial" / artifact_id
         path.mkdir(parents=True, exist_ok=True)
         return Partial(path)
+
+    @contextlib.contextmanager
+    def lock(self, artifact_id: str):
+        """Exclusive right to compute one artifact, across processes on every
+        node that shares the root (an OS file lock: freed if the holder dies)."""
+        path = self.root / ".partial" / f"{artifact_id}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def finish(self, spec: Spec, partial: Partial, metrics: dict) -> Artifact:
         """Write spec and metrics into the partial folder and move it into place."""

@@ -1,0 +1,110 @@
+"""raylth command line: run, status, results, report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from raylth import api
+from raylth.errors import RaylthError
+
+DEFAULT_STORAGE = "raylth-results"
+
+
+def _cmd_run(args) -> int:
+    outcome = api.run(args.sweep, storage=args.storage, data_root=args.data_root, address=args.address)
+    done = len(outcome.cached) + len(outcome.finished)
+    print(f"{outcome.name}: {done} trials finished ({len(outcome.cached)} already stored, "
+          f"{len(outcome.finished)} run now), {len(outcome.failed)} failed; results in {outcome.storage}")
+    for label, error in outcome.failed.items():
+        print(f"  failed [{label}]: {error}")
+    return 0 if outcome.ok else 1
+
+
+def _cmd_status(args) -> int:
+    sweeps = api.status(args.storage)
+    if not sweeps:
+        print(f"{args.storage}: no sweeps recorded yet")
+        return 0
+    print(f"{'sweep':<28} {'trials':>6} {'finished':>8} {'running':>7} {'missing':>7}")
+    for name, states in sweeps.items():
+        count = {s: sum(t.state == s for t in states) for s in ("finished", "running", "missing")}
+        print(f"{name:<28} {len(states):>6} {count['finished']:>8} {count['running']:>7} {count['missing']:>7}")
+        if args.verbose:
+            for t in states:
+                print(f"    {t.state:<9} {t.finished}/{len(t.ids)} artifacts  {t.trial.label}")
+    return 0
+
+
+def _cmd_results(args) -> int:
+    frame = api.results(args.storage, sweep=args.sweep)
+    if args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(frame.to_json(orient="records", indent=1))
+    else:
+        print(frame.to_markdown(index=False) if _has_tabulate() else frame.to_string(index=False))
+    return 0
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _cmd_report(args) -> int:
+    written = api.report(args.storage, out=args.out, sweep=args.sweep)
+    for path in written.values():
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raylth", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a sweep (again: finishes only what is missing)")
+    run.add_argument("sweep", help="sweep YAML file, e.g. sweeps/quickstart.yaml")
+    run.add_argument("--storage", help="storage root (default: the sweep's storage, else raylth-results)")
+    run.add_argument("--data-root", help="folder holding data sets (default: $RAYLTH_DATA, the sweep's data_root, else ./data)")
+    run.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a new local one)")
+    run.set_defaults(func=_cmd_run)
+
+    status = sub.add_parser("status", help="finished / running / missing trials per sweep")
+    status.add_argument("storage", nargs="?", default=DEFAULT_STORAGE)
+    status.add_argument("-v", "--verbose", action="store_true", help="list every trial")
+    status.set_defaults(func=_cmd_status)
+
+    results = sub.add_parser("results", help="one row per finished result")
+    results.add_argument("storage", nargs="?", default=DEFAULT_STORAGE)
+    results.add_argument("--format", choices=["csv", "md", "json"], default="md")
+    results.add_argument("--sweep", help="only this sweep")
+    results.set_defaults(func=_cmd_results)
+
+    report = sub.add_parser("report", help="table and plots of accuracy vs sparsity")
+    report.add_argument("storage", nargs="?", default=DEFAULT_STORAGE)
+    report.add_argument("--out", default="raylth-report", help="output folder (default: raylth-report)")
+    report.add_argument("--sweep", help="only this sweep")
+    report.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return args.func(args)
+    except RaylthError as err:
+        print(f"raylth: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into head and the like
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

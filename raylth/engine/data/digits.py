@@ -1,0 +1,41 @@
+"""scikit-learn's 8x8 handwritten digits: bundled, so it works offline."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .dataset import Dataset
+from .registry import register_dataset
+
+TEST_FRACTION = 0.3
+
+
+def split_indices(labels: np.ndarray, fraction: float = TEST_FRACTION):
+    """A fixed stratified split: per class, a RandomState(0) permutation picks
+    round(fraction * count) test images. Independent of every run seed."""
+    rng = np.random.RandomState(0)
+    test = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        test.append(idx[rng.permutation(len(idx))[: int(round(fraction * len(idx)))]])
+    test = np.sort(np.concatenate(test))
+    train = np.setdiff1d(np.arange(len(labels)), test)  # sorted: classes stay interleaved
+    return train, test
+
+
+@register_dataset("digits")
+def load_digits(spec, root=None) -> Dataset:
+    from sklearn.datasets import load_digits as sk_load
+
+    raw = sk_load()
+    images = torch.from_numpy(raw.images.astype(np.float32)).unsqueeze(1)  # (N,1,8,8), 0..16
+    labels = torch.from_numpy(raw.target.astype(np.int64))
+    train, test = (torch.from_numpy(i) for i in split_indices(raw.target))
+    train_x = images[train]
+    return Dataset(
+        name="digits",
+        train_x=train_x, train_y=labels[train],
+        test_x=images[test], test_y=labels[test],
+        mean=(float(train_x.double().mean()),), std=(float(train_x.double().std()),),
+        num_classes=10, augment=False)

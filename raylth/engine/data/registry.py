@@ -1,0 +1,58 @@
+"""Data sets by name: the loaders, the driver's up-front check, train_size."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from raylth.errors import SpecError
+from raylth.specs.groups import DataSpec
+
+from .dataset import Dataset
+
+# name -> loader(spec, root) -> Dataset on the CPU, at full size
+DATASETS: dict[str, Callable[[DataSpec, object], Dataset]] = {}
+
+
+def register_dataset(name: str):
+    def deco(fn):
+        DATASETS[name] = fn
+        return fn
+    return deco
+
+
+def check_dataset_name(name: str, field: str = "data.name") -> None:
+    if name not in DATASETS:
+        raise SpecError(f"{field}: unknown data set {name!r}; known data sets are "
+                        f"{', '.join(sorted(DATASETS))}")
+
+
+def _check_spec(spec: DataSpec) -> None:
+    check_dataset_name(spec.name)
+    if spec.name != "tensors":
+        for key in ("path", "test"):
+            if getattr(spec, key) is not None:
+                raise SpecError(f"data.{key}: only the tensors data set takes {key}; "
+                                f"remove it for {spec.name}")
+
+
+def load_dataset(spec: DataSpec, root=None) -> Dataset:
+    """Load on the CPU, keep the first spec.train_size training images and
+    set augment (spec.augment, or the set's default when None)."""
+    _check_spec(spec)
+    data = DATASETS[spec.name](spec, root)
+    if spec.train_size is not None:
+        n = len(data.train_y)
+        if spec.train_size > n:
+            raise SpecError(f"data.train_size: {spec.train_size} is more than the {n} "
+                            f"training images of {data.name}; use at most {n}")
+        data = data.subset(spec.train_size)
+    if spec.augment is not None:
+        data.augment = spec.augment
+    return data
+
+
+def check_dataset(spec: DataSpec, root=None) -> Dataset:
+    """Called by the driver before any work: fetch (CIFAR) and read the whole
+    set once so that every problem surfaces now as one-line DataError or
+    SpecError. Returns the loaded set (for num_classes, input_shape)."""
+    return load_dataset(spec, root)

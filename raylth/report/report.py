@@ -1,0 +1,80 @@
+"""``raylth report``: a Markdown table and PNG plots of accuracy vs sparsity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raylth.errors import RaylthError
+from raylth.report.results import COLUMNS, results_frame
+
+GROUP = ["sweep", "dataset", "model", "method", "level"]
+
+
+def summarize(frame):
+    """Mean and spread over seeds of sparsity and test accuracy per method and level."""
+    grouped = frame.groupby(GROUP, dropna=False)
+    out = grouped.agg(sparsity=("sparsity", "mean"), test_acc_mean=("test_acc", "mean"),
+                      test_acc_std=("test_acc", "std"), seeds=("seed", "nunique")).reset_index()
+    out["test_acc_std"] = out["test_acc_std"].fillna(0.0)
+    return out.sort_values(GROUP).reset_index(drop=True)
+
+
+def markdown_table(summary) -> str:
+    lines = ["| sweep | dataset | model | method | level | sparsity | test acc (mean ± std) | seeds |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    for r in summary.itertuples():
+        lines.append(f"| {r.sweep or '-'} | {r.dataset} | {r.model} | {r.method} | {r.level} | "
+                     f"{100 * r.sparsity:.1f}% | {100 * r.test_acc_mean:.2f} ± {100 * r.test_acc_std:.2f} | {r.seeds} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy_vs_sparsity(summary, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, rows in summary.groupby("method"):
+        rows = rows.sort_values("sparsity")
+        remaining = 100 * (1 - rows["sparsity"])
+        mean, std = 100 * rows["test_acc_mean"], 100 * rows["test_acc_std"]
+        if len(rows) == 1:  # a dense baseline: a horizontal reference line
+            ax.axhline(mean.iloc[0], linestyle="--", color="grey", label=f"{method}")
+            ax.axhspan(mean.iloc[0] - std.iloc[0], mean.iloc[0] + std.iloc[0], color="grey", alpha=0.15)
+            continue
+        ax.plot(remaining, mean, marker="o", markersize=3, label=method)
+        ax.fill_between(remaining, mean - std, mean + std, alpha=0.2)
+    ax.set_xscale("log")
+    ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)
+             if t >= 100 * (1 - summary["sparsity"].max()) * 0.8]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.invert_xaxis()
+    ax.set_xlabel("weights remaining (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(storage, out, sweep: str | None = None) -> dict[str, Path]:
+    frame = results_frame(storage, sweep)
+    if frame.empty:
+        raise RaylthError(f"{storage}: no finished results to report; run a sweep first "
+                          "(raylth run sweeps/quickstart.yaml)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    frame[COLUMNS].to_csv(out / "results.csv", index=False)
+    summary = summarize(frame)
+    written = {"results": out / "results.csv", "table": out / "summary.md"}
+    (out / "summary.md").write_text("# Test accuracy vs sparsity\n\n" + markdown_table(summary))
+    for keys, rows in summary.groupby(["sweep", "dataset", "model"]):
+        name = "-".join(str(k) for k in keys if k) or "results"
+        path = out / f"accuracy_vs_sparsity_{name}.png"
+        plot_accuracy_vs_sparsity(rows, path, f"{keys[0] or 'unswept'}: {keys[2]} on {keys[1]}")
+        written[f"plot:{name}"] = path
+    return written
