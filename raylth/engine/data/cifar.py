@@ -83,6 +83,8 @@ def _extract(archive: Path, into: Path) -> None:
 
 
 def _fetch(info: CifarInfo, root: Path) -> None:
+    if os.environ.get("RAYLTH_OFFLINE"):
+        raise RuntimeError("RAYLTH_OFFLINE is set")
     root.mkdir(parents=True, exist_ok=True)
     # Temp names in root and a final rename: parallel workers never see half a folder.
     fd, archive = tempfile.mkstemp(prefix=f".{info.name}-", suffix=".tar.gz.part", dir=root)

@@ -112,7 +112,10 @@ def _computed_stats(x: torch.Tensor):
 
 @register_dataset("tensors")
 def load_tensors(spec: DataSpec, root=None) -> Dataset:
-    f = _File(Path(spec.path).expanduser())
+    path = Path(spec.path).expanduser()
+    if not path.is_absolute() and root is not None:
+        path = Path(root) / path  # relative paths name files under the data root
+    f = _File(path)
     x = f.images("images")
     stats = f.channel_stats(x.shape[1])
     if spec.test is not None:
