@@ -1,0 +1,153 @@
+"""Sweeps through Ray Tune on CPU, from the CLI and from Python.
+
+The quickstart runs once, uninterrupted (its results are checked against the
+science it should show), and once killed mid-sweep and run again (it must
+finish, retrain nothing finished, and equal the uninterrupted run).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+import raylth
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "sweeps" / "quickstart.yaml"
+pytestmark = pytest.mark.slow
+
+
+def cli(*args, cwd=None, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "raylth.cli.main", *map(str, args)], cwd=cwd,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def quickstart_store(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("quickstart") / "results"
+    done = cli("run", QUICKSTART, "--storage", storage)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "6 trials finished" in done.stdout
+    return storage
+
+
+def test_quickstart_finds_tickets_and_beats_random_pruning(quickstart_store):
+    frame = raylth.results(quickstart_store)
+    assert set(frame["method"]) == {"dense", "imp", "random_prune"}
+    assert set(frame["seed"]) == {0, 1}
+    dense = frame[frame.method == "dense"].test_acc.mean()
+    sparse_level = frame[(frame.method == "imp") & (frame.sparsity >= 0.93)].level.max()
+    at = frame[frame.level == sparse_level]
+    imp = at[at.method == "imp"]
+    rand = at[at.method == "random_prune"]
+    assert len(imp) == 2 and len(rand) == 2 and (imp.sparsity >= 0.93).all()
+    assert (rand.sparsity.values == pytest.approx(imp.sparsity.values))
+    assert abs(imp.test_acc.mean() - dense) <= 0.015, (imp.test_acc.mean(), dense)
+    assert rand.test_acc.mean() <= imp.test_acc.mean() - 0.05
+
+
+def test_cli_status_results_report(quickstart_store, tmp_path):
+    status = cli("status", quickstart_store)
+    assert status.returncode == 0
+    assert "quickstart" in status.stdout and " 6 " in status.stdout
+    csv = cli("results", quickstart_store, "--format", "csv")
+    assert csv.returncode == 0
+    header = csv.stdout.splitlines()[0].split(",")
+    for column in ("sweep", "stage", "method", "dataset", "model", "seed", "level", "sparsity",
+                   "test_acc", "id"):
+        assert column in header
+    assert len(csv.stdout.splitlines()) == 1 + 2 * (1 + 15 + 14)
+    report = cli("report", quickstart_store, "--out", tmp_path / "report")
+    assert report.returncode == 0, report.stderr
+    table = (tmp_path / "report" / "summary.md").read_text()
+    assert "| quickstart | digits | lenet | random_prune | 14 |" in table
+    png = tmp_path / "report" / "accuracy_vs_sparsity_quickstart-digits-lenet.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _finished(storage: Path) -> dict[str, int]:
+    return {p.name: (p / "metrics.json").stat().st_mtime_ns
+            for p in storage.glob("*_*") if (p / "metrics.json").exists()}
+
+
+def test_killed_sweep_resumes_without_retraining(quickstart_store, tmp_path):
+    storage = tmp_path / "results"
+    driver = subprocess.Popen([sys.executable, "-m", "raylth.cli.main", "run", str(QUICKSTART),
+                               "--storage", str(storage)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while len(_finished(storage)) < 8 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    assert driver.poll() is None, "the sweep ended before it could be interrupted"
+    family = [driver.pid] + [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
+    for pid in family:  # a crash: the driver, Ray and every trial die at once
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    driver.wait()
+    before = _finished(storage)
+    assert 8 <= len(before) < 60, len(before)
+
+    again = cli("run", QUICKSTART, "--storage", storage)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    after = _finished(storage)
+    assert all(after[name] == mtime for name, mtime in before.items()), "a finished artifact was rewritten"
+
+    resumed = raylth.results(storage).set_index(["trial", "id"]).sort_index()
+    reference = raylth.results(quickstart_store).set_index(["trial", "id"]).sort_index()
+    assert list(resumed.index) == list(reference.index)
+    assert (resumed.test_acc == reference.test_acc).all()
+
+
+BAD_INPUTS = {
+    "misspelled key": ({"base": {"trian": {"lr": 0.1}}}, "trian"),
+    "unknown model": ({"base": {"model": {"name": "resnet99"}}}, "model.name"),
+    "impossible fraction": ({"base": {"prune": {"fraction": 1.5}}}, "prune.fraction"),
+    "missing CIFAR": ({"base": {"data": {"name": "cifar10"}}}, "cifar-10-batches-py"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_exits_at_once_with_one_line(case, quickstart_store, tmp_path):
+    raw, needle = BAD_INPUTS[case]
+    sweep = yaml.safe_load(QUICKSTART.read_text())
+    for key, value in raw["base"].items():
+        sweep["base"][key] = {**sweep["base"].get(key, {}), **value} if isinstance(value, dict) else value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    before = {p: p.stat().st_mtime_ns for p in quickstart_store.rglob("*")}
+    done = cli("run", path, "--storage", quickstart_store, "--data-root", tmp_path / "data",
+               env={"RAYLTH_OFFLINE": "1"}, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], done.stderr
+    assert {p: p.stat().st_mtime_ns for p in quickstart_store.rglob("*")} == before
+
+
+def test_python_api_runs_a_sweep_dict(tmp_path):
+    import ray
+
+    sweep = {"name": "api", "base": {"levels": 2, "data": {"name": "digits"}, "model": {"name": "lenet"},
+                                     "train": {"duration": "3ep", "batch_size": 64, "lr": 0.05}},
+             "grid": {"method": ["imp", "reinit"], "seed": [3]}}
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        outcome = raylth.run(sweep, storage=tmp_path / "s")
+        assert outcome.ok and sorted(outcome.finished) == ["method=imp,seed=3", "method=reinit,seed=3"]
+        frame = raylth.results(tmp_path / "s")
+        assert sorted(frame[frame.method == "reinit"].level) == [1, 2]
+        assert (frame.seed == 3).all()
+        again = raylth.run(sweep, storage=tmp_path / "s")
+        assert again.finished == [] and len(again.cached) == 2
+        states = raylth.status(tmp_path / "s")["api"]
+        assert [s.state for s in states] == ["finished", "finished"]
+    finally:
+        ray.shutdown()

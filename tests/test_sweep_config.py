@@ -1,0 +1,99 @@
+"""Sweep files: expansion, shorthands and every bad input failing with one clear line."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raylth.errors import RaylthError, SpecError
+from raylth.sweep.config import load_sweep, parse_sweep
+from raylth.sweep.plan import check_trials
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sweep(**changes):
+    raw = {"name": "t", "base": {"levels": 2, "data": {"name": "digits"}, "model": {"name": "lenet"},
+                                 "train": {"duration": "2ep"}},
+           "grid": {"seed": [0, 1], "method": ["dense", "imp"]}}
+    for key, value in changes.items():
+        raw[key] = value
+    return raw
+
+
+def test_grid_is_cartesian_product_with_readable_labels():
+    s = parse_sweep(sweep())
+    assert [t.label for t in s.trials] == ["seed=0,method=dense", "seed=0,method=imp",
+                                           "seed=1,method=dense", "seed=1,method=imp"]
+    assert s.trials[2].spec.seeds.init == s.trials[2].spec.seeds.order == s.trials[2].spec.seeds.augment == 1
+    assert s.trials[1].spec.method == "imp" and s.trials[1].spec.levels == 2
+
+
+def test_dotted_and_shorthand_grid_keys():
+    s = parse_sweep(sweep(grid={"train.lr": [0.1, 0.01], "rewind": ["0it", "1ep"], "seeds.order": [3]}))
+    assert len(s.trials) == 4
+    assert {t.spec.train.lr for t in s.trials} == {0.1, 0.01}
+    assert {str(t.spec.prune.rewind) for t in s.trials} == {"0it", "1ep"}
+    assert {t.spec.seeds.order for t in s.trials} == {3}
+
+
+def test_shipped_sweeps_parse_and_check():
+    for path in sorted((REPO / "sweeps").glob("*.yaml")):
+        s = load_sweep(path)
+        assert s.trials, path
+        if all(t.spec.data.name == "digits" for t in s.trials):
+            check_trials(s, Path("unused"))
+
+
+@pytest.mark.parametrize("raw, needle", [
+    (sweep(grdi={"seed": [0]}), "'grdi'"),
+    (sweep(base={"trian": {"lr": 0.1}}), "trian"),
+    (sweep(base={"train": {"lrr": 0.1}}), "train.lrr"),
+    (sweep(base={"prune": {"fraction": 1.5}}), "prune.fraction"),
+    (sweep(base={"train": {"duration": "ten epochs"}}), "train.duration"),
+    (sweep(grid={"seed": []}), "grid.seed"),
+    (sweep(grid={"seed": 3}), "grid.seed"),
+    (sweep(resources={"gpus": 1}), "resources.gpus"),
+    (sweep(resources={"gpu": -1}), "resources.gpu"),
+    (sweep(max_failures=-1), "max_failures"),
+    (sweep(name="a b"), "name"),
+])
+def test_bad_sweeps_name_the_field(raw, needle):
+    with pytest.raises(SpecError) as err:
+        parse_sweep(raw)
+    message = str(err.value)
+    assert needle in message and "\n" not in message
+
+
+@pytest.mark.parametrize("base, needle", [
+    ({"model": {"name": "resnet99"}}, "model.name: unknown model 'resnet99'"),
+    ({"method": "lottery"}, "method: unknown method 'lottery'"),
+    ({"data": {"name": "mnist"}}, "data.name: unknown data set 'mnist'"),
+    ({"prune": {"strategy": "smallest"}}, "prune.strategy: unknown strategy 'smallest'"),
+])
+def test_unknown_names_fail_before_any_work(base, needle, tmp_path):
+    s = parse_sweep({"base": {"levels": 1, **base}})
+    with pytest.raises(SpecError, match=needle.replace(".", r"\.")):
+        check_trials(s, tmp_path)
+
+
+def test_missing_cifar_offline_names_the_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYLTH_OFFLINE", "1")
+    s = parse_sweep({"base": {"data": {"name": "cifar10"}, "model": {"name": "resnet20"}}})
+    with pytest.raises(RaylthError) as err:
+        check_trials(s, tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere" / "cifar-10-batches-py") in str(err.value)
+    assert "download" in str(err.value)
+
+
+def test_missing_and_broken_sweep_files(tmp_path):
+    with pytest.raises(RaylthError, match="no such sweep file"):
+        load_sweep(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: {data: [\n")
+    with pytest.raises(RaylthError, match="not valid YAML"):
+        load_sweep(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text(yaml.safe_dump([1, 2]))
+    with pytest.raises(SpecError, match="a sweep is a mapping"):
+        load_sweep(listy)
