@@ -97,3 +97,15 @@ def test_missing_and_broken_sweep_files(tmp_path):
     listy.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(SpecError, match="a sweep is a mapping"):
         load_sweep(listy)
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"prune": {"rewind": "100it"}, "train": {"duration": "2ep"}}, "prune.rewind: 100it is iteration 100"),
+    ({"train": {"duration": "2ep", "schedule": "multistep", "milestones": ["1ep", "500it"]}},
+     "train.milestones[1]"),
+])
+def test_steps_past_the_end_of_training_fail_up_front(changes, needle, tmp_path):
+    s = parse_sweep({"base": {"levels": 1, **changes}})  # batch 128: 1258 digits = 9 steps/epoch
+    with pytest.raises(SpecError) as err:
+        check_trials(s, tmp_path)
+    assert needle in str(err.value) and "2ep = 18 iterations" in str(err.value)

@@ -8,6 +8,7 @@ anything stored before it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import types
@@ -31,7 +32,10 @@ class Spec:
     path_prefix: ClassVar[str | None] = None
 
     def __post_init__(self):
+        hints = _hints(type(self))
         for f in dataclasses.fields(self):
+            if hints[f.name] in _FLOATISH and type(getattr(self, f.name)) is int:
+                object.__setattr__(self, f.name, float(getattr(self, f.name)))  # lr=1 and lr=1.0: one id
             options = f.metadata.get("choices")
             value = getattr(self, f.name)
             if options and value not in options:
@@ -50,7 +54,7 @@ class Spec:
             data = {}
         if not isinstance(data, dict):
             raise SpecError(f"{where or cls.kind}: expected a mapping, got {type(data).__name__}")
-        hints = typing.get_type_hints(cls)
+        hints = _hints(cls)
         names = {f.name: f for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - set(names))
         if unknown:
@@ -81,6 +85,14 @@ class Spec:
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+
+_FLOATISH = (float, float | None)
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
 
 
 def _join(where: str, key: str) -> str:

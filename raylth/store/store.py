@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import time
+import uuid
 import warnings
 from pathlib import Path
 
@@ -198,15 +199,20 @@ class Store:
                     for p in sorted(partial.path.rglob("*")) if p.is_file() and not p.name.startswith(".")}
         atomic_write_bytes(partial.path / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
         final = self.path(spec.id)
-        if final.exists():  # another process finished the same spec first: keep theirs
-            shutil.rmtree(partial.path, ignore_errors=True)
-        else:
+        try:
             os.rename(partial.path, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            shutil.rmtree(partial.path, ignore_errors=True)  # finished elsewhere first: keep that one
         return self._read(final)
 
     def quarantine(self, artifact_id: str, reason: str) -> Path:
-        dest = self.root / ".broken" / f"{artifact_id}-{time.strftime('%Y%m%d-%H%M%S')}"
+        dest = self.root / ".broken" / f"{artifact_id}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(self.path(artifact_id), dest)
+        try:
+            os.rename(self.path(artifact_id), dest)
+        except FileNotFoundError:  # another process moved it aside first
+            return dest
         warnings.warn(f"{reason}; moved it to {dest} and will recompute it", stacklevel=3)
         return dest

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from raylth.engine.data import check_dataset, check_dataset_name
+from raylth.engine.data import check_dataset, check_dataset_name, steps_per_epoch
 from raylth.engine.masks import check_strategy_name
 from raylth.engine.models import check_model_name
 from raylth.errors import SpecError
@@ -36,8 +36,25 @@ def check_trials(sweep: Sweep, data_root: Path) -> None:
                 raise SpecError(f"{where}: {err}") from None
         if METHODS[spec.method].phase > 0 and spec.levels < 1:
             raise SpecError(f"{where}: levels: method {spec.method} needs levels >= 1")
-    for data in {trial.spec.data for trial in sweep.trials}:
-        check_dataset(data, data_root)
+    sizes = {data: len(check_dataset(data, data_root).train_y)
+             for data in {trial.spec.data for trial in sweep.trials}}
+    for trial in sweep.trials:
+        check_steps(trial.spec, sizes[trial.spec.data], f"{sweep.name} [{trial.label}]")
+
+
+def check_steps(spec: TrialSpec, n_train: int, where: str) -> None:
+    """Steps written in other units than the duration are checked once the
+    data set's size (hence iterations per epoch) is known."""
+    per_epoch = steps_per_epoch(n_train, spec.train.batch_size)
+    total = spec.train.duration.iterations(per_epoch)
+    named = [("prune.rewind", spec.prune.rewind, total - 1), ("train.warmup", spec.train.warmup, total)]
+    named += [(f"train.milestones[{i}]", m, total) for i, m in enumerate(spec.train.milestones)]
+    for field, step, last in named:
+        if step.iterations(per_epoch) > last:
+            raise SpecError(
+                f"{where}: {field}: {step} is iteration {step.iterations(per_epoch)}, past the end of "
+                f"training ({spec.train.duration} = {total} iterations of {per_epoch} per epoch); "
+                "use an earlier step or a longer train.duration")
 
 
 def artifact_ids(spec: TrialSpec) -> list[str]:

@@ -42,6 +42,9 @@ def resolve_paths(sweep: Sweep, storage=None, data_root=None) -> tuple[Path, Pat
     return Path(storage).expanduser().resolve(), Path(data_root).expanduser().resolve()
 
 
+PROGRESS_KEYS = ("level", "sparsity", "test_acc")
+
+
 def run_trial_here(spec: TrialSpec, storage: Path, data_root: Path, report=None) -> list[str]:
     """Run one trial in this process (what every Tune trial does)."""
     ctx = StageContext(store=Store(storage), data_root=data_root, report=report)
@@ -51,9 +54,13 @@ def run_trial_here(spec: TrialSpec, storage: Path, data_root: Path, report=None)
 def _tune_trainable(config, trials, storage, data_root):
     from ray import tune
 
+    def progress(metrics: dict) -> None:  # one Tune result per stored stage: the progress table
+        tune.report({k: metrics[k] for k in PROGRESS_KEYS if k in metrics})
+
     spec = TrialSpec.from_dict(trials[config["trial"]])
-    ids = run_trial_here(spec, Path(storage), Path(data_root), report=tune.report)
-    tune.report({"artifacts": len(ids), "done": True})
+    ids = run_trial_here(spec, Path(storage), Path(data_root), report=progress)
+    last = Store(storage).get(ids[-1]).metrics
+    tune.report({k: last[k] for k in PROGRESS_KEYS if k in last} | {"artifacts": len(ids)})
 
 
 def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = None) -> SweepOutcome:
