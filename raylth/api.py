@@ -43,12 +43,12 @@ def results(storage="raylth-results", sweep=None):
 
 
 def status(storage="raylth-results"):
-    """Per sweep: lists of trial states (finished / running / missing)."""
+    """Per sweep: the state of each job (finished / running / missing)."""
     from raylth.store import Store
-    from raylth.sweep.plan import read_record, sweep_names, trial_states
+    from raylth.sweep.plan import job_states, read_record, sweep_names
 
     store = Store(_require_store(storage))
-    return {name: trial_states(store, read_record(store, name)) for name in sweep_names(store)}
+    return {name: job_states(store, read_record(store, name)) for name in sweep_names(store)}
 
 
 def report(storage="raylth-results", out="raylth-report", sweep=None):

@@ -34,7 +34,7 @@ def quickstart_store(tmp_path_factory):
     storage = tmp_path_factory.mktemp("quickstart") / "results"
     done = cli("run", QUICKSTART, "--storage", storage)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "6 trials finished" in done.stdout
+    assert "6 jobs finished" in done.stdout
     return storage
 
 

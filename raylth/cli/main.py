@@ -15,7 +15,7 @@ DEFAULT_STORAGE = "raylth-results"
 def _cmd_run(args) -> int:
     outcome = api.run(args.sweep, storage=args.storage, data_root=args.data_root, address=args.address)
     done = len(outcome.cached) + len(outcome.finished)
-    print(f"{outcome.name}: {done} trials finished ({len(outcome.cached)} already stored, "
+    print(f"{outcome.name}: {done} jobs finished ({len(outcome.cached)} already stored, "
           f"{len(outcome.finished)} run now), {len(outcome.failed)} failed; results in {outcome.storage}")
     for label, error in outcome.failed.items():
         print(f"  failed [{label}]: {error}")
@@ -27,13 +27,13 @@ def _cmd_status(args) -> int:
     if not sweeps:
         print(f"{args.storage}: no sweeps recorded yet")
         return 0
-    print(f"{'sweep':<28} {'trials':>6} {'finished':>8} {'running':>7} {'missing':>7}")
+    print(f"{'sweep':<28} {'jobs':>6} {'finished':>8} {'running':>7} {'missing':>7}")
     for name, states in sweeps.items():
         count = {s: sum(t.state == s for t in states) for s in ("finished", "running", "missing")}
         print(f"{name:<28} {len(states):>6} {count['finished']:>8} {count['running']:>7} {count['missing']:>7}")
         if args.verbose:
             for t in states:
-                print(f"    {t.state:<9} {t.finished}/{len(t.ids)} artifacts  {t.trial.label}")
+                print(f"    {t.state:<9} {t.finished}/{len(t.job.ids)} artifacts  {t.job.label}")
     return 0
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from raylth.errors import RaylthError
-from raylth.report.results import COLUMNS, results_frame
+from raylth.report.axes import pyplot, weights_remaining_axis
+from raylth.report.instability import (copy_landscapes, instability_table, plot_error_vs_alpha,
+                                       plot_instability_vs_rewind, plot_instability_vs_sparsity,
+                                       sharpness_table)
+from raylth.report.results import COLUMNS, NETWORK_STAGES, results_frame
+from raylth.store import Store
 
 GROUP = ["sweep", "dataset", "model", "method", "level"]
 
@@ -29,11 +34,7 @@ def markdown_table(summary) -> str:
 
 
 def plot_accuracy_vs_sparsity(summary, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, rows in summary.groupby("method"):
         rows = rows.sort_values("sparsity")
@@ -45,13 +46,7 @@ def plot_accuracy_vs_sparsity(summary, path: Path, title: str) -> None:
             continue
         ax.plot(remaining, mean, marker="o", markersize=3, label=method)
         ax.fill_between(remaining, mean - std, mean + std, alpha=0.2)
-    ax.set_xscale("log")
-    ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)
-             if t >= 100 * (1 - summary["sparsity"].max()) * 0.8]
-    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-    ax.minorticks_off()
-    ax.invert_xaxis()
-    ax.set_xlabel("weights remaining (%)")
+    weights_remaining_axis(ax, summary["sparsity"].max())
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
@@ -69,12 +64,49 @@ def write_report(storage, out, sweep: str | None = None) -> dict[str, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     frame[COLUMNS].to_csv(out / "results.csv", index=False)
-    summary = summarize(frame)
+    summary = summarize(frame[frame.stage.isin(NETWORK_STAGES)])
     written = {"results": out / "results.csv", "table": out / "summary.md"}
     (out / "summary.md").write_text("# Test accuracy vs sparsity\n\n" + markdown_table(summary))
     for keys, rows in summary.groupby(["sweep", "dataset", "model"]):
-        name = "-".join(str(k) for k in keys if k) or "results"
+        name = _name(keys)
         path = out / f"accuracy_vs_sparsity_{name}.png"
         plot_accuracy_vs_sparsity(rows, path, f"{keys[0] or 'unswept'}: {keys[2]} on {keys[1]}")
         written[f"plot:{name}"] = path
+    written |= _instability_report(Store(storage), frame, out)
+    return written
+
+
+def _name(keys) -> str:
+    return "-".join(str(k) for k in keys if k) or "results"
+
+
+def _instability_report(store: Store, frame, out: Path) -> dict[str, Path]:
+    written = {}
+    lmc = frame[frame.stage == "lmc"].copy()
+    if not lmc.empty:
+        lmc["spawn_iterations"] = [store.get(i).metrics.get("spawn_iterations", 0) for i in lmc.id]
+        threshold = float(store.get(lmc.id.iloc[0]).spec.get("threshold", 0.02))
+        (out / "instability.md").write_text("# Instability to SGD noise\n\n" + instability_table(lmc))
+        written["instability"] = out / "instability.md"
+        for keys, rows in lmc.groupby(["sweep", "dataset", "model"], dropna=False):
+            name, title = _name(keys), f"{keys[0] or 'unswept'}: {keys[2]} on {keys[1]}"
+            for kind, plot in (("error_vs_alpha", None), ("instability_vs_sparsity", plot_instability_vs_sparsity),
+                               ("instability_vs_rewind", plot_instability_vs_rewind)):
+                path = out / f"{kind}_{name}.png"
+                if plot is None:
+                    for (method, rewind), sub in rows.groupby(["method", "rewind"]):
+                        path = out / f"{kind}_{name}_{method}_k{rewind}.png"
+                        plot_error_vs_alpha(store, sub, path, f"{title}: {method}, k={rewind}")
+                        written[f"plot:{path.stem}"] = path
+                    continue
+                if kind == "instability_vs_rewind" and rows.rewind.nunique() < 2:
+                    continue
+                plot(rows, path, title, threshold)
+                written[f"plot:{path.stem}"] = path
+    sharp = frame[frame.stage == "sharpness"]
+    if not sharp.empty:
+        (out / "sharpness.md").write_text("# Sharpness\n\n" + sharpness_table(store, sharp))
+        written["sharpness"] = out / "sharpness.md"
+    for path in copy_landscapes(store, frame[frame.stage == "landscape"], out):
+        written[f"plot:{path.stem}"] = path
     return written

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from raylth.errors import SpecError
+from raylth.specs.analysis import LmcOptions
 from raylth.specs.base import Spec
 from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
 
@@ -21,6 +22,7 @@ class TrialSpec(Spec):
     prune: PruneSpec = field(default_factory=PruneSpec)
     seeds: Seeds = field(default_factory=Seeds)
     branch_seed: int = 0          # random_prune / reinit draws
+    lmc: LmcOptions | None = None  # instability analysis of this trial's networks
 
     def validate(self):
         if self.levels < 0:

@@ -16,11 +16,15 @@ from raylth.specs import BranchSpec, ImpLevelSpec, Spec, TrainStageSpec, TrialSp
 from raylth.stages.branch import run_branch
 from raylth.stages.context import StageContext
 from raylth.stages.imp import run_imp_level
+from raylth.stages.landscape import run_landscape
+from raylth.stages.lmc import run_child, run_lmc
+from raylth.stages.sharpness import run_sharpness
 from raylth.stages.train import run_train
 from raylth.store import Artifact
 
 STAGE_RUNNERS: dict[str, Callable[[Spec, StageContext], Artifact]] = {
-    "train": run_train, "imp": run_imp_level, "branch": run_branch,
+    "train": run_train, "imp": run_imp_level, "branch": run_branch, "child": run_child,
+    "lmc": run_lmc, "sharpness": run_sharpness, "landscape": run_landscape,
 }
 
 

@@ -18,6 +18,7 @@ from raylth.stages import METHODS, check_method_name
 from raylth.store import Store
 from raylth.store.store import atomic_write_bytes
 from raylth.sweep.config import Sweep, Trial
+from raylth.sweep.jobs import Job, sweep_jobs, trial_jobs
 
 RUNNING_WITHIN_S = 300  # a partial artifact touched this recently counts as running
 
@@ -58,32 +59,31 @@ def check_steps(spec: TrialSpec, n_train: int, where: str) -> None:
 
 
 def artifact_ids(spec: TrialSpec) -> list[str]:
-    return [s.id for s in METHODS[spec.method].artifacts(spec)]
+    """Every artifact a trial produces, its analyses included."""
+    return [i for job in trial_jobs(Trial("", spec)) for i in job.ids]
 
 
 @dataclass
-class TrialState:
-    trial: Trial
-    ids: list[str]
+class JobState:
+    job: Job
     finished: int
     running: bool
 
     @property
     def state(self) -> str:
-        if self.finished == len(self.ids):
+        if self.finished == len(self.job.ids):
             return "finished"
         return "running" if self.running else "missing"
 
 
-def trial_states(store: Store, trials: list[Trial]) -> list[TrialState]:
+def job_states(store: Store, trials: list[Trial]) -> list[JobState]:
     now = time.time()
     states = []
-    for trial in trials:
-        ids = artifact_ids(trial.spec)
-        finished = sum(store.has(i) for i in ids)
+    for job in sweep_jobs(trials):
+        finished = sum(store.has(i) for i in job.ids)
         running = any((owner := store.partial_state(i)) and now - owner["time"] < RUNNING_WITHIN_S
-                      for i in ids)
-        states.append(TrialState(trial, ids, finished, running))
+                      for i in job.ids)
+        states.append(JobState(job, finished, running))
     return states
 
 

@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raylth.specs import TrialSpec
-from raylth.stages import METHODS, StageContext
+from raylth.specs import Spec, TrialSpec
+from raylth.stages import METHODS, StageContext, run_stage
 from raylth.store import Store
 from raylth.sweep.config import Sweep
-from raylth.sweep.plan import check_trials, trial_states, write_record
+from raylth.sweep.jobs import Job
+from raylth.sweep.plan import check_trials, job_states, write_record
 
 log = logging.getLogger("raylth")
 
@@ -27,7 +28,7 @@ log = logging.getLogger("raylth")
 class SweepOutcome:
     name: str
     storage: Path
-    finished: list[str] = field(default_factory=list)   # labels
+    finished: list[str] = field(default_factory=list)   # job labels
     cached: list[str] = field(default_factory=list)     # finished before this run
     failed: dict[str, str] = field(default_factory=dict)  # label -> error
 
@@ -42,23 +43,28 @@ def resolve_paths(sweep: Sweep, storage=None, data_root=None) -> tuple[Path, Pat
     return Path(storage).expanduser().resolve(), Path(data_root).expanduser().resolve()
 
 
-PROGRESS_KEYS = ("level", "sparsity", "test_acc")
+PROGRESS_KEYS = ("level", "sparsity", "test_acc", "instability_test")
+
+
+def run_specs_here(specs: list[Spec], storage: Path, data_root: Path, report=None) -> list[str]:
+    """Run one job's stages in this process (what every Tune trial does)."""
+    ctx = StageContext(store=Store(storage), data_root=data_root, report=report)
+    return [run_stage(spec, ctx).id for spec in specs]
 
 
 def run_trial_here(spec: TrialSpec, storage: Path, data_root: Path, report=None) -> list[str]:
-    """Run one trial in this process (what every Tune trial does)."""
-    ctx = StageContext(store=Store(storage), data_root=data_root, report=report)
-    return [a.id for a in METHODS[spec.method].run(spec, ctx)]
+    """A sweep trial's method, in this process, without its analyses."""
+    return run_specs_here(METHODS[spec.method].artifacts(spec), storage, data_root, report)
 
 
-def _tune_trainable(config, trials, storage, data_root):
+def _tune_trainable(config, jobs, storage, data_root):
     from ray import tune
 
     def progress(metrics: dict) -> None:  # one Tune result per stored stage: the progress table
         tune.report({k: metrics[k] for k in PROGRESS_KEYS if k in metrics})
 
-    spec = TrialSpec.from_dict(trials[config["trial"]])
-    ids = run_trial_here(spec, Path(storage), Path(data_root), report=progress)
+    ids = run_specs_here(Job.specs_from(jobs[config["trial"]]), Path(storage), Path(data_root),
+                         report=progress)
     last = Store(storage).get(ids[-1]).metrics
     tune.report({k: last[k] for k in PROGRESS_KEYS if k in last} | {"artifacts": len(ids)})
 
@@ -69,11 +75,11 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
     store = Store(storage)
     write_record(store, sweep)
     outcome = SweepOutcome(sweep.name, storage)
-    states = trial_states(store, sweep.trials)
-    outcome.cached = [s.trial.label for s in states if s.state == "finished"]
-    pending = [s.trial for s in states if s.state != "finished"]
+    states = job_states(store, sweep.trials)
+    outcome.cached = [s.job.label for s in states if s.state == "finished"]
+    pending = [s.job for s in states if s.state != "finished"]
     if not pending:
-        log.info("%s: all %d trials already finished in %s", sweep.name, len(sweep.trials), storage)
+        log.info("%s: all %d jobs already finished in %s", sweep.name, len(states), storage)
         return outcome
     import ray
     from ray import tune
@@ -81,16 +87,17 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=True)
     trainable = tune.with_resources(
-        tune.with_parameters(_tune_trainable, trials={t.label: t.spec.to_dict() for t in pending},
+        tune.with_parameters(_tune_trainable, jobs={job.label: job.payload() for job in pending},
                              storage=str(storage), data_root=str(data_root)),
         {"cpu": sweep.resources["cpu"], "gpu": sweep.resources["gpu"]})
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for phase in sorted({METHODS[t.spec.method].phase for t in pending}):
-        labels = [t.label for t in pending if METHODS[t.spec.method].phase == phase]
+    for phase in sorted({job.phase for job in pending}):
+        labels = [job.label for job in pending if job.phase == phase]
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search(labels)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=sweep.max_concurrent,
+            # reuse_actors: small jobs (children) skip a fresh worker's torch import
+            tune_config=tune.TuneConfig(max_concurrent_trials=sweep.max_concurrent, reuse_actors=True,
                                         trial_name_creator=lambda t: _short(t.config["trial"]),
                                         trial_dirname_creator=lambda t: f"{t.trial_id}"),
             run_config=tune.RunConfig(name=f"{sweep.name}-{stamp}-phase{phase}",

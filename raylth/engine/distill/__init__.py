@@ -1,0 +1,27 @@
+"""Dataset distillation as plain functions over tensors (pure PyTorch).
+
+Methods: distribution matching (``distill_dm``), gradient matching with
+DSA and IDC multi-formation (``distill_gm``), matching training
+trajectories (``train_experts`` + ``distill_mtt``); DSA augmentation, ZCA
+whitening, initialisation and the standard evaluation protocol.
+
+Every random draw comes from the ``generator`` argument (a torch.Generator;
+the global RNG is never used or reseeded), and the work runs on the device
+of the real images. Distillation works on NORMALISED float images
+(``data.normalize(x.float())``, optionally ZCA-whitened); the results are in
+that space.
+"""
+
+from .augment import DEFAULT_STRATEGY, DsaParams, apply_dsa, dsa, sample_dsa
+from .common import embed
+from .dm import distill_dm
+from .evaluate import evaluate_images, random_subset
+from .gm import distill_gm, match_distance
+from .init import decode_labels, decode_multi, encode_multi, init_images
+from .mtt import distill_mtt, train_experts
+from .zca import Zca, fit_zca
+
+__all__ = ["DEFAULT_STRATEGY", "DsaParams", "sample_dsa", "apply_dsa", "dsa", "embed",
+           "distill_dm", "distill_gm", "match_distance", "train_experts", "distill_mtt",
+           "evaluate_images", "random_subset", "init_images", "encode_multi", "decode_multi",
+           "decode_labels", "Zca", "fit_zca"]

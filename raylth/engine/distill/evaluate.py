@@ -1,0 +1,109 @@
+"""The field's evaluation protocol (DC/DSA/DM/MTT ``evaluate_synset``):
+train a fresh network per seed on the synthetic set with DSA, then test it
+on the real test split."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from raylth.engine.data import seed_for
+
+from .augment import DEFAULT_STRATEGY, apply_dsa, sample_dsa
+from .common import ModelFn
+from .init import class_indices, decode_labels, decode_multi
+from .zca import Zca
+
+
+def random_subset(real_x: torch.Tensor, real_y: torch.Tensor, ipc: int, *,
+                  generator: torch.Generator, num_classes: int | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The baseline of the same size: ipc random real examples per class,
+    class-major (real_x as given, e.g. already normalised)."""
+    if num_classes is None:
+        num_classes = int(real_y.max()) + 1
+    idx = class_indices(real_y, ipc, num_classes, generator).to(real_x.device)
+    return real_x[idx], real_y[idx]
+
+
+@torch.no_grad()
+def test_accuracy(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(y), batch_size):
+        correct += int((model(x[start:start + batch_size]).argmax(1) == y[start:start + batch_size]).sum())
+    model.train(was_training)
+    return correct / max(1, len(y))
+
+
+def prepare_test(test, device, zca: Zca | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real test split in the distillation space: normalised, then
+    ZCA-whitened when ``zca`` is given."""
+    x = test.normalize(test.test_x.to(device).float())
+    if zca is not None:
+        x = zca.apply(x)
+    return x, test.test_y.to(device)
+
+
+def train_on(images: torch.Tensor, labels: torch.Tensor, model_fn: ModelFn, seed: int,
+             epochs: int, lr: float, batch_size: int, dsa: bool = True,
+             dsa_strategy: str = DEFAULT_STRATEGY, lr_decay: float = 0.1,
+             momentum: float = 0.9, weight_decay: float = 5e-4):
+    """One evaluation network trained on (images, labels); the data order and
+    the augmentations come from ``seed`` alone (seed_for(seed, 0, ...))."""
+    device = images.device
+    net = model_fn(seed).to(device)
+    net.train()
+    g = torch.Generator().manual_seed(seed_for(seed, 0, "distill-eval"))
+    n = len(labels)
+    for epoch in range(epochs):
+        if epoch == 0 or epoch == epochs // 2:
+            if epoch:
+                lr *= lr_decay
+            # DC recreates the optimizer at the decay (its momentum restarts)
+            optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum,
+                                        weight_decay=weight_decay)
+        order = torch.randperm(n, generator=g).to(device)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            x = images[idx]
+            if dsa:
+                x = apply_dsa(x, sample_dsa(len(x), g, dsa_strategy))  # per example
+            loss = F.cross_entropy(net(x), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return net
+
+
+def evaluate_images(images: torch.Tensor, labels: torch.Tensor, test, model_fn: ModelFn,
+                    epochs: int = 300, lr: float = 0.01, batch_size: int = 256,
+                    seeds: Sequence[int] = (0, 1, 2), dsa: bool = True, zca: Zca | None = None,
+                    *, factor: int = 1, dsa_strategy: str = DEFAULT_STRATEGY,
+                    lr_decay: float = 0.1) -> dict:
+    """Train a fresh model_fn(seed) per seed on the (already normalised, and
+    whitened if distilled with ZCA) synthetic images: SGD momentum 0.9, weight
+    decay 5e-4, batch_size, ``epochs`` epochs, lr multiplied by ``lr_decay`` at
+    epoch epochs // 2 (DC's evaluate_synset uses 0.1), DSA per example; then
+    test on ``test`` (anything with test_x, test_y, normalize: a Dataset),
+    normalised the same way and ZCA-whitened when ``zca`` is given.
+    ``factor`` > 1: images are IDC mosaics, decoded first. Runs on the
+    images' device. Returns {'mean', 'std', 'accs'}: accuracies as fractions,
+    std over seeds (population, as numpy's default in the papers' reports)."""
+    images = images.detach().float()
+    labels = labels.to(images.device)
+    if factor > 1:
+        images, labels = decode_multi(images, factor), decode_labels(labels, factor)
+    test_x, test_y = prepare_test(test, images.device, zca)
+    accs = []
+    for seed in seeds:
+        net = train_on(images, labels, model_fn, seed, epochs, lr, batch_size, dsa,
+                       dsa_strategy, lr_decay)
+        accs.append(test_accuracy(net, test_x, test_y))
+    mean = sum(accs) / len(accs) if accs else float("nan")
+    std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs)) if accs else float("nan")
+    return {"mean": mean, "std": std, "accs": accs}

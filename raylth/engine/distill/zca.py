@@ -1,0 +1,77 @@
+"""ZCA whitening of flattened images, as used by KIP and MTT (kornia's
+``ZCAWhitening``): with the covariance of the (already normalised) training
+images C = U diag(S) U^T,  W = U diag(1 / sqrt(S + eps)) U^T  and
+zca(x) = (flatten(x) - mean) @ W, reshaped back. W is symmetric; eps = 0.1
+is MTT's setting and regularises the directions of tiny variance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Zca:
+    mean: torch.Tensor      # (D,) float32, D = C * H * W
+    matrix: torch.Tensor    # (D, D) float32, symmetric
+    shape: tuple[int, ...]  # (C, H, W) of one image
+    eps: float
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Whiten (N, C, H, W) images; runs on x's device."""
+        self._check(x)
+        mean, matrix = self.mean.to(x.device, x.dtype), self.matrix.to(x.device, x.dtype)
+        return ((x.reshape(len(x), -1) - mean) @ matrix).reshape(x.shape)
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        """Undo ``apply`` (for looking at whitened images)."""
+        self._check(x)
+        inv = torch.linalg.inv(self.matrix.double()).to(x.device, x.dtype)
+        return (x.reshape(len(x), -1) @ inv + self.mean.to(x.device, x.dtype)).reshape(x.shape)
+
+    def to(self, device) -> "Zca":
+        return Zca(self.mean.to(device), self.matrix.to(device), self.shape, self.eps)
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.detach().cpu(), "matrix": self.matrix.detach().cpu(),
+                "shape": list(self.shape), "eps": float(self.eps)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Zca":
+        mean = torch.as_tensor(d["mean"], dtype=torch.float32)
+        matrix = torch.as_tensor(d["matrix"], dtype=torch.float32)
+        shape = tuple(int(s) for s in torch.as_tensor(d["shape"]).tolist())
+        if matrix.shape != (mean.numel(), mean.numel()) or mean.numel() != _prod(shape):
+            raise ValueError(f"ZCA: mean {list(mean.shape)}, matrix {list(matrix.shape)} and image "
+                             f"shape {list(shape)} do not fit together")
+        return cls(mean, matrix, shape, float(torch.as_tensor(d["eps"])))
+
+    def _check(self, x):
+        if tuple(x.shape[1:]) != self.shape:
+            raise ValueError(f"ZCA was fitted on images {list(self.shape)}, got {list(x.shape[1:])}")
+
+
+def _prod(shape) -> int:
+    out = 1
+    for s in shape:
+        out *= s
+    return out
+
+
+def fit_zca(x: torch.Tensor, eps: float = 0.1) -> Zca:
+    """Fit on (N, C, H, W) normalised float images (computed in float64 on
+    x's device; the result is float32 on that device)."""
+    if x.dim() < 2 or len(x) < 2:
+        raise ValueError(f"ZCA needs at least two images, got shape {list(x.shape)}")
+    if eps < 0:
+        raise ValueError(f"eps {eps} must be >= 0")
+    flat = x.reshape(len(x), -1).double()
+    mean = flat.mean(0)
+    centred = flat - mean
+    cov = centred.T @ centred / (len(flat) - 1)  # unbiased, as kornia
+    s, u = torch.linalg.eigh(cov)  # symmetric PSD: eigh == svd, faster and stabler
+    s = s.clamp(min=0)
+    matrix = (u * torch.rsqrt(s + eps)) @ u.T if eps > 0 else (u * torch.where(
+        s > 0, torch.rsqrt(s.clamp(min=1e-30)), torch.zeros_like(s))) @ u.T
+    return Zca(mean.float(), matrix.float(), tuple(x.shape[1:]), float(eps))

@@ -1,0 +1,150 @@
+"""Instability plots and tables: error along the interpolation path, instability
+against sparsity and against the spawn step k, sharpness, landscapes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from raylth.report.axes import pyplot, weights_remaining_axis
+from raylth.store import Store
+
+
+def _pairs_by_level(store: Store, rows) -> dict[tuple, list[dict]]:
+    """(method, rewind, level, sparsity) -> the interpolation curves of every pair, all seeds."""
+    curves: dict[tuple, list[dict]] = {}
+    for row in rows.itertuples():
+        artifact = store.get(row.id)
+        if artifact is None:
+            continue
+        key = (row.method, row.rewind, int(row.level), float(row.sparsity))
+        curves.setdefault(key, []).extend(artifact.metrics["pairs"])
+    return curves
+
+
+def plot_error_vs_alpha(store: Store, rows, path: Path, title: str) -> None:
+    curves = _pairs_by_level(store, rows)
+    panels = sorted({(k[2], k[3]) for k in curves})
+    plt = pyplot()
+    cols = min(4, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.9 * nrows), squeeze=False, sharey=True)
+    for ax, (level, sparsity) in zip(axes.flat, panels):
+        for (method, rewind, lvl, _), pairs in sorted(curves.items()):
+            if lvl != level:
+                continue
+            alpha = np.array(pairs[0]["alpha"])
+            color = None
+            for split, style in (("test_err", "-"), ("train_err", ":")):
+                errs = 100 * np.array([p[split] for p in pairs])
+                label = f"{method} k={rewind}" if split == "test_err" else None
+                line, = ax.plot(alpha, errs.mean(0), style, color=color, label=label)
+                color = line.get_color()
+                ax.fill_between(alpha, errs.mean(0) - errs.std(0), errs.mean(0) + errs.std(0),
+                                color=color, alpha=0.15)
+        ax.set_title(f"level {level}: {100 * sparsity:.1f}% sparse", fontsize=9)
+        ax.set_xlabel("alpha")
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("error (%)  test -, train :")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _stable_band(ax, threshold: float) -> None:
+    ax.axhspan(0, 100 * threshold, color="green", alpha=0.12, label=f"stable (< {100 * threshold:g} pts)")
+
+
+def plot_instability_vs_sparsity(rows, path: Path, title: str, threshold: float) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    _stable_band(ax, threshold)
+    for (method, rewind), group in rows.groupby(["method", "rewind"]):
+        stats = group.groupby("level").agg(sparsity=("sparsity", "mean"),
+                                           mean=("instability_test", "mean"),
+                                           std=("instability_test", "std")).fillna(0.0)
+        remaining = 100 * (1 - stats["sparsity"])
+        line, = ax.plot(remaining, 100 * stats["mean"], marker="o", markersize=3, label=f"{method} k={rewind}")
+        ax.fill_between(remaining, 100 * (stats["mean"] - stats["std"]), 100 * (stats["mean"] + stats["std"]),
+                        color=line.get_color(), alpha=0.2)
+    weights_remaining_axis(ax, rows["sparsity"].max())
+    ax.set_ylabel("test instability (error points)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_instability_vs_rewind(rows, path: Path, title: str, threshold: float) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    _stable_band(ax, threshold)
+    for (method, level), group in rows.groupby(["method", "level"]):
+        stats = group.groupby("spawn_iterations").agg(mean=("instability_test", "mean"),
+                                                      std=("instability_test", "std")).fillna(0.0)
+        steps = np.maximum(stats.index.to_numpy(), 0.5)  # k = 0 on a log axis
+        line, = ax.plot(steps, 100 * stats["mean"], marker="o", markersize=3,
+                        label=f"{method} level {level} ({100 * group.sparsity.mean():.0f}% sparse)")
+        ax.fill_between(steps, 100 * (stats["mean"] - stats["std"]), 100 * (stats["mean"] + stats["std"]),
+                        color=line.get_color(), alpha=0.2)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("spawn step k (iterations)")
+    ax.set_ylabel("test instability (error points)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def instability_table(rows) -> str:
+    lines = ["| sweep | method | k | level | sparsity | instability test | instability train | loss barrier | stable | seeds |",
+             "|---|---|---|---:|---:|---:|---:|---:|---|---:|"]
+    grouped = rows.groupby(["sweep", "method", "rewind", "level"], dropna=False)
+    for (sweep, method, rewind, level), g in grouped:
+        lines.append(
+            f"| {sweep or '-'} | {method} | {rewind} | {level} | {100 * g.sparsity.mean():.1f}% | "
+            f"{100 * g.instability_test.mean():.2f} ± {100 * g.instability_test.std(ddof=1) if len(g) > 1 else 0:.2f} | "
+            f"{100 * g.instability_train.mean():.2f} | {g.loss_barrier.mean():.4f} | "
+            f"{int(g.stable.astype(bool).sum())}/{len(g)} | {g.seed.nunique()} |")
+    return "\n".join(lines) + "\n"
+
+
+def sharpness_table(store: Store, rows) -> str:
+    lines = ["| network | checkpoint | top eigenvalue | Hessian-diagonal trace | mask | sparsity | share of |diag| on pruned weights |",
+             "|---|---|---:|---:|---|---:|---:|"]
+    for row in rows.itertuples():
+        artifact = store.get(row.id)
+        if artifact is None:
+            continue
+        m = artifact.metrics
+        masks = m.get("masks") or {"-": None}
+        for ref, mass in masks.items():
+            total = mass["total"] if mass else None
+            share = f"{100 * total['pruned_mass'] / total['total_mass']:.1f}%" if total else "-"
+            count = (total["kept_count"] + total["pruned_count"]) if total else 0
+            sparsity = f"{100 * total['pruned_count'] / count:.1f}%" if total else "-"
+            lines.append(f"| {m['network']} | {m['checkpoint']} | {m['top_eigenvalue']:.4g} | "
+                         f"{m['trace_estimate']:.4g} | {ref} | {sparsity} | {share} |")
+    return "\n".join(lines) + "\n"
+
+
+def copy_landscapes(store: Store, rows, out: Path) -> list[Path]:
+    written = []
+    for row in rows.itertuples():
+        artifact = store.get(row.id)
+        if artifact is not None and artifact.has_file("landscape.png"):
+            dest = out / f"landscape_{row.sweep or 'unswept'}_{row.method}_level{row.level}_seed{row.seed}_{row.id[-6:]}.png"
+            shutil.copyfile(artifact.path / "landscape.png", dest)
+            written.append(dest)
+    return written

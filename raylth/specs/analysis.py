@@ -1,0 +1,141 @@
+"""Specs of the instability analyses. They name the networks they study by
+artifact id, so any stored network (dense, ticket, control) can be a parent.
+
+- ``ChildSpec`` (``child_<hash>``): one copy of a parent trained on from its
+  step-k checkpoint under its own SGD noise. Children are shared by every
+  analysis of the same parent, k and noise.
+- ``LmcSpec`` (``lmc_<hash>``): interpolation of every pair of children.
+- ``SharpnessSpec`` (``sharpness_<hash>``): Hessian diagonal (split by masks)
+  and top eigenvalue of one stored network.
+- ``LandscapeSpec`` (``landscape_<hash>``): loss and error on the plane
+  through three stored networks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from raylth.errors import SpecError
+from raylth.specs.base import Spec, choice
+from raylth.specs.step import Step
+
+_NETWORK = re.compile(r"^[a-z]+_[0-9a-f]{16}(:[A-Za-z0-9_]+)?$")
+NOISES = ("order", "augment", "both", "none")
+
+
+def check_network(ref: str, field: str) -> None:
+    if not _NETWORK.match(ref):
+        raise SpecError(f"{field}: {ref!r} is not an artifact id such as imp_0123456789abcdef "
+                        "(optionally :CHECKPOINT, e.g. :init or :final)")
+
+
+@dataclass(frozen=True)
+class ChildSpec(Spec):
+    kind = "child"
+    path_prefix = ""
+    parent: str = ""
+    spawn: Step = Step(0, "it")
+    noise: str = choice("both", NOISES)
+    index: int = 0
+
+    def validate(self):
+        check_network(self.parent, "parent")
+        if ":" in self.parent:
+            raise SpecError("parent: name the artifact only; the checkpoint is the spawn step")
+        if self.index < 0:
+            raise SpecError(f"index: {self.index} must be >= 0")
+
+
+@dataclass(frozen=True)
+class LmcOptions(Spec):
+    """How children are made and compared; part of a sweep trial (``lmc:``)."""
+    kind = "lmc"
+    children: int = 2
+    noise: str = choice("both", NOISES)
+    alphas: int = 30
+    bn: str = choice("interpolate", ["interpolate", "reset"])
+    train_eval: int = 1000   # training images in the fixed evaluation subset
+    threshold: float = 0.02  # stable: instability below this (2 points)
+    levels: tuple[int, ...] = ()  # which levels of an imp/branch trial (empty: all)
+    landscape: bool = False  # also the plane through child 0, child 1 and the parent
+
+    def validate(self):
+        if self.children < 2:
+            raise SpecError(f"lmc.children: {self.children} is too few; instability compares at least 2 children")
+        if self.alphas < 2:
+            raise SpecError(f"lmc.alphas: {self.alphas} points cannot span a path; use at least 2 (30 is usual)")
+        if self.train_eval < 1:
+            raise SpecError(f"lmc.train_eval: {self.train_eval} must be >= 1")
+        if not 0 < self.threshold < 1:
+            raise SpecError(f"lmc.threshold: {self.threshold} must be a fraction in (0, 1), e.g. 0.02")
+        if any(level < 0 for level in self.levels):
+            raise SpecError(f"lmc.levels: {list(self.levels)} must be levels >= 0")
+
+
+@dataclass(frozen=True)
+class LmcSpec(Spec):
+    kind = "lmc"
+    path_prefix = ""
+    parent: str = ""
+    spawn: Step = Step(0, "it")
+    children: int = 2
+    noise: str = choice("both", NOISES)
+    alphas: int = 30
+    bn: str = choice("interpolate", ["interpolate", "reset"])
+    train_eval: int = 1000
+    threshold: float = 0.02
+
+    def validate(self):
+        LmcOptions(children=self.children, noise=self.noise, alphas=self.alphas, bn=self.bn,
+                   train_eval=self.train_eval, threshold=self.threshold)
+        ChildSpec(parent=self.parent, spawn=self.spawn, noise=self.noise)
+
+    def child(self, index: int) -> ChildSpec:
+        return ChildSpec(parent=self.parent, spawn=self.spawn, noise=self.noise, index=index)
+
+    @classmethod
+    def of(cls, parent: str, spawn: Step, options: LmcOptions) -> "LmcSpec":
+        return cls(parent=parent, spawn=spawn, children=options.children, noise=options.noise,
+                   alphas=options.alphas, bn=options.bn, train_eval=options.train_eval,
+                   threshold=options.threshold)
+
+
+@dataclass(frozen=True)
+class SharpnessSpec(Spec):
+    kind = "sharpness"
+    path_prefix = ""
+    network: str = ""            # artifact id[:checkpoint]; default checkpoint: final
+    masks: tuple[str, ...] = ()  # artifact ids whose masks split the Hessian diagonal
+    probes: int = 100            # Hutchinson Rademacher probes
+    iterations: int = 20         # power iterations for the top eigenvalue
+    batches: int = 4             # fixed training batches the loss is taken on
+    batch_size: int = 128
+    seed: int = 0
+
+    def validate(self):
+        check_network(self.network, "network")
+        for i, ref in enumerate(self.masks):
+            check_network(ref, f"masks[{i}]")
+        for name in ("probes", "iterations", "batches", "batch_size"):
+            if getattr(self, name) < 1:
+                raise SpecError(f"sharpness.{name}: {getattr(self, name)} must be >= 1")
+
+
+@dataclass(frozen=True)
+class LandscapeSpec(Spec):
+    kind = "landscape"
+    path_prefix = ""
+    networks: tuple[str, ...] = ()   # three artifact ids[:checkpoint]
+    resolution: int = 21
+    margin: float = 0.25
+    split: str = choice("test", ["test", "train"])
+    limit: int | None = 2000
+
+    def validate(self):
+        if len(self.networks) != 3:
+            raise SpecError(f"networks: a plane needs exactly 3 networks, got {len(self.networks)}")
+        for i, ref in enumerate(self.networks):
+            check_network(ref, f"networks[{i}]")
+        if self.resolution < 2:
+            raise SpecError(f"resolution: {self.resolution} must be >= 2")

@@ -1,0 +1,71 @@
+"""Stages ``child`` and ``lmc``: instability to SGD noise (Frankle et al. 2020).
+
+A child is the parent at step k trained to the end under its own data order
+and/or augmentation draws. The analysis interpolates every pair of children
+on an alpha grid and measures the error barrier between them.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from raylth.engine.interpolate import alpha_grid, evaluate_path, instability, loss_barrier
+from raylth.specs import ChildSpec, LmcSpec
+from raylth.stages.context import StageContext, ensure, train_and_store
+from raylth.stages.networks import child_seeds, load_network
+from raylth.store import Artifact
+
+
+def run_child(spec: ChildSpec, ctx: StageContext) -> Artifact:
+    parent = load_network(ctx.store, spec.parent)
+    start = parent.at_step(spec.spawn)  # fails clearly before anything is written
+
+    def compute() -> Artifact:
+        data = ctx.dataset(parent.data)
+        model = ctx.model(parent.model, data, seed=parent.seeds.init)
+        model.load_state_dict(start)
+        return train_and_store(ctx, spec, data=parent.data, model=model, train=parent.train,
+                               seeds=child_seeds(parent.seeds, spec.noise, spec.index),
+                               mask=parent.mask(), start_step=spec.spawn,
+                               extra_metrics={"level": parent.level})
+
+    return ensure(ctx, spec, compute)
+
+
+def run_lmc(spec: LmcSpec, ctx: StageContext) -> Artifact:
+    parent = load_network(ctx.store, spec.parent)
+    parent.at_step(spec.spawn)
+    return ensure(ctx, spec, lambda: _compute_lmc(spec, parent, ctx))
+
+
+def _compute_lmc(spec: LmcSpec, parent, ctx: StageContext) -> Artifact:
+    children = [run_child(spec.child(i), ctx) for i in range(spec.children)]
+    data = ctx.dataset(parent.data)
+    model = ctx.model(parent.model, data, seed=parent.seeds.init).to(ctx.device)
+    alphas = alpha_grid(spec.alphas)
+    weights = [child.weights("final") for child in children]
+    pairs = []
+    for i, j in itertools.combinations(range(len(children)), 2):
+        path = evaluate_path(model, weights[i], weights[j], data, alphas, bn=spec.bn,
+                             train_limit=spec.train_eval)
+        pairs.append({"children": [i, j], **path,
+                      "instability_test": instability(path["test_err"]),
+                      "instability_train": instability(path["train_err"]),
+                      "loss_barrier": loss_barrier(path["alpha"], path["test_loss"])})
+    summary = {}
+    for key in ("instability_test", "instability_train", "loss_barrier"):
+        values = np.array([p[key] for p in pairs])
+        summary[key] = float(values.mean())
+        summary[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    child_accs = [c.metrics["test_acc"] for c in children]
+    metrics = {**summary, "stable": summary["instability_test"] < spec.threshold,
+               "level": parent.level, "sparsity": parent.sparsity, "parent": parent.id,
+               "spawn_iterations": spec.spawn.iterations(children[0].metrics["steps_per_epoch"]),
+               "test_acc": float(np.mean(child_accs)), "children_test_acc": child_accs,
+               "children": [c.id for c in children], "pairs": pairs}
+    artifact = ctx.store.finish(spec, ctx.store.partial(spec.id), metrics)
+    if ctx.report:
+        ctx.report({k: metrics[k] for k in ("level", "sparsity", "instability_test", "stable")})
+    return artifact

@@ -1,0 +1,135 @@
+"""Stages child, lmc, sharpness, landscape on digits: measurement checks and bad inputs."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from raylth.errors import SpecError, StoreError
+from raylth.specs import (ChildSpec, DataSpec, ImpLevelSpec, LandscapeSpec, LmcSpec, ModelSpec, SharpnessSpec,
+                          Step, TrainSpec)
+from raylth.stages import StageContext, run_stage
+from raylth.store import Store
+
+TRAIN = TrainSpec(lr=0.05, batch_size=64, duration=Step.parse("4ep"))
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    return StageContext(store=Store(tmp_path_factory.mktemp("lmc")), device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def ticket(ctx):
+    spec = ImpLevelSpec(data=DataSpec("digits"), model=ModelSpec("lenet"), train=TRAIN, level=2)
+    return run_stage(spec, ctx)
+
+
+def tree(store: Store) -> dict:
+    return {p: p.stat().st_mtime_ns for p in store.root.rglob("*")}
+
+
+def test_children_with_identical_seeds_are_identical_and_stable(ctx, ticket):
+    lmc = run_stage(LmcSpec(parent=ticket.id, noise="none", alphas=5, train_eval=300), ctx)
+    a, b = (ctx.store.get(i).weights("final") for i in lmc.metrics["children"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert lmc.metrics["instability_test"] == 0.0 and lmc.metrics["instability_train"] == 0.0
+    assert lmc.metrics["loss_barrier"] == pytest.approx(0.0, abs=1e-9)
+    assert lmc.metrics["stable"] is True
+
+
+def test_children_differ_only_in_the_noise_named(ctx, ticket):
+    lmc = run_stage(LmcSpec(parent=ticket.id, noise="order", alphas=5, train_eval=300), ctx)
+    children = [ctx.store.get(i) for i in lmc.metrics["children"]]
+    a, b = (c.weights("final") for c in children)
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    seeds = [ChildSpec.from_dict(c.spec) for c in children]
+    assert seeds[0].parent == seeds[1].parent == ticket.id
+    # children start exactly at the parent's step-k weights and keep its mask
+    start = children[0].weights("init")
+    assert all(torch.equal(start[k], v) for k, v in ticket.weights("init").items())
+    mask = ticket.mask()
+    assert all(torch.equal(children[1].mask()[k], mask[k]) for k in mask)
+    assert all(bool((b[k][~mask[k]] == 0).all()) for k in mask)
+
+
+def _independent_errors(model, wa, wb, x, y, alphas):
+    errors = []
+    for alpha in alphas:
+        state = {k: (1 - alpha) * wa[k] + alpha * wb[k] if wa[k].is_floating_point() else wa[k] for k in wa}
+        model.load_state_dict(state)
+        model.eval()
+        with torch.no_grad():
+            errors.append(1.0 - (model(x).argmax(1) == y).double().mean().item())
+    return errors
+
+
+def test_reported_instability_equals_an_independent_recomputation(ctx, ticket):
+    spec = LmcSpec(parent=ticket.id, noise="both", alphas=9, train_eval=400)
+    lmc = run_stage(spec, ctx)
+    data = ctx.dataset(DataSpec("digits"))
+    model = ctx.model(ModelSpec("lenet"), data, seed=0)
+    wa, wb = (ctx.store.get(i).weights("final") for i in lmc.metrics["children"])
+    alphas = [i / 8 for i in range(9)]
+    x_test, y_test = data.normalize(data.test_x.float()), data.test_y
+    x_train, y_train = data.normalize(data.train_x[:400].float()), data.train_y[:400]
+    test = _independent_errors(model, wa, wb, x_test, y_test, alphas)
+    train = _independent_errors(model, wa, wb, x_train, y_train, alphas)
+    expected_test = max(test) - (test[0] + test[-1]) / 2
+    expected_train = max(train) - (train[0] + train[-1]) / 2
+    assert lmc.metrics["instability_test"] == pytest.approx(expected_test, abs=1e-6)
+    assert lmc.metrics["instability_train"] == pytest.approx(expected_train, abs=1e-6)
+    assert lmc.metrics["pairs"][0]["test_err"] == pytest.approx(test, abs=1e-6)
+    # and the loss at the midpoint
+    model.load_state_dict({k: 0.5 * wa[k] + 0.5 * wb[k] for k in wa})
+    with torch.no_grad():
+        mid_loss = F.cross_entropy(model(x_test), y_test).item()
+    assert lmc.metrics["pairs"][0]["test_loss"][4] == pytest.approx(mid_loss, rel=1e-5)
+
+
+def test_children_are_shared_between_analyses(ctx, ticket):
+    first = run_stage(LmcSpec(parent=ticket.id, noise="both", alphas=3, train_eval=100), ctx)
+    second = run_stage(LmcSpec(parent=ticket.id, noise="both", alphas=9, train_eval=400), ctx)
+    assert first.id != second.id and first.metrics["children"] == second.metrics["children"]
+
+
+def test_bad_inputs_fail_clearly_and_change_nothing(ctx, ticket):
+    before = tree(ctx.store)
+    with pytest.raises(StoreError, match="imp_0000000000000000: no such network"):
+        run_stage(LmcSpec(parent="imp_0000000000000000"), ctx)
+    with pytest.raises(StoreError, match="spawn: 400it is not before the end"):
+        run_stage(LmcSpec(parent=ticket.id, spawn=Step.parse("400it")), ctx)
+    with pytest.raises(StoreError, match="kept no checkpoint at 10it"):
+        run_stage(ChildSpec(parent=ticket.id, spawn=Step.parse("10it")), ctx)
+    assert tree(ctx.store) == before
+    with pytest.raises(SpecError, match="lmc.alphas: 1 points"):
+        LmcSpec(parent=ticket.id, alphas=1)
+    with pytest.raises(SpecError, match="lmc.children: 1 is too few"):
+        LmcSpec(parent=ticket.id, children=1)
+    with pytest.raises(SpecError, match="parent: 'train_xyz'"):
+        LmcSpec(parent="train_xyz")
+
+
+def test_sharpness_splits_the_hessian_diagonal_by_masks(ctx, ticket):
+    dense = ctx.store.get(ImpLevelSpec(data=DataSpec("digits"), model=ModelSpec("lenet"), train=TRAIN).trunk_root().id)
+    spec = SharpnessSpec(network=f"{dense.id}:final", masks=(ticket.id,), probes=8, iterations=5, batches=2,
+                         batch_size=64)
+    result = run_stage(spec, ctx)
+    m = result.metrics
+    assert m["top_eigenvalue"] > 0
+    total = m["masks"][ticket.id]["total"]
+    assert total["kept_count"] + total["pruned_count"] == sum(v.numel() for v in ticket.mask().values())
+    assert total["pruned_count"] == sum(int((~v).sum()) for v in ticket.mask().values())
+    diag = result.load("hessian_diagonal.pt")
+    assert total["total_mass"] == pytest.approx(sum(float(diag[k].abs().double().sum()) for k in ticket.mask()))
+    with pytest.raises(StoreError, match="dense network and has no mask"):
+        run_stage(SharpnessSpec(network=dense.id, masks=(dense.id,)), ctx)
+
+
+def test_landscape_through_two_children_and_their_parent(ctx, ticket):
+    lmc = run_stage(LmcSpec(parent=ticket.id, noise="both", alphas=3, train_eval=100), ctx)
+    a, b = lmc.metrics["children"]
+    spec = LandscapeSpec(networks=(f"{a}:final", f"{b}:final", f"{ticket.id}:init"), resolution=5, limit=200)
+    result = run_stage(spec, ctx)
+    assert result.has_file("landscape.png")
+    assert len(result.metrics["err"]) == 5 and len(result.metrics["err"][0]) == 5
+    assert len(result.metrics["points"]) == 3
