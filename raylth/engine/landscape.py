@@ -55,7 +55,9 @@ def _flatten(state: State, names: list[str], device) -> torch.Tensor:
 
 def plane(w0: State, w1: State, w2: State, device=None) -> Plane:
     """Gram-Schmidt on w1 - w0 and w2 - w0 over every floating tensor (BatchNorm
-    running statistics included). Raises ValueError if the three are collinear."""
+    running statistics included), in float64 on ``device`` (default: w0's).
+    Raises ValueError if the three are collinear to float32 precision (the
+    part of w2 - w0 off the line is under 1e-6 of the larger difference)."""
     if not (w0.keys() == w1.keys() == w2.keys()):
         raise ValueError("the three state dicts differ in keys")
     names = [n for n, v in w0.items() if v.is_floating_point()]
@@ -69,7 +71,7 @@ def plane(w0: State, w1: State, w2: State, device=None) -> Plane:
     x2 = v @ e1
     r = v - x2 * e1
     y2 = torch.linalg.vector_norm(r)
-    if float(y2) <= 1e-12 * max(float(norm_u), float(torch.linalg.vector_norm(v))):
+    if float(y2) <= 1e-6 * max(float(norm_u), float(torch.linalg.vector_norm(v))):
         raise ValueError("the three networks are collinear: no plane")
     e2 = r / y2
     points = [(0.0, 0.0), (float(norm_u), 0.0), (float(x2), float(y2))]
@@ -135,11 +137,15 @@ def plot_plane(result: dict, path, title: str, labels=("a", "b", "c"), metric: s
     filled = ax.contourf(result["xs"], result["ys"], result[metric], levels=20, cmap="viridis")
     name = "error" if metric == "err" else "loss"
     fig.colorbar(filled, ax=ax, label=f"{result.get('split', 'test')} {name}")
+    middle = (result["xs"][0] + result["xs"][-1]) / 2
     for (x, y), label in zip(result["points"], labels):
         ax.plot(x, y, "o", color="white", markeredgecolor="black", markersize=7)
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6), color="white",
-                    fontweight="bold")
+        right = x > middle  # label toward the centre, so it stays inside the axes
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(-6 if right else 6, 6),
+                    ha="right" if right else "left", color="white", fontweight="bold")
     ax.set_aspect("equal")
+    ax.set_xlabel(f"distance from {labels[0]} toward {labels[1]}")
+    ax.set_ylabel(f"orthogonal distance toward {labels[2]}")
     ax.set_title(title)
     fig.tight_layout()
     path = Path(path)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raylth.engine.data import Dataset, epoch_batches, steps_per_epoch
+from raylth.engine.distributed import Dist
 from raylth.engine.masks import Mask, MaskKeeper
 from raylth.engine.optim import make_optimizer, make_scheduler
 from raylth.specs import Seeds, TrainSpec
@@ -68,20 +69,35 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: i
 
 class Trainer:
     def __init__(self, model: nn.Module, data: Dataset, spec: TrainSpec, seeds: Seeds, *,
-                 augment: bool, mask: Mask | None = None, device: torch.device | None = None):
+                 augment: bool, mask: Mask | None = None, device: torch.device | None = None,
+                 dist: Dist | None = None):
         self.device = device or default_device()
-        self.model = prepare_model(model, self.device)
+        self.dist = dist or Dist()
+        self.model = prepare_model(model, self.device)  # the module: weights, eval, checkpoints
         self.data = data.to(self.device)
         self.spec, self.seeds, self.augment = spec, seeds, augment
         self.steps_per_epoch = steps_per_epoch(len(self.data.train_y), spec.batch_size)
         self.total_steps = spec.duration.iterations(self.steps_per_epoch)
         self.mask_keeper = MaskKeeper(self.model, mask)
+        self.net = self._data_parallel() if self.dist.world > 1 else self.model  # what trains
         self.optimizer = make_optimizer(self.model.parameters(), spec, self.device)
         self.scheduler = make_scheduler(self.optimizer, spec, self.steps_per_epoch)
         self.step = 0
         self.history: list[dict] = []
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
+
+    def _data_parallel(self) -> nn.Module:
+        batch = min(self.spec.batch_size, len(self.data.train_y))
+        if batch % self.dist.world:
+            raise ValueError(f"train.batch_size: {batch} does not split evenly over {self.dist.world} "
+                             "workers; use a multiple of the worker count")
+        if self.device.type == "cuda":
+            # SyncBatchNorm: statistics over the global batch, as on one worker. It has
+            # no CPU kernel: on CPU each rank normalises by its own shard (plain DDP).
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
     def iterations(self, step) -> int:
         """A Step (or int) -> iteration count for this run."""
@@ -124,6 +140,9 @@ class Trainer:
 
     def _record_eval(self) -> None:
         test = evaluate(self.model, self.data, "test")
+        if self.dist.world > 1:  # each rank's loss is its shard's mean: average them
+            torch.distributed.all_reduce(self._loss_sum)
+            self._loss_sum /= self.dist.world
         train_loss = float(self._loss_sum) / self._loss_count if self._loss_count else None
         self.history.append({"step": self.step, "epoch": self.step / self.steps_per_epoch,
                              "train_loss": train_loss, "test_loss": test["loss"],
@@ -142,8 +161,8 @@ class Trainer:
         self.model.train()
         while self.step < self.total_steps:
             epoch, start_batch = divmod(self.step, self.steps_per_epoch)
-            for x, y in epoch_batches(self.data, self.spec.batch_size, epoch, self.seeds,
-                                      self.augment, start_batch=start_batch):
+            for x, y in epoch_batches(self.data, self.spec.batch_size, epoch, self.seeds, self.augment,
+                                      start_batch=start_batch, rank=self.dist.rank, world=self.dist.world):
                 self._train_step(x, y)
                 if self.step in save_at and on_save:
                     on_save(self.step, self.weights())
@@ -159,7 +178,7 @@ class Trainer:
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device):
-            loss = F.cross_entropy(self.model(x), y)
+            loss = F.cross_entropy(self.net(x), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

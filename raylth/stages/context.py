@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from raylth.engine.data import Dataset, load_dataset
+from raylth.engine.distributed import Dist
 from raylth.engine.masks import Mask, sparsity
 from raylth.engine.models import build_model
 from raylth.engine.train import Trainer, default_device
@@ -24,6 +26,7 @@ class StageContext:
     data_root: Path = Path("data")
     device: torch.device = field(default_factory=default_device)
     report: Callable[[dict], None] | None = None  # progress (e.g. ray.tune.report)
+    dist: Dist = field(default_factory=Dist)      # this process among DDP workers
     _data: dict = field(default_factory=dict, repr=False)
 
     def dataset(self, spec: DataSpec) -> Dataset:
@@ -39,12 +42,23 @@ class StageContext:
 
 def ensure(ctx: StageContext, spec: Spec, compute: Callable[[], Artifact]) -> Artifact:
     """The stored artifact of ``spec``; ``compute()`` it only when missing,
-    holding the store's lock so concurrent trials never compute it twice."""
-    done = ctx.store.get(spec.id)
-    if done is not None:
-        return done
-    with ctx.store.lock(spec.id):
-        return ctx.store.get(spec.id) or compute()
+    holding the store's lock so concurrent trials never compute it twice.
+    Under DDP rank 0 decides and holds the lock; every rank computes (trains)
+    and reads the artifact rank 0 stored."""
+    dist = ctx.dist
+    if dist.world == 1:
+        done = ctx.store.get(spec.id)
+        if done is not None:
+            return done
+        with ctx.store.lock(spec.id):
+            return ctx.store.get(spec.id) or compute()
+    if dist.broadcast(dist.is_main and ctx.store.get(spec.id) is not None):
+        return ctx.store.get(spec.id)
+    with ctx.store.lock(spec.id) if dist.is_main else contextlib.nullcontext():
+        if not dist.broadcast(dist.is_main and ctx.store.get(spec.id) is not None):
+            compute()
+        dist.barrier()
+    return ctx.store.get(spec.id)
 
 
 def checkpoint_name(step: Step | int) -> str:
@@ -61,29 +75,35 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
     Stores weights at init (or the start step), at each step in ``keep`` and
     at the end, the mask, and metrics with the evaluation history."""
     dataset = ctx.dataset(data)
-    trainer = Trainer(model, dataset, train, seeds, augment=dataset.augment, mask=mask, device=ctx.device)
+    trainer = Trainer(model, dataset, train, seeds, augment=dataset.augment, mask=mask, device=ctx.device,
+                      dist=ctx.dist)
     partial = ctx.store.partial(spec.id)
+    writer = partial if ctx.dist.is_main else None  # only rank 0 writes
     started = time.time()
     start = trainer.iterations(start_step) if start_step is not None else 0
     saves = {0 if s.is_zero() else trainer.iterations(s): checkpoint_name(s) for s in keep}
     saves[start] = "init" if start == 0 else checkpoint_name(start_step)
-    if partial.has("resume.pt"):
+    if ctx.dist.broadcast(partial.has("resume.pt")):  # every rank reads it from the shared store
         state = partial.load("resume.pt")
         trainer.load_state_dict(state["trainer"])
         started -= state["wall_s"]
     else:
-        if mask is not None:
-            partial.save("mask.pt", mask)
+        if mask is not None and writer:
+            writer.save("mask.pt", mask)
         trainer.start_at(start)
 
     def on_save(step: int, weights: dict) -> None:
-        partial.save(f"weights/{saves[step]}.pt", weights)
+        if writer:
+            writer.save(f"weights/{saves[step]}.pt", weights)
 
     def on_epoch(t: Trainer) -> None:
-        partial.save("resume.pt", {"trainer": t.state_dict(), "wall_s": time.time() - started})
+        state = {"trainer": t.state_dict(), "wall_s": time.time() - started}
+        if writer:
+            writer.save("resume.pt", state)
 
     history = trainer.run(save_at=saves, on_save=on_save, on_epoch=on_epoch)
-    partial.save("weights/final.pt", trainer.weights())
+    if writer:
+        writer.save("weights/final.pt", trainer.weights())
     final = history[-1] if history else {}
     trained_steps = trainer.total_steps - start
     metrics = {
@@ -94,7 +114,8 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
         "wall_s": time.time() - started, "device": str(ctx.device), "history": history,
         **(extra_metrics or {}),
     }
-    artifact = ctx.store.finish(spec, partial, metrics)
+    metrics["workers"] = ctx.dist.world
+    artifact = ctx.store.finish(spec, partial, metrics) if writer else None
     if ctx.report:
         ctx.report({k: v for k, v in metrics.items() if k != "history"} | {"artifact": spec.id})
     return artifact

@@ -3,7 +3,8 @@
     name: quickstart              # optional; default: the file's name
     storage: raylth-results       # optional; --storage overrides
     data_root: data               # optional; --data-root / $RAYLTH_DATA override
-    resources: {cpu: 1, gpu: 0}   # per trial; fractions allowed (gpu: 0.25 packs 4 on a GPU)
+    workers: 1                    # DDP workers per training job (Ray Train); 1 trains in the trial
+    resources: {cpu: 1, gpu: 0}   # per worker; fractions allowed (gpu: 0.25 packs 4 on a GPU)
     max_concurrent: 4             # optional bound on trials at once
     max_failures: 2               # retries of a failing trial
     base: {method: imp, levels: 12, data: {...}, model: {...}, train: {...}, prune: {...}, seed: 0}
@@ -27,7 +28,7 @@ import yaml
 from raylth.errors import RaylthError, SpecError
 from raylth.specs import TrialSpec
 
-SWEEP_KEYS = ("name", "storage", "data_root", "resources", "max_concurrent", "max_failures",
+SWEEP_KEYS = ("name", "storage", "data_root", "workers", "resources", "max_concurrent", "max_failures",
               "base", "grid")
 RESOURCE_KEYS = ("cpu", "gpu")
 SHORTHANDS = {"rewind": "prune.rewind"}
@@ -47,6 +48,7 @@ class Sweep:
     storage: str | None = None
     data_root: str | None = None
     resources: dict = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
+    workers: int = 1
     max_concurrent: int | None = None
     max_failures: int = 1
     source: dict = field(default_factory=dict)
@@ -77,6 +79,10 @@ def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep
     resources = _resources(raw.get("resources") or {}, where)
     max_concurrent = _positive_int(raw, "max_concurrent", where, optional=True)
     max_failures = _positive_int(raw, "max_failures", where, optional=True, minimum=0)
+    workers = _positive_int(raw, "workers", where, optional=True) or 1
+    if workers > 1 and 0 < resources["gpu"] < 1:
+        raise SpecError(f"{where}: resources.gpu: {resources['gpu']} is a GPU fraction; DDP workers "
+                        "each need whole GPUs (pack small single-worker jobs instead)")
     base = raw.get("base") or {}
     grid = raw.get("grid") or {}
     if not isinstance(base, dict):
@@ -85,7 +91,7 @@ def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep
         raise SpecError(f"{where}: grid must be a mapping of key: [values]")
     trials = expand(base, grid, where)
     return Sweep(name=name, trials=trials, storage=raw.get("storage"), data_root=raw.get("data_root"),
-                 resources=resources, max_concurrent=max_concurrent,
+                 resources=resources, workers=workers, max_concurrent=max_concurrent,
                  max_failures=1 if max_failures is None else max_failures, source=raw)
 
 

@@ -15,11 +15,19 @@ from raylth.stages.context import checkpoint_name
 from raylth.sweep.config import Trial
 
 
+TRAINING_KINDS = ("train", "imp", "branch", "child")
+
+
 @dataclass(frozen=True)
 class Job:
     label: str
     phase: int
     specs: tuple[Spec, ...]
+
+    @property
+    def trains(self) -> bool:
+        """Whether it trains networks (DDP-able) rather than analysing stored ones."""
+        return any(s.kind in TRAINING_KINDS for s in self.specs)
 
     @property
     def ids(self) -> list[str]:

@@ -57,16 +57,35 @@ def run_trial_here(spec: TrialSpec, storage: Path, data_root: Path, report=None)
     return run_specs_here(METHODS[spec.method].artifacts(spec), storage, data_root, report)
 
 
-def _tune_trainable(config, jobs, storage, data_root):
+def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_failures):
     from ray import tune
 
-    def progress(metrics: dict) -> None:  # one Tune result per stored stage: the progress table
-        tune.report({k: metrics[k] for k in PROGRESS_KEYS if k in metrics})
+    payload, trains = jobs[config["trial"]]
+    if workers > 1 and trains:
+        from raylth.sweep.train_job import fit_job_with_train
 
-    ids = run_specs_here(Job.specs_from(jobs[config["trial"]]), Path(storage), Path(data_root),
-                         report=progress)
+        # named after the trial: a retried trial continues its own Train run
+        fit_job_with_train(payload, storage=Path(storage), data_root=Path(data_root), workers=workers,
+                           resources=resources, max_failures=max_failures, progress_keys=PROGRESS_KEYS,
+                           run_name=f"{tune.get_context().get_trial_id()}-train")
+        ids = [spec.id for spec in Job.specs_from(payload)]
+    else:
+        def progress(metrics: dict) -> None:  # one Tune result per stored stage: the progress table
+            tune.report({k: metrics[k] for k in PROGRESS_KEYS if k in metrics})
+
+        ids = run_specs_here(Job.specs_from(payload), Path(storage), Path(data_root), report=progress)
     last = Store(storage).get(ids[-1]).metrics
     tune.report({k: last[k] for k in PROGRESS_KEYS if k in last} | {"artifacts": len(ids)})
+
+
+def _trial_resources(jobs, workers: int, resources: dict):
+    """A job trained by Ray Train asks Tune only for its driver; its workers
+    ask Ray Train for theirs (bound concurrency with max_concurrent)."""
+    def resources_of(config: dict) -> dict:
+        if workers > 1 and jobs[config["trial"]][1]:
+            return {"cpu": 0.01, "gpu": 0}
+        return {"cpu": resources["cpu"], "gpu": resources["gpu"]}
+    return resources_of
 
 
 def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = None) -> SweepOutcome:
@@ -86,10 +105,12 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
 
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=True)
+    jobs = {job.label: (job.payload(), job.trains) for job in pending}
     trainable = tune.with_resources(
-        tune.with_parameters(_tune_trainable, jobs={job.label: job.payload() for job in pending},
-                             storage=str(storage), data_root=str(data_root)),
-        {"cpu": sweep.resources["cpu"], "gpu": sweep.resources["gpu"]})
+        tune.with_parameters(_tune_trainable, jobs=jobs, storage=str(storage), data_root=str(data_root),
+                             workers=sweep.workers, resources=sweep.resources,
+                             max_failures=sweep.max_failures),
+        _trial_resources(jobs, sweep.workers, sweep.resources))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for phase in sorted({job.phase for job in pending}):
         labels = [job.label for job in pending if job.phase == phase]

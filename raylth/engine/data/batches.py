@@ -57,9 +57,13 @@ def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> to
 
 
 def epoch_batches(data: Dataset, batch_size: int, epoch: int, seeds, augment: bool,
-                  start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                  start_batch: int = 0, rank: int = 0, world: int = 1
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (x, y) for one epoch from batch start_batch on: x float32,
-    augmented (if augment) and then normalised, on the data's device."""
+    augmented (if augment) and then normalised, on the data's device.
+    Under data parallelism every rank draws the same global batch and keeps
+    its shard (every world-th example from position rank), so the union over
+    ranks is exactly the single-process batch."""
     n = len(data.train_y)
     size = min(batch_size, n)
     device = data.train_x.device
@@ -67,7 +71,7 @@ def epoch_batches(data: Dataset, batch_size: int, epoch: int, seeds, augment: bo
     if augment:
         offsets, flips = (t.to(device) for t in epoch_draws(n, seeds.augment, epoch))
     for step in range(start_batch, steps_per_epoch(n, batch_size)):
-        idx = order[step * size:(step + 1) * size]
+        idx = order[step * size:(step + 1) * size][rank::world]
         x = data.train_x[idx]
         if augment:
             x = crop_flip(x, offsets[idx], flips[idx])

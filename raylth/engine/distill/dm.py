@@ -9,6 +9,8 @@ The network is never trained; its parameters get no gradient.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from .augment import DEFAULT_STRATEGY, apply_dsa, sample_dsa
@@ -19,16 +21,19 @@ from .init import init_images
 def distill_dm(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int, model_fn: ModelFn,
                ipc: int, iterations: int, lr_img: float = 1.0, batch_real: int = 256,
                dsa: bool = True, init: str = "real", *, generator: torch.Generator,
-               dsa_strategy: str = DEFAULT_STRATEGY) -> tuple[torch.Tensor, torch.Tensor]:
+               dsa_strategy: str = DEFAULT_STRATEGY,
+               callback: Callable[[int, float], None] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (images (num_classes * ipc, C, H, W) float32, labels), class-major,
-    on real_x's device, in real_x's (normalised) space."""
+    on real_x's device, in real_x's (normalised) space. ``callback(iteration,
+    loss)``, when given, is called after each iteration (it syncs the device)."""
     check_real(real_x, real_y, num_classes)
     device = real_x.device
     images, labels = init_images(real_x, real_y, ipc, num_classes, init, generator=generator)
     images.requires_grad_(True)
     optimizer = torch.optim.SGD([images], lr=lr_img, momentum=0.5)
     sampler = ClassSampler(real_x, real_y, num_classes, generator)
-    for _ in range(iterations):
+    for it in range(iterations):
         net = build(model_fn, generator, device)
         net.train()
         net.requires_grad_(False)
@@ -45,4 +50,6 @@ def distill_dm(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int, mod
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if callback is not None:
+            callback(it, float(loss.detach()))
     return images.detach(), labels

@@ -17,6 +17,8 @@ used, so ``ipc`` stored images give ipc * factor^2 training images.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,12 +53,15 @@ def distill_gm(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int, mod
                ipc: int, iterations: int, outer_loop: int, inner_loop: int, lr_img: float = 0.1,
                lr_net: float = 0.01, batch_real: int = 256, dsa: bool = True, factor: int = 1,
                init: str = "real", *, generator: torch.Generator, batch_train: int = 256,
-               dsa_strategy: str = DEFAULT_STRATEGY) -> tuple[torch.Tensor, torch.Tensor]:
+               dsa_strategy: str = DEFAULT_STRATEGY,
+               callback: Callable[[int, float], None] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns the STORED (images (num_classes * ipc, C, H, W), labels),
     class-major, on real_x's device; with factor > 1 the training set is
     ``decode_multi(images, factor), decode_labels(labels, factor)``.
     DC's schedules: ipc 1 -> outer_loop 1, inner_loop 1; ipc 10 -> 10, 50;
-    ipc 50 -> 50, 10."""
+    ipc 50 -> 50, 10. ``callback(iteration, loss)``: after each iteration,
+    with the mean matching loss over its outer steps."""
     check_real(real_x, real_y, num_classes)
     if outer_loop < 1 or inner_loop < 0:
         raise ValueError(f"outer_loop {outer_loop} must be >= 1 and inner_loop {inner_loop} >= 0")
@@ -68,7 +73,8 @@ def distill_gm(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int, mod
     sampler = ClassSampler(real_x, real_y, num_classes, generator)
     train_labels = decode_labels(labels, factor)
     per_class = factor * factor * ipc  # decoded images per class
-    for _ in range(iterations):
+    for it in range(iterations):
+        loss_sum = 0.0
         net = build(model_fn, generator, device)
         net.train()
         params = [p for p in net.parameters() if p.requires_grad]
@@ -97,8 +103,10 @@ def distill_gm(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int, mod
                                             create_graph=True)
                 loss = loss + match_distance(g_real, g_syn)
             optimizer_img.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward(inputs=[images])  # not into the network's .grad
             optimizer_img.step()
+            if callback is not None:
+                loss_sum += float(loss.detach())
             if with_bn:
                 net.train()
             if ol == outer_loop - 1:
@@ -116,4 +124,6 @@ def distill_gm(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int, mod
                     optimizer_net.zero_grad(set_to_none=True)
                     loss_net.backward()
                     optimizer_net.step()
+        if callback is not None:
+            callback(it, loss_sum / outer_loop)
     return images.detach(), labels
