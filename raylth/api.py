@@ -4,6 +4,7 @@
     outcome = raylth.run("sweeps/quickstart.yaml", storage="raylth-results")
     frame = raylth.results("raylth-results")          # a pandas DataFrame
     raylth.report("raylth-results", out="report")
+    job = raylth.submit("sweeps/x.yaml", address="http://head:8265", storage="/shared/raylth")
 """
 
 from __future__ import annotations
@@ -34,6 +35,56 @@ def run(sweep, storage=None, data_root=None, address=None):
     return run_sweep(_as_sweep(sweep), storage=storage, data_root=data_root, address=address)
 
 
+class SubmittedSweep:
+    """A sweep running as a Ray job on a cluster: query it, wait for it, stop it."""
+
+    def __init__(self, client, job_id: str):
+        self.client, self.job_id = client, job_id
+
+    def __repr__(self) -> str:
+        return f"SubmittedSweep({self.job_id!r}, {self.status()})"
+
+    def status(self) -> str:
+        return str(self.client.get_job_status(self.job_id).value)
+
+    def logs(self) -> str:
+        return self.client.get_job_logs(self.job_id)
+
+    def wait(self, timeout_s: float | None = None, poll_s: float = 2.0) -> str:
+        """Block until the job ends (or timeout_s passes); its final status."""
+        import time
+
+        deadline = None if timeout_s is None else time.time() + timeout_s
+        while (status := self.status()) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+            if deadline is not None and time.time() > deadline:
+                break
+            time.sleep(poll_s)
+        return status
+
+    def stop(self) -> bool:
+        return self.client.stop_job(self.job_id)
+
+
+def submit(sweep, address: str, storage=None, data_root=None, working_dir=".",
+           runtime_env: dict | None = None) -> SubmittedSweep:
+    """Launch ``raylth run SWEEP`` as a job on a running Ray cluster (its
+    dashboard address, e.g. http://127.0.0.1:8265). ``sweep`` is a path
+    relative to ``working_dir``, which is uploaded; the sweep is checked here
+    first. ``storage`` must be a path (or shared mount) the cluster sees."""
+    import shlex
+
+    from ray.job_submission import JobSubmissionClient
+
+    path = Path(working_dir) / sweep
+    _as_sweep(path)  # a bad sweep fails here, not on the cluster
+    command = ["raylth", "run", str(sweep)]
+    command += ["--storage", str(storage)] if storage else []
+    command += ["--data-root", str(data_root)] if data_root else []
+    client = JobSubmissionClient(address)
+    env = {"working_dir": str(working_dir), "excludes": [".git", "raylth-results", "data"]} | (runtime_env or {})
+    return SubmittedSweep(client, client.submit_job(entrypoint=shlex.join(command), runtime_env=env))
+
+
 def results(storage="raylth-results", sweep=None):
     """Finished results as a pandas DataFrame, one row per artifact."""
     from raylth.report import results_frame
@@ -45,10 +96,11 @@ def results(storage="raylth-results", sweep=None):
 def status(storage="raylth-results"):
     """Per sweep: the state of each job (finished / running / missing)."""
     from raylth.store import Store
-    from raylth.sweep.plan import job_states, read_record, sweep_names
+    from raylth.sweep.plan import job_states, read_errors, read_record, sweep_names
 
     store = Store(_require_store(storage))
-    return {name: job_states(store, read_record(store, name)) for name in sweep_names(store)}
+    return {name: job_states(store, read_record(store, name), read_errors(store, name))
+            for name in sweep_names(store)}
 
 
 def report(storage="raylth-results", out="raylth-report", sweep=None):

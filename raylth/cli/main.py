@@ -27,13 +27,15 @@ def _cmd_status(args) -> int:
     if not sweeps:
         print(f"{args.storage}: no sweeps recorded yet")
         return 0
-    print(f"{'sweep':<28} {'jobs':>6} {'finished':>8} {'running':>7} {'missing':>7}")
+    states_shown = ("finished", "running", "failed", "missing")
+    print(f"{'sweep':<28} {'jobs':>6} " + " ".join(f"{s:>8}" for s in states_shown))
     for name, states in sweeps.items():
-        count = {s: sum(t.state == s for t in states) for s in ("finished", "running", "missing")}
-        print(f"{name:<28} {len(states):>6} {count['finished']:>8} {count['running']:>7} {count['missing']:>7}")
-        if args.verbose:
-            for t in states:
-                print(f"    {t.state:<9} {t.finished}/{len(t.job.ids)} artifacts  {t.job.label}")
+        count = {s: sum(t.state == s for t in states) for s in states_shown}
+        print(f"{name:<28} {len(states):>6} " + " ".join(f"{count[s]:>8}" for s in states_shown))
+        for t in states:
+            if args.verbose or t.state == "failed":
+                error = f"  ({t.error})" if t.state == "failed" else ""
+                print(f"    {t.state:<9} {t.finished}/{len(t.job.ids)} artifacts  {t.job.label}{error}")
     return 0
 
 

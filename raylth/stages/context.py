@@ -27,6 +27,7 @@ class StageContext:
     device: torch.device = field(default_factory=default_device)
     report: Callable[[dict], None] | None = None  # progress (e.g. ray.tune.report)
     dist: Dist = field(default_factory=Dist)      # this process among DDP workers
+    node: str | None = None                       # the cluster node, recorded in metrics
     _data: dict = field(default_factory=dict, repr=False)
 
     def dataset(self, spec: DataSpec) -> Dataset:
@@ -80,6 +81,7 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
     partial = ctx.store.partial(spec.id)
     writer = partial if ctx.dist.is_main else None  # only rank 0 writes
     started = time.time()
+    resumed_at = None
     start = trainer.iterations(start_step) if start_step is not None else 0
     saves = {0 if s.is_zero() else trainer.iterations(s): checkpoint_name(s) for s in keep}
     saves[start] = "init" if start == 0 else checkpoint_name(start_step)
@@ -87,6 +89,7 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
         state = partial.load("resume.pt")
         trainer.load_state_dict(state["trainer"])
         started -= state["wall_s"]
+        resumed_at = trainer.step
     else:
         if mask is not None and writer:
             writer.save("mask.pt", mask)
@@ -114,7 +117,7 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
         "wall_s": time.time() - started, "device": str(ctx.device), "history": history,
         **(extra_metrics or {}),
     }
-    metrics["workers"] = ctx.dist.world
+    metrics |= {"workers": ctx.dist.world, "node": ctx.node, "resumed_at": resumed_at}
     artifact = ctx.store.finish(spec, partial, metrics) if writer else None
     if ctx.report:
         ctx.report({k: v for k, v in metrics.items() if k != "history"} | {"artifact": spec.id})

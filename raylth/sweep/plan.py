@@ -3,6 +3,7 @@ in the store, and tell which trials are finished, running or missing."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,23 +69,43 @@ class JobState:
     job: Job
     finished: int
     running: bool
+    error: str | None = None  # the last run's error, when it failed
 
     @property
     def state(self) -> str:
         if self.finished == len(self.job.ids):
             return "finished"
-        return "running" if self.running else "missing"
+        if self.running:
+            return "running"
+        return "failed" if self.error else "missing"
 
 
-def job_states(store: Store, trials: list[Trial]) -> list[JobState]:
+def job_states(store: Store, trials: list[Trial], errors: dict | None = None) -> list[JobState]:
     now = time.time()
+    errors = errors or {}
     states = []
     for job in sweep_jobs(trials):
         finished = sum(store.has(i) for i in job.ids)
         running = any((owner := store.partial_state(i)) and now - owner["time"] < RUNNING_WITHIN_S
                       for i in job.ids)
-        states.append(JobState(job, finished, running))
+        states.append(JobState(job, finished, running, errors.get(job.label)))
     return states
+
+
+def errors_path(store: Store, name: str) -> Path:
+    return store.root / "sweeps" / f"{name}.errors.json"
+
+
+def write_errors(store: Store, name: str, failed: dict[str, str]) -> None:
+    """The errors of the jobs that failed in the latest run (empty: none did)."""
+    atomic_write_bytes(errors_path(store, name), json.dumps(failed, indent=1).encode())
+
+
+def read_errors(store: Store, name: str) -> dict[str, str]:
+    try:
+        return json.loads(errors_path(store, name).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 # -- the sweep's record in the store --------------------------------------------

@@ -8,6 +8,7 @@ finishes only what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -19,7 +20,7 @@ from raylth.stages import METHODS, StageContext, run_stage
 from raylth.store import Store
 from raylth.sweep.config import Sweep
 from raylth.sweep.jobs import Job
-from raylth.sweep.plan import check_trials, job_states, write_record
+from raylth.sweep.plan import check_trials, job_states, write_errors, write_record
 
 log = logging.getLogger("raylth")
 
@@ -46,9 +47,9 @@ def resolve_paths(sweep: Sweep, storage=None, data_root=None) -> tuple[Path, Pat
 PROGRESS_KEYS = ("level", "sparsity", "test_acc", "instability_test")
 
 
-def run_specs_here(specs: list[Spec], storage: Path, data_root: Path, report=None) -> list[str]:
+def run_specs_here(specs: list[Spec], storage: Path, data_root: Path, report=None, node=None) -> list[str]:
     """Run one job's stages in this process (what every Tune trial does)."""
-    ctx = StageContext(store=Store(storage), data_root=data_root, report=report)
+    ctx = StageContext(store=Store(storage), data_root=data_root, report=report, node=node)
     return [run_stage(spec, ctx).id for spec in specs]
 
 
@@ -60,7 +61,14 @@ def run_trial_here(spec: TrialSpec, storage: Path, data_root: Path, report=None)
 def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_failures):
     from ray import tune
 
-    payload, trains = jobs[config["trial"]]
+    import ray
+
+    label = config["trial"]
+    injected = [part for part in os.environ.get("RAYLTH_FAIL_JOBS", "").split(",") if part]
+    if any(part in label for part in injected):  # fault injection, for testing failure handling
+        raise RuntimeError(f"injected failure of job {label} (RAYLTH_FAIL_JOBS)")
+    payload, trains = jobs[label]
+    node = ray.get_runtime_context().get_node_id()
     if workers > 1 and trains:
         from raylth.sweep.train_job import fit_job_with_train
 
@@ -73,7 +81,8 @@ def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_fa
         def progress(metrics: dict) -> None:  # one Tune result per stored stage: the progress table
             tune.report({k: metrics[k] for k in PROGRESS_KEYS if k in metrics})
 
-        ids = run_specs_here(Job.specs_from(payload), Path(storage), Path(data_root), report=progress)
+        ids = run_specs_here(Job.specs_from(payload), Path(storage), Path(data_root), report=progress,
+                             node=node)
     last = Store(storage).get(ids[-1]).metrics
     tune.report({k: last[k] for k in PROGRESS_KEYS if k in last} | {"artifacts": len(ids)})
 
@@ -112,6 +121,33 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
                              max_failures=sweep.max_failures),
         _trial_resources(jobs, sweep.workers, sweep.resources))
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    with _working_directory(storage):
+        _fit_phases(sweep, pending, trainable, storage, stamp, outcome)
+    write_errors(store, sweep.name, outcome.failed)
+    return outcome
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path):
+    """Tune resolves relative paths against the working directory; under
+    `ray job submit` that is the uploaded package, which Ray may clean up
+    mid-run. Run Tune from the storage root instead, then go back."""
+    try:
+        previous = os.getcwd()
+    except FileNotFoundError:
+        previous = None
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            with contextlib.suppress(OSError):
+                os.chdir(previous)
+
+
+def _fit_phases(sweep: Sweep, pending, trainable, storage: Path, stamp: str, outcome: SweepOutcome) -> None:
+    from ray import tune
+
     for phase in sorted({job.phase for job in pending}):
         labels = [job.label for job in pending if job.phase == phase]
         tuner = tune.Tuner(
@@ -128,10 +164,18 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
         for result in tuner.fit():
             label = result.config["trial"]
             if result.error is not None:
-                outcome.failed[label] = f"{type(result.error).__name__}: {result.error}".splitlines()[0]
+                outcome.failed[label] = _first_line(result.error)
             else:
                 outcome.finished.append(label)
-    return outcome
+
+
+def _first_line(error: BaseException) -> str:
+    """The root cause's message (Ray wraps a trial's exception in its own)."""
+    cause = error
+    while getattr(cause, "cause", None) is not None or cause.__cause__ is not None:
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    lines = [line for line in str(cause).splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
 
 
 def _short(label: str, limit: int = 60) -> str:

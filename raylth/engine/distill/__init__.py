@@ -19,9 +19,10 @@ from .evaluate import evaluate_images, random_subset
 from .gm import distill_gm, match_distance
 from .init import decode_labels, decode_multi, encode_multi, init_images
 from .mtt import distill_mtt, train_experts
+from .record import distilled_record
 from .zca import Zca, fit_zca
 
 __all__ = ["DEFAULT_STRATEGY", "DsaParams", "sample_dsa", "apply_dsa", "dsa", "embed",
            "distill_dm", "distill_gm", "match_distance", "train_experts", "distill_mtt",
            "evaluate_images", "random_subset", "init_images", "encode_multi", "decode_multi",
-           "decode_labels", "Zca", "fit_zca"]
+           "decode_labels", "Zca", "fit_zca", "distilled_record"]

@@ -15,11 +15,6 @@ def draw_seed(generator: torch.Generator) -> int:
     return int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=generator.device))
 
 
-def sub_generator(generator: torch.Generator) -> torch.Generator:
-    """A CPU generator seeded from ``generator``'s stream."""
-    return torch.Generator().manual_seed(draw_seed(generator))
-
-
 def build(model_fn: ModelFn, generator: torch.Generator, device) -> nn.Module:
     """A fresh network from model_fn(seed drawn from generator), on device."""
     return model_fn(draw_seed(generator)).to(device)

@@ -18,7 +18,7 @@ from .init import class_indices, decode_labels, decode_multi
 from .zca import Zca
 
 
-def random_subset(real_x: torch.Tensor, real_y: torch.Tensor, ipc: int, *,
+def random_subset(real_x: torch.Tensor, real_y: torch.Tensor, ipc: int,
                   generator: torch.Generator, num_classes: int | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """The baseline of the same size: ipc random real examples per class,
@@ -87,8 +87,9 @@ def evaluate_images(images: torch.Tensor, labels: torch.Tensor, test, model_fn: 
                     lr_decay: float = 0.1) -> dict:
     """Train a fresh model_fn(seed) per seed on the (already normalised, and
     whitened if distilled with ZCA) synthetic images: SGD momentum 0.9, weight
-    decay 5e-4, batch_size, ``epochs`` epochs, lr multiplied by ``lr_decay`` at
-    epoch epochs // 2 (DC's evaluate_synset uses 0.1), DSA per example; then
+    decay 5e-4, batch_size, ``epochs`` epochs, lr multiplied by ``lr_decay``
+    from epoch epochs // 2 on (DC's evaluate_synset: x0.1, with a fresh
+    optimizer, after epoch Epoch // 2 + 1 of Epoch + 1), DSA per example; then
     test on ``test`` (anything with test_x, test_y, normalize: a Dataset),
     normalised the same way and ZCA-whitened when ``zca`` is given.
     ``factor`` > 1: images are IDC mosaics, decoded first. Runs on the

@@ -1,0 +1,171 @@
+"""Scale-out and faults on this machine: DDP through Ray Train inside Tune, a
+killed worker, a job that keeps failing, and a two-node local cluster fed by
+`ray job submit` and raylth.submit."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+import yaml
+
+import raylth
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+ENV = {"RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_DEDUP_LOGS": "0"}
+
+
+def write_sweep(path: Path, **overrides) -> Path:
+    sweep = {"name": "faults", "resources": {"cpu": 1, "gpu": 0}, "max_failures": 1,
+             "base": {"levels": 1, "data": {"name": "digits"}, "model": {"name": "lenet"},
+                      "train": {"duration": "3ep", "batch_size": 64, "lr": 0.05}},
+             "grid": {"seed": [0]}}
+    for key, value in overrides.items():
+        if key == "base":
+            sweep["base"].update(value)
+        else:
+            sweep[key] = value
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def cli(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "raylth.cli.main", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **ENV, **(env or {})})
+
+
+def metrics(storage: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in storage.glob("*_*/metrics.json")}
+
+
+def test_ddp_sweep_through_ray_train_equals_one_worker(tmp_path):
+    one = cli("run", write_sweep(tmp_path / "one.yaml"), "--storage", tmp_path / "one")
+    two = cli("run", write_sweep(tmp_path / "two.yaml", workers=2, resources={"cpu": 0.5, "gpu": 0}),
+              "--storage", tmp_path / "two")
+    assert one.returncode == 0 and two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
+    a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert set(a) == set(b) and len(a) == 2
+    for artifact_id in a:
+        assert a[artifact_id]["workers"] == 1 and b[artifact_id]["workers"] == 2
+        assert b[artifact_id]["test_acc"] == pytest.approx(a[artifact_id]["test_acc"], abs=1e-9)
+        wa = torch.load(tmp_path / "one" / artifact_id / "weights" / "final.pt")
+        wb = torch.load(tmp_path / "two" / artifact_id / "weights" / "final.pt")
+        for name in wa:
+            torch.testing.assert_close(wb[name], wa[name], rtol=1e-4, atol=1e-5)
+
+
+def _trial_processes():
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "ImplicitFunc" in cmdline or "_tune_trainable" in cmdline:
+            found.append(proc)
+    return found
+
+
+def test_killed_trial_resumes_from_its_checkpoint_and_equals_uninterrupted(tmp_path):
+    sweep = write_sweep(tmp_path / "s.yaml", base={"levels": 0, "train": {"duration": "150ep", "batch_size": 64,
+                                                                            "lr": 0.05}})
+    storage = tmp_path / "killed"
+    driver = subprocess.Popen([sys.executable, "-m", "raylth.cli.main", "run", str(sweep), "--storage",
+                               str(storage)], env={**os.environ, **ENV}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline, killed = time.time() + 240, False
+    while time.time() < deadline and driver.poll() is None and not killed:
+        resume = list(storage.glob(".partial/*/resume.pt"))
+        if resume and torch.load(resume[0], weights_only=False)["trainer"]["step"] >= 10 * 19:
+            for proc in _trial_processes():
+                proc.send_signal(signal.SIGKILL)
+                killed = True
+        time.sleep(0.05)
+    assert killed, "the training finished before a worker could be killed"
+    assert driver.wait(timeout=300) == 0
+    (artifact,) = metrics(storage).values()
+    assert artifact["resumed_at"] >= 10 * 19  # resumed from a checkpoint, not from scratch
+    assert artifact["resumed_at"] < artifact["steps"]
+
+    reference = cli("run", sweep, "--storage", tmp_path / "reference")
+    assert reference.returncode == 0
+    (expected,) = metrics(tmp_path / "reference").values()
+    assert expected["resumed_at"] is None
+    assert artifact["test_acc"] == expected["test_acc"]
+    assert [h["test_loss"] for h in artifact["history"]] == [h["test_loss"] for h in expected["history"]]
+
+
+def test_a_job_that_keeps_failing_is_reported_and_the_rest_finish(tmp_path):
+    sweep = write_sweep(tmp_path / "s.yaml", grid={"seed": [0, 1]})
+    storage = tmp_path / "store"
+    failed = cli("run", sweep, "--storage", storage, env={"RAYLTH_FAIL_JOBS": "seed=1"})
+    assert failed.returncode == 1
+    assert "failed [seed=1]: RuntimeError: injected failure of job seed=1" in failed.stdout
+    status = cli("status", storage)
+    assert "faults" in status.stdout
+    row = status.stdout.splitlines()[1].split()
+    assert row[1:] == ["2", "1", "0", "1", "0"], status.stdout  # jobs finished running failed missing
+    assert "failed" in status.stdout and "injected failure" in status.stdout
+    again = cli("run", sweep, "--storage", storage)
+    assert again.returncode == 0 and "1 already stored, 1 run now" in again.stdout
+    assert cli("status", storage).stdout.splitlines()[1].split()[1:] == ["2", "2", "0", "0", "0"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path):
+    temp_dir = f"/tmp/raylth-test-{os.getpid()}"
+    port, dashboard = _free_port(), _free_port()
+    env = {**os.environ, **ENV}
+    ray = [sys.executable, "-m", "ray.scripts.scripts"]
+    subprocess.run(ray + ["start", "--head", f"--port={port}", "--num-cpus=1", f"--temp-dir={temp_dir}",
+                          "--include-dashboard=true", f"--dashboard-port={dashboard}", "--disable-usage-stats"],
+                   check=True, capture_output=True, env=env, timeout=120)
+    subprocess.run(ray + ["start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats"],
+                   check=True, capture_output=True, env=env, timeout=120)
+    try:
+        yield f"http://127.0.0.1:{dashboard}"
+    finally:
+        for proc in psutil.process_iter(["cmdline"]):
+            if any(temp_dir in part or f"127.0.0.1:{port}" in part for part in proc.info["cmdline"] or []):
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
+
+
+def test_sweep_submitted_to_a_two_node_cluster_spreads_over_both(two_node_cluster, tmp_path):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    write_sweep(workdir / "s.yaml", grid={"seed": [0, 1, 2, 3]})
+    storage = tmp_path / "store"
+    for attempt in range(30):  # the dashboard's job agent needs a few seconds after `ray start`
+        submit = subprocess.run(
+            [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", two_node_cluster,
+             "--working-dir", str(workdir), "--", "raylth", "run", "s.yaml", "--storage", str(storage)],
+            capture_output=True, text=True, timeout=600, env={**os.environ, **ENV})
+        if "No available agent" not in submit.stderr:
+            break
+        time.sleep(2)
+    assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+    nodes = {m["node"] for m in metrics(storage).values()}
+    assert len(metrics(storage)) == 8 and len(nodes) == 2, nodes
+
+    # the same from Python: a handle to wait on and query
+    write_sweep(workdir / "more.yaml", grid={"seed": [4]})
+    os.environ.update(ENV)
+    job = raylth.submit("more.yaml", address=two_node_cluster, storage=storage, working_dir=workdir)
+    assert job.wait(timeout_s=300) == "SUCCEEDED", job.logs()[-2000:]
+    assert "1 jobs finished" in job.logs()
+    assert len(metrics(storage)) == 10
