@@ -31,6 +31,24 @@ def check_real(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int) -> 
         raise ValueError(f"labels lie outside 0..{num_classes - 1}")
 
 
+def sgd_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+              batch_size: int, generator: torch.Generator, dsa: bool, dsa_strategy: str) -> None:
+    """One pass over (x, y) in an order drawn from ``generator``, each batch
+    augmented per example by DSA (when ``dsa``), one SGD step per batch."""
+    from raylth.engine.distill.augment import apply_dsa, sample_dsa
+
+    order = torch.randperm(len(y), generator=generator, device=generator.device).to(x.device)
+    for start in range(0, len(y), batch_size):
+        idx = order[start:start + batch_size]
+        batch = x[idx]
+        if dsa:
+            batch = apply_dsa(batch, sample_dsa(len(batch), generator, dsa_strategy))
+        loss = torch.nn.functional.cross_entropy(net(batch), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
 class ClassSampler:
     """Random real batches of one class: ``get(c, n)`` = n images of class c
     without replacement (all of them, shuffled, when the class has fewer),

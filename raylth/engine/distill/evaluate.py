@@ -8,12 +8,11 @@ import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from raylth.engine.data import seed_for
 
-from .augment import DEFAULT_STRATEGY, apply_dsa, sample_dsa
-from .common import ModelFn
+from .augment import DEFAULT_STRATEGY
+from .common import ModelFn, sgd_epoch
 from .init import class_indices, decode_labels, decode_multi
 from .zca import Zca
 
@@ -59,7 +58,7 @@ def train_on(images: torch.Tensor, labels: torch.Tensor, model_fn: ModelFn, seed
     net = model_fn(seed).to(device)
     net.train()
     g = torch.Generator().manual_seed(seed_for(seed, 0, "distill-eval"))
-    n = len(labels)
+    len(labels)
     for epoch in range(epochs):
         if epoch == 0 or epoch == epochs // 2:
             if epoch:
@@ -67,16 +66,7 @@ def train_on(images: torch.Tensor, labels: torch.Tensor, model_fn: ModelFn, seed
             # DC recreates the optimizer at the decay (its momentum restarts)
             optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum,
                                         weight_decay=weight_decay)
-        order = torch.randperm(n, generator=g).to(device)
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
-            x = images[idx]
-            if dsa:
-                x = apply_dsa(x, sample_dsa(len(x), g, dsa_strategy))  # per example
-            loss = F.cross_entropy(net(x), labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        sgd_epoch(net, optimizer, images, labels, batch_size, g, dsa, dsa_strategy)  # DSA per example
     return net
 
 

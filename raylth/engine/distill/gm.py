@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import DEFAULT_STRATEGY, apply_dsa, sample_dsa
-from .common import ClassSampler, ModelFn, build, check_real, has_batchnorm
+from .common import ClassSampler, ModelFn, build, check_real, has_batchnorm, sgd_epoch
 from .init import decode_labels, decode_multi, init_images
 
 BN_PER_CLASS = 16  # DC's BNSizePC: real images per class that set the BatchNorm statistics
@@ -113,17 +113,7 @@ def distill_gm(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int, mod
                 break
             train_x = decode_multi(images.detach(), factor)
             for _ in range(inner_loop):
-                perm = torch.randperm(len(train_x), generator=generator,
-                                      device=generator.device).to(device)
-                for start in range(0, len(perm), batch_train):
-                    idx = perm[start:start + batch_train]
-                    x = train_x[idx]
-                    if dsa:
-                        x = apply_dsa(x, sample_dsa(len(x), generator, dsa_strategy))
-                    loss_net = F.cross_entropy(net(x), train_labels[idx])
-                    optimizer_net.zero_grad(set_to_none=True)
-                    loss_net.backward()
-                    optimizer_net.step()
+                sgd_epoch(net, optimizer_net, train_x, train_labels, batch_train, generator, dsa, dsa_strategy)
         if callback is not None:
             callback(it, loss_sum / outer_loop)
     return images.detach(), labels

@@ -45,7 +45,7 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from .augment import DEFAULT_STRATEGY, apply_dsa, sample_dsa
-from .common import ModelFn, build, check_real
+from .common import ModelFn, build, check_real, sgd_epoch
 from .init import init_images
 
 
@@ -66,7 +66,7 @@ def train_experts(real_x: torch.Tensor, real_y: torch.Tensor, model_fn: ModelFn,
     training after that many epochs: later epochs cannot change the kept
     snapshots, so they are neither trained nor stored."""
     device = real_x.device
-    n = len(real_y)
+    len(real_y)
     stop = epochs if max_epochs_kept is None else min(epochs, max_epochs_kept)
     experts = []
     for _ in range(n_experts):
@@ -76,16 +76,7 @@ def train_experts(real_x: torch.Tensor, real_y: torch.Tensor, model_fn: ModelFn,
                                     weight_decay=weight_decay)
         trajectory = [flat_params(net).cpu()]
         for _ in range(stop):
-            order = torch.randperm(n, generator=generator, device=generator.device).to(device)
-            for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
-                x = real_x[idx]
-                if dsa:
-                    x = apply_dsa(x, sample_dsa(len(x), generator, dsa_strategy))
-                loss = F.cross_entropy(net(x), real_y[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+            sgd_epoch(net, optimizer, real_x, real_y, batch_size, generator, dsa, dsa_strategy)
             trajectory.append(flat_params(net).cpu())
         experts.append(trajectory)
     return experts
