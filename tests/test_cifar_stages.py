@@ -40,3 +40,16 @@ def test_cuda_path_trains_in_bf16_channels_last(cifar10_subset_root, tmp_path):
     final = ticket.weights("final")
     assert all(torch.isfinite(v.float()).all() for v in final.values())
     assert all(bool((final[name][~keep] == 0).all()) for name, keep in ticket.mask().items())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (compiling on CPU takes about a minute)")
+def test_compiled_training_follows_eager_training(cifar10_subset_root, tmp_path):
+    def final(compile_steps, store):
+        ctx = StageContext(store=Store(store), data_root=cifar10_subset_root, device=torch.device("cuda"),
+                           compile=compile_steps)
+        return run_stage(level2_spec(width=8), ctx).metrics["history"]
+
+    eager, compiled = final(False, tmp_path / "eager"), final(True, tmp_path / "compiled")
+    assert [h["step"] for h in eager] == [h["step"] for h in compiled]
+    assert compiled[-1]["test_loss"] == pytest.approx(eager[-1]["test_loss"], rel=0.05)

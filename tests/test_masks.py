@@ -282,8 +282,7 @@ def test_mask_keeper_keeps_pruned_weights_zero(optimizer):
         F.cross_entropy(model(x), y).backward()
         for n, m in mask.items():  # gradients of pruned weights are masked
             assert bool((params[n].grad[~m] == 0).all())
-        opt.step()
-        keeper.after_step()
+        opt.step()  # no per-step re-masking: masked gradients alone keep pruned weights at 0
 
     for n, m in mask.items():
         p = params[n].detach()
@@ -307,6 +306,6 @@ def test_mask_keeper_without_mask_is_a_no_op():
     model = _lenet()
     before = _weights(model)
     keeper = MaskKeeper(model, None)
-    keeper.after_step()
+    keeper.reapply()
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert keeper.params == [] and keeper.handles == []

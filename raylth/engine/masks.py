@@ -158,9 +158,12 @@ def apply_mask(model: nn.Module, mask: Mask) -> None:
 
 
 class MaskKeeper:
-    """Keeps pruned weights exactly zero during training: the gradient is
-    masked (so momentum and Adam moments of pruned weights stay zero) and the
-    weights are re-masked after each step in one fused foreach call."""
+    """Keeps pruned weights exactly zero during training. The weights are
+    zeroed once and every gradient is masked, so SGD (momentum, nesterov,
+    weight decay) and Adam never move a pruned weight: its gradient, momentum
+    and moments stay exactly zero. No per-step pass over the weights is
+    needed; ``reapply`` re-masks them (one fused foreach call) as a guard at
+    epoch ends."""
 
     def __init__(self, model: nn.Module, mask: Mask | None):
         self.params, self.masks, self.handles = [], [], []
@@ -178,7 +181,7 @@ class MaskKeeper:
         apply_mask(model, mask)
 
     @torch.no_grad()
-    def after_step(self) -> None:
+    def reapply(self) -> None:
         if self.params:
             torch._foreach_mul_(self.params, self.masks)
 

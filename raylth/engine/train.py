@@ -70,7 +70,7 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: i
 class Trainer:
     def __init__(self, model: nn.Module, data: Dataset, spec: TrainSpec, seeds: Seeds, *,
                  augment: bool, mask: Mask | None = None, device: torch.device | None = None,
-                 dist: Dist | None = None):
+                 dist: Dist | None = None, compile: bool = False):
         self.device = device or default_device()
         self.dist = dist or Dist()
         self.model = prepare_model(model, self.device)  # the module: weights, eval, checkpoints
@@ -80,6 +80,8 @@ class Trainer:
         self.total_steps = spec.duration.iterations(self.steps_per_epoch)
         self.mask_keeper = MaskKeeper(self.model, mask)
         self.net = self._data_parallel() if self.dist.world > 1 else self.model  # what trains
+        if compile:  # compiled on the first step; benchmarks keep that warm-up out of their timings
+            self.net = torch.compile(self.net)
         self.optimizer = make_optimizer(self.model.parameters(), spec, self.device)
         self.scheduler = make_scheduler(self.optimizer, spec, self.steps_per_epoch)
         self.step = 0
@@ -170,6 +172,7 @@ class Trainer:
                     self._record_eval()
                 if self.step >= self.total_steps:
                     break
+            self.mask_keeper.reapply()
             if self.step % self.steps_per_epoch == 0 and on_epoch:
                 on_epoch(self)
         return self.history
@@ -182,7 +185,6 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        self.mask_keeper.after_step()
         self.scheduler.step()
         self._loss_sum += loss.detach().float()
         self._loss_count += 1

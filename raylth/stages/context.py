@@ -28,13 +28,18 @@ class StageContext:
     report: Callable[[dict], None] | None = None  # progress (e.g. ray.tune.report)
     dist: Dist = field(default_factory=Dist)      # this process among DDP workers
     node: str | None = None                       # the cluster node, recorded in metrics
+    compile: bool = False                         # torch.compile the training step (not hashed)
     _data: dict = field(default_factory=dict, repr=False)
 
     def dataset(self, spec: DataSpec) -> Dataset:
         """Load once per process and keep it on the training device."""
         key = spec.canonical()
         if key not in self._data:
-            self._data[key] = load_dataset(spec, self.data_root).to(self.device)
+            if spec.name == "distilled":  # a distill artifact of this store
+                from raylth.stages.distill import load_distilled
+                self._data[key] = load_distilled(self.store, spec, self.data_root).to(self.device)
+            else:
+                self._data[key] = load_dataset(spec, self.data_root).to(self.device)
         return self._data[key]
 
     def model(self, spec: ModelSpec, data: Dataset, seed: int) -> nn.Module:
@@ -77,7 +82,7 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
     at the end, the mask, and metrics with the evaluation history."""
     dataset = ctx.dataset(data)
     trainer = Trainer(model, dataset, train, seeds, augment=dataset.augment, mask=mask, device=ctx.device,
-                      dist=ctx.dist)
+                      dist=ctx.dist, compile=ctx.compile)
     partial = ctx.store.partial(spec.id)
     writer = partial if ctx.dist.is_main else None  # only rank 0 writes
     started = time.time()

@@ -7,6 +7,7 @@
     resources: {cpu: 1, gpu: 0}   # per worker; fractions allowed (gpu: 0.25 packs 4 on a GPU)
     max_concurrent: 4             # optional bound on trials at once
     max_failures: 2               # retries of a failing trial
+    compile: false                # torch.compile training steps (CUDA speed; same results up to float error)
     base: {method: imp, levels: 12, data: {...}, model: {...}, train: {...}, prune: {...}, seed: 0}
     grid: {seed: [0, 1], method: [dense, imp, random_prune]}
 
@@ -29,7 +30,7 @@ from raylth.errors import RaylthError, SpecError
 from raylth.specs import TrialSpec
 
 SWEEP_KEYS = ("name", "storage", "data_root", "workers", "resources", "max_concurrent", "max_failures",
-              "base", "grid")
+              "compile", "base", "grid")
 RESOURCE_KEYS = ("cpu", "gpu")
 SHORTHANDS = {"rewind": "prune.rewind"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -49,6 +50,7 @@ class Sweep:
     data_root: str | None = None
     resources: dict = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
     workers: int = 1
+    compile: bool = False
     max_concurrent: int | None = None
     max_failures: int = 1
     source: dict = field(default_factory=dict)
@@ -83,6 +85,9 @@ def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep
     if workers > 1 and 0 < resources["gpu"] < 1:
         raise SpecError(f"{where}: resources.gpu: {resources['gpu']} is a GPU fraction; DDP workers "
                         "each need whole GPUs (pack small single-worker jobs instead)")
+    compile_steps = raw.get("compile", False)
+    if not isinstance(compile_steps, bool):
+        raise SpecError(f"{where}: compile: {compile_steps!r} must be true or false")
     base = raw.get("base") or {}
     grid = raw.get("grid") or {}
     if not isinstance(base, dict):
@@ -91,7 +96,7 @@ def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep
         raise SpecError(f"{where}: grid must be a mapping of key: [values]")
     trials = expand(base, grid, where)
     return Sweep(name=name, trials=trials, storage=raw.get("storage"), data_root=raw.get("data_root"),
-                 resources=resources, workers=workers, max_concurrent=max_concurrent,
+                 resources=resources, workers=workers, compile=compile_steps, max_concurrent=max_concurrent,
                  max_failures=1 if max_failures is None else max_failures, source=raw)
 
 

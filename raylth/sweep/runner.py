@@ -47,9 +47,10 @@ def resolve_paths(sweep: Sweep, storage=None, data_root=None) -> tuple[Path, Pat
 PROGRESS_KEYS = ("level", "sparsity", "test_acc", "instability_test")
 
 
-def run_specs_here(specs: list[Spec], storage: Path, data_root: Path, report=None, node=None) -> list[str]:
+def run_specs_here(specs: list[Spec], storage: Path, data_root: Path, report=None, node=None,
+                   compile: bool = False) -> list[str]:
     """Run one job's stages in this process (what every Tune trial does)."""
-    ctx = StageContext(store=Store(storage), data_root=data_root, report=report, node=node)
+    ctx = StageContext(store=Store(storage), data_root=data_root, report=report, node=node, compile=compile)
     return [run_stage(spec, ctx).id for spec in specs]
 
 
@@ -58,7 +59,7 @@ def run_trial_here(spec: TrialSpec, storage: Path, data_root: Path, report=None)
     return run_specs_here(METHODS[spec.method].artifacts(spec), storage, data_root, report)
 
 
-def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_failures):
+def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_failures, compile):
     from ray import tune
 
     import ray
@@ -75,14 +76,14 @@ def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_fa
         # named after the trial: a retried trial continues its own Train run
         fit_job_with_train(payload, storage=Path(storage), data_root=Path(data_root), workers=workers,
                            resources=resources, max_failures=max_failures, progress_keys=PROGRESS_KEYS,
-                           run_name=f"{tune.get_context().get_trial_id()}-train")
+                           run_name=f"{tune.get_context().get_trial_id()}-train", compile=compile)
         ids = [spec.id for spec in Job.specs_from(payload)]
     else:
         def progress(metrics: dict) -> None:  # one Tune result per stored stage: the progress table
             tune.report({k: metrics[k] for k in PROGRESS_KEYS if k in metrics})
 
         ids = run_specs_here(Job.specs_from(payload), Path(storage), Path(data_root), report=progress,
-                             node=node)
+                             node=node, compile=compile)
     last = Store(storage).get(ids[-1]).metrics
     tune.report({k: last[k] for k in PROGRESS_KEYS if k in last} | {"artifacts": len(ids)})
 
@@ -118,7 +119,7 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
     trainable = tune.with_resources(
         tune.with_parameters(_tune_trainable, jobs=jobs, storage=str(storage), data_root=str(data_root),
                              workers=sweep.workers, resources=sweep.resources,
-                             max_failures=sweep.max_failures),
+                             max_failures=sweep.max_failures, compile=sweep.compile),
         _trial_resources(jobs, sweep.workers, sweep.resources))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with _working_directory(storage):

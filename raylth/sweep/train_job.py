@@ -15,6 +15,7 @@ from pathlib import Path
 
 
 def _worker_loop(config: dict) -> None:
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -27,13 +28,14 @@ def _worker_loop(config: dict) -> None:
         ray.train.report({k: metrics[k] for k in config["progress_keys"] if k in metrics})
 
     ctx = StageContext(store=Store(config["storage"]), data_root=Path(config["data_root"]),
-                       device=ray.train.torch.get_device(), dist=Dist.current(), report=progress)
+                       device=ray.train.torch.get_device(), dist=Dist.current(), report=progress,
+                       node=ray.get_runtime_context().get_node_id(), compile=config["compile"])
     for spec in Job.specs_from(config["payload"]):
         run_stage(spec, ctx)
 
 
 def fit_job_with_train(payload, *, storage: Path, data_root: Path, workers: int, resources: dict,
-                       max_failures: int, progress_keys, run_name: str) -> None:
+                       max_failures: int, progress_keys, run_name: str, compile: bool = False) -> None:
     """Run one job on ``workers`` DDP workers (gloo on CPU, NCCL on GPUs)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -43,7 +45,7 @@ def fit_job_with_train(payload, *, storage: Path, data_root: Path, workers: int,
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"payload": payload, "storage": str(storage), "data_root": str(data_root),
-                           "progress_keys": list(progress_keys)},
+                           "progress_keys": list(progress_keys), "compile": compile},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(resources["gpu"]),
                                      resources_per_worker=per_worker),
         run_config=RunConfig(name=run_name, storage_path=str(storage / ".ray" / "train"),
