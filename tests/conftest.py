@@ -1,5 +1,6 @@
 """Shared pytest fixtures."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,10 @@ from pathlib import Path
 import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+# Save the resume state at every epoch end (the default is at most every 30 s),
+# so tests that interrupt short runs find one; inherited by Ray workers.
+os.environ.setdefault("RAYLTH_RESUME_EVERY_S", "0")
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import torch
 
 from raylth.engine.masks import counts, full_mask, sparsity
 from raylth.engine.models import build_model
-from raylth.specs import (BranchSpec, DataSpec, ImpLevelSpec, ModelSpec, PruneSpec, Step,
+from raylth.specs import (BranchSpec, DataSpec, ImpLevelSpec, ModelSpec, PruneSpec, Seeds, Step,
                           TrainSpec, TrainStageSpec)
 from raylth.stages import StageContext, run_stage
 from raylth.stages import context as context_module
@@ -240,3 +240,21 @@ def test_killed_stage_resumes_from_its_partial_state(tmp_path, monkeypatch, coun
     assert resumed.metrics["steps"] == reference.metrics["steps"] == 76
     if stage == "imp":
         assert _same(resumed.mask(), reference.mask())
+
+
+def test_resume_state_is_saved_at_most_every_interval(tmp_path, monkeypatch):
+    """Tiny epochs (distilled sets) must not pay a checkpoint per epoch."""
+    from raylth.store.store import Partial
+
+    saved = []
+    original = Partial.save
+    monkeypatch.setattr(Partial, "save", lambda self, name, obj: (saved.append(name), original(self, name, obj)))
+    monkeypatch.setenv("RAYLTH_RESUME_EVERY_S", "3600")
+    spec = TrainStageSpec(data=DataSpec("digits"), model=ModelSpec("lenet"),
+                          train=TrainSpec(lr=0.05, batch_size=64, duration=Step.parse("4ep")))
+    run_stage(spec, StageContext(store=Store(tmp_path), device=torch.device("cpu")))
+    assert "resume.pt" not in saved and "weights/final.pt" in saved
+    monkeypatch.setenv("RAYLTH_RESUME_EVERY_S", "0")
+    saved.clear()
+    run_stage(spec.replace(seeds=Seeds(init=1)), StageContext(store=Store(tmp_path), device=torch.device("cpu")))
+    assert saved.count("resume.pt") == 4

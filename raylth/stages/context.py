@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,11 @@ def ensure(ctx: StageContext, spec: Spec, compute: Callable[[], Artifact]) -> Ar
     return ctx.store.get(spec.id)
 
 
+def resume_every_s() -> float:
+    """Seconds between saves of the resume state (RAYLTH_RESUME_EVERY_S, default 30)."""
+    return float(os.environ.get("RAYLTH_RESUME_EVERY_S", "30"))
+
+
 def checkpoint_name(step: Step | int) -> str:
     return "init" if (step == 0 or getattr(step, "amount", 1) == 0) else f"step_{step}"
 
@@ -104,10 +110,15 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
         if writer:
             writer.save(f"weights/{saves[step]}.pt", weights)
 
+    last_saved = [time.time()]
+
     def on_epoch(t: Trainer) -> None:
-        state = {"trainer": t.state_dict(), "wall_s": time.time() - started}
-        if writer:
-            writer.save("resume.pt", state)
+        # At epoch ends (where a resumed run equals an uninterrupted one), at most
+        # every resume_every_s(): saving after each of thousands of tiny epochs
+        # (distilled sets) would cost more than the training.
+        if writer and time.time() - last_saved[0] >= resume_every_s():
+            writer.save("resume.pt", {"trainer": t.state_dict(), "wall_s": time.time() - started})
+            last_saved[0] = time.time()
 
     history = trainer.run(save_at=saves, on_save=on_save, on_epoch=on_epoch)
     if writer:
