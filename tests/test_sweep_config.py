@@ -109,3 +109,16 @@ def test_steps_past_the_end_of_training_fail_up_front(changes, needle, tmp_path)
     with pytest.raises(SpecError) as err:
         check_trials(s, tmp_path)
     assert needle in str(err.value) and "2ep = 18 iterations" in str(err.value)
+
+
+def test_a_job_larger_than_a_local_cluster_fails_instead_of_waiting(caplog):
+    from raylth.sweep.runner import _check_fits
+
+    s = parse_sweep({"workers": 2, "resources": {"cpu": 1}, "base": {"levels": 1}})
+    with pytest.raises(RaylthError, match=r"one job needs 2.01 CPU .* the Ray cluster has 2 CPU"):
+        _check_fits(s, {"CPU": 2.0}, started_here=True)
+    _check_fits(s, {"CPU": 2.0}, started_here=False)  # an autoscaling cluster may grow: a warning
+    assert "waiting for the autoscaler" in caplog.text
+    _check_fits(parse_sweep({"workers": 2, "resources": {"cpu": 0.5}, "base": {"levels": 1}}), {"CPU": 2.0}, True)
+    with pytest.raises(RaylthError, match="1 GPU"):
+        _check_fits(parse_sweep({"resources": {"gpu": 1}, "base": {"levels": 1}}), {"CPU": 2.0}, True)

@@ -1,7 +1,7 @@
-"""Run a sweep's missing trials as Ray Tune trials, phase by phase.
+"""Run a sweep's missing jobs as Ray Tune trials, phase by phase.
 
-The store is the source of truth: a trial whose artifacts all exist is not
-scheduled, and a trial that is scheduled asks the store for each artifact
+The store is the source of truth: a job whose artifacts all exist is not
+scheduled, and a job that is scheduled asks the store for each artifact
 before computing it, so running the same sweep again after an interruption
 finishes only what is missing.
 """
@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from raylth.errors import RaylthError
 from raylth.specs import Spec, TrialSpec
 from raylth.stages import METHODS, StageContext, run_stage
 from raylth.store import Store
@@ -60,9 +61,8 @@ def run_trial_here(spec: TrialSpec, storage: Path, data_root: Path, report=None)
 
 
 def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_failures, compile):
-    from ray import tune
-
     import ray
+    from ray import tune
 
     label = config["trial"]
     injected = [part for part in os.environ.get("RAYLTH_FAIL_JOBS", "").split(",") if part]
@@ -98,6 +98,23 @@ def _trial_resources(jobs, workers: int, resources: dict):
     return resources_of
 
 
+def _check_fits(sweep: Sweep, cluster: dict, started_here: bool) -> None:
+    """One job's resources must fit the cluster, or Ray waits for them forever.
+    A cluster we did not start may be autoscaling: then only warn."""
+    workers, per_worker = sweep.workers, sweep.resources
+    need = {"CPU": workers * per_worker["cpu"] + (0.01 if workers > 1 else 0),
+            "GPU": workers * per_worker["gpu"]}
+    short = [f"{need[k]:g} {k}" for k in need if need[k] > cluster.get(k, 0) + 1e-9]
+    if not short:
+        return
+    message = (f"{sweep.name}: one job needs {' and '.join(short)} (workers: {workers} x resources "
+               f"{per_worker}) but the Ray cluster has {cluster.get('CPU', 0):g} CPU and "
+               f"{cluster.get('GPU', 0):g} GPU; lower workers or resources (fractions allowed)")
+    if started_here:
+        raise RaylthError(message)
+    log.warning("%s; waiting for the autoscaler to add nodes", message)
+
+
 def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = None) -> SweepOutcome:
     storage, data_root = resolve_paths(sweep, storage, data_root)
     check_trials(sweep, data_root)  # before anything is written
@@ -115,6 +132,7 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
 
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=True)
+    _check_fits(sweep, ray.cluster_resources(), started_here=address is None and not os.environ.get("RAY_ADDRESS"))
     jobs = {job.label: (job.payload(), job.trains) for job in pending}
     trainable = tune.with_resources(
         tune.with_parameters(_tune_trainable, jobs=jobs, storage=str(storage), data_root=str(data_root),
