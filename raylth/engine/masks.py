@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from raylth.engine.models import prunable_weight_names
 from raylth.errors import SpecError
 
 Mask = dict[str, torch.Tensor]
@@ -32,13 +33,9 @@ def check_strategy_name(name: str) -> None:
 
 
 def prunable_names(model: nn.Module, ignore: tuple[str, ...] = ()) -> list[str]:
-    names = []
-    for module_name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            name = f"{module_name}.weight" if module_name else "weight"
-            if not any(fnmatch.fnmatchcase(name, pattern) for pattern in ignore):
-                names.append(name)
-    return names
+    """Conv and linear weights, less those matching an ignore glob pattern."""
+    return [name for name in prunable_weight_names(model)
+            if not any(fnmatch.fnmatchcase(name, pattern) for pattern in ignore)]
 
 
 def full_mask(model: nn.Module, ignore: tuple[str, ...] = ()) -> Mask:
