@@ -16,12 +16,14 @@ from raylth.errors import RaylthError
 
 
 def _as_sweep(sweep):
-    from raylth.sweep.config import Sweep, load_sweep, parse_sweep
+    """A Sweep, or a Search for ``kind: search`` files and dicts."""
+    from raylth.sweep.config import Sweep, load_sweep, parse_any
+    from raylth.sweep.search import Search
 
-    if isinstance(sweep, Sweep):
+    if isinstance(sweep, (Sweep, Search)):
         return sweep
     if isinstance(sweep, dict):
-        return parse_sweep(sweep, default_name=sweep.get("name", "sweep"))
+        return parse_any(sweep, default_name=sweep.get("name", "sweep"))
     if isinstance(sweep, (str, os.PathLike)):
         return load_sweep(sweep)
     raise RaylthError(f"sweep: expected a YAML path, a dict or a Sweep, got {type(sweep).__name__}")
@@ -29,10 +31,16 @@ def _as_sweep(sweep):
 
 def run(sweep, storage=None, data_root=None, address=None):
     """Run a sweep (a YAML path, a dict in the same format, or a Sweep) on Ray
-    Tune; finished artifacts are reused. Returns a SweepOutcome."""
+    Tune; finished artifacts are reused. Returns a SweepOutcome. A ``kind:
+    search`` file or dict runs its Optuna study instead (trials as Ray tasks,
+    resumed from the study's storage) and returns a SearchOutcome."""
     from raylth.sweep.runner import run_sweep
+    from raylth.sweep.search import Search, run_search
 
-    return run_sweep(_as_sweep(sweep), storage=storage, data_root=data_root, address=address)
+    spec = _as_sweep(sweep)
+    if isinstance(spec, Search):
+        return run_search(spec, storage=storage, data_root=data_root, address=address)
+    return run_sweep(spec, storage=storage, data_root=data_root, address=address)
 
 
 class SubmittedSweep:

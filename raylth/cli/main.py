@@ -14,6 +14,9 @@ DEFAULT_STORAGE = "raylth-results"
 
 def _cmd_run(args) -> int:
     outcome = api.run(args.sweep, storage=args.storage, data_root=args.data_root, address=args.address)
+    if getattr(outcome, "kind", "sweep") == "search":  # an Optuna search (kind: search)
+        print("\n".join(outcome.lines()))
+        return 0 if outcome.ok else 1
     done = len(outcome.cached) + len(outcome.finished)
     print(f"{outcome.name}: {done} jobs finished ({len(outcome.cached)} already stored, "
           f"{len(outcome.finished)} run now), {len(outcome.failed)} failed; results in {outcome.storage}")
@@ -69,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raylth", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a sweep (again: finishes only what is missing)")
-    run.add_argument("sweep", help="sweep YAML file, e.g. sweeps/quickstart.yaml")
+    run = sub.add_parser("run", help="run a sweep or an Optuna search (again: finishes only what is missing)")
+    run.add_argument("sweep", help="sweep YAML file, e.g. sweeps/quickstart.yaml (kind: search: an Optuna search)")
     run.add_argument("--storage", help="storage root (default: the sweep's storage, else raylth-results)")
     run.add_argument("--data-root", help="folder holding data sets (default: $RAYLTH_DATA, the sweep's data_root, else ./data)")
     run.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a new local one)")

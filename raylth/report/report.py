@@ -6,6 +6,7 @@ from pathlib import Path
 
 from raylth.errors import RaylthError
 from raylth.report.axes import pyplot, weights_remaining_axis
+from raylth.report.distill import write_distill_report
 from raylth.report.instability import (copy_landscapes, instability_table, plot_error_vs_alpha,
                                        plot_instability_vs_rewind, plot_instability_vs_sparsity,
                                        sharpness_table)
@@ -73,6 +74,7 @@ def write_report(storage, out, sweep: str | None = None) -> dict[str, Path]:
         plot_accuracy_vs_sparsity(rows, path, f"{keys[0] or 'unswept'}: {keys[2]} on {keys[1]}")
         written[f"plot:{name}"] = path
     written |= _instability_report(Store(storage), frame, out)
+    written |= write_distill_report(Store(storage), frame, out)
     return written
 
 

@@ -6,6 +6,7 @@ appear with an empty ``sweep`` and the method their kind implies.
 
 from __future__ import annotations
 
+from raylth.report import distill as distill_report
 from raylth.specs import STAGE_SPECS
 from raylth.store import Artifact, Store
 from raylth.sweep.jobs import trial_jobs
@@ -14,12 +15,14 @@ from raylth.sweep.plan import read_record, sweep_names
 COLUMNS = ["sweep", "stage", "method", "dataset", "model", "seed", "level", "sparsity",
            "test_acc", "rewind", "noise", "instability_test", "instability_train", "loss_barrier",
            "stable", "points_seen", "wall_s", "trial", "id"]
-NETWORK_STAGES = ("train", "imp", "branch")
+NETWORK_STAGES = ("train", "imp", "branch") + distill_report.NETWORK_KINDS
 
 
 def _origin(artifacts: dict[str, Artifact], artifact: Artifact) -> dict:
     """Data set, model, seed and rewind step of the network an artifact is about."""
     spec = STAGE_SPECS[artifact.kind].from_dict(artifact.spec)
+    if artifact.kind in distill_report.IMPLIED_METHODS:
+        return distill_report.origin(spec)
     if artifact.kind in ("child", "lmc"):
         parent = artifacts.get(spec.parent)
         info = _origin(artifacts, parent) if parent else {}
@@ -50,7 +53,7 @@ def _implied_method(artifacts, artifact: Artifact) -> str:
         return artifact.spec["method"]
     if artifact.kind in ("child", "lmc") and artifact.spec.get("parent") in artifacts:
         return _implied_method(artifacts, artifacts[artifact.spec["parent"]])
-    return {"train": "dense", "imp": "imp"}.get(artifact.kind, artifact.kind)
+    return ({"train": "dense", "imp": "imp"} | distill_report.IMPLIED_METHODS).get(artifact.kind, artifact.kind)
 
 
 def result_rows(storage, sweep: str | None = None) -> list[dict]:
@@ -64,7 +67,8 @@ def result_rows(storage, sweep: str | None = None) -> list[dict]:
             for job in trial_jobs(trial):
                 for artifact_id in job.ids:
                     if artifact_id in artifacts:
-                        rows.append(_row(artifacts, name, trial.spec.method, trial.label, artifacts[artifact_id]))
+                        if job.rows:  # a method's preparation (e.g. a distilled trunk) is no result
+                            rows.append(_row(artifacts, name, trial.spec.method, trial.label, artifacts[artifact_id]))
                         claimed.add(artifact_id)
     if sweep is None:
         rows += [_row(artifacts, "", _implied_method(artifacts, a), "", a)

@@ -2,16 +2,20 @@
 
 from raylth.specs.analysis import ChildSpec, LandscapeSpec, LmcOptions, LmcSpec, SharpnessSpec
 from raylth.specs.base import Spec
+from raylth.specs.distill import (DistillEvalSpec, DistillSpec, ExpertOptions, ExpertsSpec, MaskImpSpec,
+                                  TicketSpec)
 from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
 from raylth.specs.stages import BranchSpec, ImpLevelSpec, TrainStageSpec
 from raylth.specs.step import Step
 from raylth.specs.trial import TrialSpec
 
 STAGE_SPECS = {cls.kind: cls for cls in (TrainStageSpec, ImpLevelSpec, BranchSpec, ChildSpec, LmcSpec,
-                                          SharpnessSpec, LandscapeSpec)}
+                                          SharpnessSpec, LandscapeSpec, DistillSpec, ExpertsSpec,
+                                          DistillEvalSpec, TicketSpec, MaskImpSpec)}
 
 __all__ = [
     "Spec", "Step", "DataSpec", "ModelSpec", "TrainSpec", "PruneSpec", "Seeds",
     "TrainStageSpec", "ImpLevelSpec", "BranchSpec", "TrialSpec", "STAGE_SPECS",
     "ChildSpec", "LmcSpec", "LmcOptions", "SharpnessSpec", "LandscapeSpec",
+    "DistillSpec", "ExpertOptions", "ExpertsSpec", "DistillEvalSpec", "TicketSpec", "MaskImpSpec",
 ]

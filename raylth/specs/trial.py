@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from raylth.errors import SpecError
 from raylth.specs.analysis import LmcOptions
 from raylth.specs.base import Spec
+from raylth.specs.distill import DistillEvalSpec, DistillSpec, check_distilled_trial
 from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
 
 
@@ -23,7 +24,12 @@ class TrialSpec(Spec):
     seeds: Seeds = field(default_factory=Seeds)
     branch_seed: int = 0          # random_prune / reinit draws
     lmc: LmcOptions | None = None  # instability analysis of this trial's networks
+    distill: DistillSpec | None = None  # distill / distilled_imp / mask_then_imp: the distillation of `data`
+    inner: TrainSpec | None = None      # distilled_imp / mask_then_imp: each level's training on the distilled set
+    distill_eval: DistillEvalSpec | None = None  # distill: the evaluation protocol (default DistillEvalSpec())
+    start_level: int = 0          # mask_then_imp: the distilled-pruning level it starts (and rewinds) from
 
     def validate(self):
         if self.levels < 0:
             raise SpecError(f"levels: {self.levels} must be >= 0")
+        check_distilled_trial(self)

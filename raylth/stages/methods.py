@@ -15,16 +15,21 @@ from raylth.errors import SpecError
 from raylth.specs import BranchSpec, ImpLevelSpec, Spec, TrainStageSpec, TrialSpec
 from raylth.stages.branch import run_branch
 from raylth.stages.context import StageContext
+from raylth.stages.distill import distill_method_artifacts, run_distill, run_distill_eval, run_experts
 from raylth.stages.imp import run_imp_level
 from raylth.stages.landscape import run_landscape
 from raylth.stages.lmc import run_child, run_lmc
 from raylth.stages.sharpness import run_sharpness
+from raylth.stages.ticket import (distilled_imp_artifacts, distilled_imp_prepare, mask_then_imp_artifacts,
+                                  mask_then_imp_prepare, run_maskimp, run_ticket)
 from raylth.stages.train import run_train
 from raylth.store import Artifact
 
 STAGE_RUNNERS: dict[str, Callable[[Spec, StageContext], Artifact]] = {
     "train": run_train, "imp": run_imp_level, "branch": run_branch, "child": run_child,
     "lmc": run_lmc, "sharpness": run_sharpness, "landscape": run_landscape,
+    "distill": run_distill, "experts": run_experts, "distill_eval": run_distill_eval,
+    "ticket": run_ticket, "maskimp": run_maskimp,
 }
 
 
@@ -38,8 +43,15 @@ class Method:
     name: str
     phase: int
     artifacts: Callable[[TrialSpec], list[Spec]]
+    # Stages stored first, in order, as one job in the phase before (not results rows),
+    # e.g. a distillation and the IMP trunk trained on it.
+    prepare: Callable[[TrialSpec], list[Spec]] | None = None
+    # One job per artifact (they run in parallel) instead of one job for all.
+    parallel: bool = False
 
     def run(self, trial: TrialSpec, ctx: StageContext) -> list[Artifact]:
+        for spec in self.prepare(trial) if self.prepare else ():
+            run_stage(spec, ctx)
         return [run_stage(spec, ctx) for spec in self.artifacts(trial)]
 
 
@@ -80,5 +92,11 @@ register_method(Method("dense", phase=0, artifacts=_dense))
 register_method(Method("imp", phase=0, artifacts=_imp))
 register_method(Method("random_prune", phase=1, artifacts=_branches("random_prune")))
 register_method(Method("reinit", phase=1, artifacts=_branches("reinit")))
+# Dataset distillation and distilled pruning (raylth.stages.distill, raylth.stages.ticket)
+register_method(Method("distill", phase=0, artifacts=distill_method_artifacts))
+register_method(Method("distilled_imp", phase=1, artifacts=distilled_imp_artifacts,
+                       prepare=distilled_imp_prepare, parallel=True))
+register_method(Method("mask_then_imp", phase=1, artifacts=mask_then_imp_artifacts,
+                       prepare=mask_then_imp_prepare))
 
 __all__ = ["METHODS", "Method", "register_method", "check_method_name", "run_stage", "TrainStageSpec"]

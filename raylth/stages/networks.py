@@ -68,6 +68,10 @@ def _recipe(spec: Spec, store: Store):
         return spec.data, spec.model, spec.train, spec.seeds
     if spec.kind == "branch":
         return spec.trunk.data, spec.trunk.model, spec.trunk.train, spec.trunk.seeds
+    if spec.kind == "ticket":  # a distilled-pruning mask trained on real data
+        return spec.data, spec.trunk.model, spec.train, spec.seeds
+    if spec.kind == "maskimp":
+        return spec.start.data, spec.start.trunk.model, spec.start.train, spec.start.seeds
     if spec.kind == "child":
         parent = load_network(store, spec.parent)
         return parent.data, parent.model, parent.train, child_seeds(parent.seeds, spec.noise, spec.index)

@@ -29,7 +29,7 @@ import yaml
 from raylth.errors import RaylthError, SpecError
 from raylth.specs import TrialSpec
 
-SWEEP_KEYS = ("name", "storage", "data_root", "workers", "resources", "max_concurrent", "max_failures",
+SWEEP_KEYS = ("kind", "name", "storage", "data_root", "workers", "resources", "max_concurrent", "max_failures",
               "compile", "base", "grid")
 RESOURCE_KEYS = ("cpu", "gpu")
 SHORTHANDS = {"rewind": "prune.rewind"}
@@ -66,7 +66,16 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise RaylthError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
-    return parse_sweep(raw, default_name=path.stem, where=str(path))
+    return parse_any(raw, default_name=path.stem, where=str(path))
+
+
+def parse_any(raw, default_name: str = "sweep", where: str = "sweep"):
+    """A sweep, or an Optuna search for ``kind: search`` (raylth.sweep.search)."""
+    if isinstance(raw, dict) and raw.get("kind") == "search":
+        from raylth.sweep.search import parse_search
+
+        return parse_search(raw, default_name=default_name, where=where)
+    return parse_sweep(raw, default_name=default_name, where=where)
 
 
 def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep:
@@ -75,6 +84,8 @@ def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep
     unknown = sorted(set(raw) - set(SWEEP_KEYS))
     if unknown:
         raise SpecError(f"{where}: unknown key {unknown[0]!r}; sweep keys are {', '.join(SWEEP_KEYS)}")
+    if raw.get("kind", "sweep") != "sweep":
+        raise SpecError(f"{where}: kind: {raw['kind']!r} is not sweep or search")
     name = str(raw.get("name") or default_name)
     if not NAME.match(name):
         raise SpecError(f"{where}: name {name!r} may hold only letters, digits, '_', '-' and '.'")

@@ -1,8 +1,12 @@
 """A sweep's trials as jobs: one Ray Tune trial each, run phase by phase.
 
-A trial's method gives its main job (e.g. all levels of an IMP trunk). With
-``lmc:`` options it also gives, for each selected network of the trial, one
-job per child (so children train in parallel) and then one analysis job.
+A trial's method gives its main job (e.g. all levels of an IMP trunk), or one
+job per artifact for a ``parallel`` method, after a ``prepare`` job in the
+phase before when the method has one (stored first, not results rows: e.g.
+distilled_imp's distillation and distilled trunk, then one job per level's
+ticket). With ``lmc:`` options it also gives, for each selected network of
+the trial, one job per child (so children train in parallel) and then one
+analysis job.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from raylth.stages.context import checkpoint_name
 from raylth.sweep.config import Trial
 
 
-TRAINING_KINDS = ("train", "imp", "branch", "child")
+TRAINING_KINDS = ("train", "imp", "branch", "child", "ticket", "maskimp")
 
 
 @dataclass(frozen=True)
@@ -23,11 +27,15 @@ class Job:
     label: str
     phase: int
     specs: tuple[Spec, ...]
+    rows: bool = True  # its artifacts are results rows (False: a method's preparation)
 
     @property
     def trains(self) -> bool:
-        """Whether it trains networks (DDP-able) rather than analysing stored ones."""
-        return any(s.kind in TRAINING_KINDS for s in self.specs)
+        """Whether it trains networks (DDP-able) rather than analysing stored ones.
+        A job that distils runs in one process (DDP would repeat the distillation
+        on every rank; the trunk trained on the distilled set is small)."""
+        kinds = {s.kind for s in self.specs}
+        return bool(kinds & set(TRAINING_KINDS)) and "distill" not in kinds
 
     @property
     def ids(self) -> list[str]:
@@ -44,8 +52,10 @@ class Job:
 def level_of(spec: Spec) -> int:
     if spec.kind == "imp":
         return spec.level
-    if spec.kind == "branch":
+    if spec.kind in ("branch", "ticket"):
         return spec.trunk.level
+    if spec.kind == "maskimp":
+        return spec.level
     return 0
 
 
@@ -53,7 +63,13 @@ def trial_jobs(trial: Trial) -> list[Job]:
     spec = trial.spec
     method = METHODS[spec.method]
     networks = method.artifacts(spec)
-    jobs = [Job(trial.label, method.phase, tuple(networks))]
+    jobs = []
+    if method.prepare:  # stored first, a phase earlier; not results rows
+        jobs.append(Job(f"{trial.label},prepare", method.phase - 1, tuple(method.prepare(spec)), rows=False))
+    if method.parallel:
+        jobs += [Job(f"{trial.label},level={level_of(n)}", method.phase, (n,)) for n in networks]
+    else:
+        jobs.append(Job(trial.label, method.phase, tuple(networks)))
     options = spec.lmc
     if options is None:
         return jobs

@@ -1,0 +1,227 @@
+"""Reports of dataset distillation and distilled pruning (read only the store).
+
+- ``distilled_pruning.md`` and ``distilled_pruning_<sweep-dataset-model>.png``:
+  test accuracy against sparsity and against the training points of the
+  pruning loop, for dense, imp, random_prune, reinit, distilled_imp and
+  mask_then_imp side by side (mean ± std over seeds).
+- ``distillation.md``: each evaluated distilled set against a random real
+  subset of the same size under the same evaluation (mean ± std over the
+  evaluation seeds).
+
+Loop points (the x axis; training points = SGD steps x batch): the points
+of every training of the pruning loop that produced the level-L network,
+levels 0..L:
+- dense: its own training; imp level L: real levels 0..L;
+- random_prune / reinit level L: the IMP trunk's levels 0..L-1 (they give
+  the mask or its per-layer counts) plus its own training;
+- distilled_imp level L: the distilled trunk's levels 0..L (its rows'
+  ``points_seen``); the ticket's final training on the real data is an
+  evaluation outside the loop (``train_points_seen``, in the table);
+- mask_then_imp level L: the distilled trunk's levels 0..start_level, the
+  start ticket's real training, and the real levels start_level+1..L.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raylth.report.axes import pyplot, weights_remaining_axis
+from raylth.store import Store
+
+NETWORK_KINDS = ("ticket", "maskimp")          # networks with accuracy rows (results.NETWORK_STAGES)
+IMPLIED_METHODS = {"ticket": "distilled_imp", "maskimp": "mask_then_imp", "distill": "distill",
+                   "distill_eval": "distill", "experts": "distill"}
+PRUNING_METHODS = ("dense", "imp", "random_prune", "reinit", "distilled_imp", "mask_then_imp")
+DISTILLED_METHODS = ("distilled_imp", "mask_then_imp")
+
+
+# -- hooks of raylth.report.results -------------------------------------------------------
+def origin(spec) -> dict:
+    """Data set, model, seed and rewind step of a distillation or distilled-pruning artifact."""
+    kind = spec.kind
+    if kind == "ticket":
+        trunk = spec.trunk
+        return {"dataset": spec.data.name, "model": trunk.model.name, "seed": trunk.seeds.init,
+                "rewind": str(trunk.prune.rewind)}
+    if kind == "maskimp":
+        return origin(spec.start)
+    if kind == "distill":
+        data = spec.data.name if spec.data is not None else None
+        return {"dataset": data, "model": spec.model.name, "seed": spec.seed, "rewind": ""}
+    if kind == "distill_eval":
+        d = spec.distill
+        return {"dataset": d.data.name if d is not None and d.data is not None else None,
+                "model": spec.model.name, "seed": d.seed if d is not None else None, "rewind": ""}
+    if kind == "experts":
+        return {"dataset": spec.data.name, "model": spec.model.name, "seed": spec.seed, "rewind": ""}
+    return {}
+
+
+# -- loop points ------------------------------------------------------------------------------
+class _Points:
+    def __init__(self, store: Store):
+        self.store, self.cache = store, {}
+
+    def own(self, artifact_id: str, key: str = "points_seen") -> float:
+        if artifact_id not in self.cache:
+            artifact = self.store.get(artifact_id)
+            self.cache[artifact_id] = artifact.metrics if artifact is not None else {}
+        value = self.cache[artifact_id].get(key)
+        return float(value) if value is not None else float("nan")
+
+    def trunk(self, spec, upto: int) -> float:
+        """An ImpLevelSpec trunk's levels 0..upto."""
+        chain = [spec.trunk_root()] + [spec.at_level(level) for level in range(1, upto + 1)]
+        return sum(self.own(s.id) for s in chain)
+
+    def loop(self, row) -> float:
+        from raylth.specs import STAGE_SPECS
+
+        artifact = self.store.get(row.id)
+        if artifact is None:
+            return float("nan")
+        spec = STAGE_SPECS[artifact.kind].from_dict(artifact.spec)
+        if artifact.kind == "train":
+            return self.own(row.id)
+        if artifact.kind == "imp":
+            return self.trunk(spec, spec.level)
+        if artifact.kind == "branch":
+            return self.trunk(spec.trunk, spec.trunk.level - 1) + self.own(row.id)
+        if artifact.kind == "ticket":
+            found = self.own(row.id)
+            return found + self.own(row.id, "train_points_seen") if row.method == "mask_then_imp" else found
+        if artifact.kind == "maskimp":
+            start = spec.start.id
+            total = self.own(start) + self.own(start, "train_points_seen")
+            levels = range(spec.start.level + 1, spec.level + 1)
+            return total + sum(self.own(spec.at_level(level).id) for level in levels)
+        return float("nan")
+
+
+# -- the report ----------------------------------------------------------------------------------
+def write_distill_report(store: Store, frame, out: Path) -> dict[str, Path]:
+    written = {}
+    written |= _distilled_pruning(store, frame, out)
+    written |= _distillation(store, frame, out)
+    return written
+
+
+def _name(keys) -> str:
+    return "-".join(str(k) for k in keys if k) or "results"
+
+
+def _distilled_pruning(store: Store, frame, out: Path) -> dict[str, Path]:
+    nets = frame[frame.method.isin(PRUNING_METHODS) & frame.stage.isin(("train", "imp", "branch") + NETWORK_KINDS)]
+    groups = [(keys, rows) for keys, rows in nets.groupby(["sweep", "dataset", "model"], dropna=False)
+              if rows.method.isin(DISTILLED_METHODS).any()]
+    if not groups:
+        return {}
+    points = _Points(store)
+    tables, written = [], {}
+    for keys, rows in groups:
+        rows = rows.drop_duplicates(["method", "id"]).copy()
+        rows["loop_points"] = [points.loop(r) for r in rows.itertuples()]
+        rows["ticket_points"] = [points.own(r.id, "train_points_seen") if r.stage == "ticket" else float("nan")
+                                 for r in rows.itertuples()]
+        summary = rows.groupby(["method", "level"]).agg(
+            sparsity=("sparsity", "mean"), acc=("test_acc", "mean"), acc_std=("test_acc", "std"),
+            points=("loop_points", "mean"), ticket_points=("ticket_points", "mean"),
+            seeds=("seed", "nunique")).reset_index().fillna({"acc_std": 0.0})
+        title = f"{keys[0] or 'unswept'}: {keys[2]} on {keys[1]}"
+        tables.append(_table(title, summary))
+        path = out / f"distilled_pruning_{_name(keys)}.png"
+        _plot(summary, path, title)
+        written[f"plot:{path.stem}"] = path
+    intro = ("# Distilled pruning\n\nTest accuracy (mean ± std over seeds) against sparsity and against the "
+             "training points of the pruning loop up to each level (SGD steps x batch): imp = real levels "
+             "0..L; distilled_imp = distilled levels 0..L (its tickets' training on the real data, a final "
+             "evaluation, is listed apart); mask_then_imp = distilled levels 0..start, the start ticket's "
+             "real training and real levels start+1..L; random_prune/reinit = the IMP trunk to L-1 plus "
+             "their own training.\n\n")
+    (out / "distilled_pruning.md").write_text(intro + "\n".join(tables))
+    written["distilled_pruning"] = out / "distilled_pruning.md"
+    return written
+
+
+def _order(method: str) -> int:
+    return PRUNING_METHODS.index(method) if method in PRUNING_METHODS else len(PRUNING_METHODS)
+
+
+def _table(title: str, summary) -> str:
+    lines = [f"## {title}\n", "| method | level | sparsity | test acc (mean ± std) | loop points | "
+             "ticket training points | seeds |", "|---|---:|---:|---:|---:|---:|---:|"]
+    summary = summary.assign(order=summary.method.map(_order)).sort_values(["order", "level"])
+    for r in summary.itertuples():
+        ticket = f"{r.ticket_points:,.0f}" if r.ticket_points == r.ticket_points else "-"
+        loop = f"{r.points:,.0f}" if r.points == r.points else "-"
+        accuracy = f"{100 * r.acc:.2f} ± {100 * r.acc_std:.2f}"
+        lines.append(f"| {r.method} | {r.level} | {100 * r.sparsity:.1f}% | {accuracy} | {loop} | {ticket} | {r.seeds} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(summary, path: Path, title: str) -> None:
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    colors = {}
+    for method, rows in sorted(summary.groupby("method"), key=lambda kv: _order(kv[0])):
+        rows = rows.sort_values("level")
+        mean, std = 100 * rows.acc, 100 * rows.acc_std
+        if method == "dense":
+            for ax in (left, right):
+                ax.axhline(mean.iloc[0], linestyle="--", color="grey", label="dense")
+                ax.axhspan(mean.iloc[0] - std.iloc[0], mean.iloc[0] + std.iloc[0], color="grey", alpha=0.15)
+            right.plot(rows.points, mean, marker="*", markersize=9, color="grey", linestyle="none")
+            continue
+        line, = left.plot(100 * (1 - rows.sparsity), mean, marker="o", markersize=3, label=method,
+                          color=colors.get(method))
+        left.fill_between(100 * (1 - rows.sparsity), mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        right.errorbar(rows.points, mean, yerr=std, marker="o", markersize=3, label=method,
+                       color=line.get_color(), capsize=2)
+    weights_remaining_axis(left, summary["sparsity"].max())
+    left.set_ylabel("test accuracy (%)")
+    left.set_title("accuracy vs sparsity")
+    right.set_xscale("log")
+    right.set_xlabel("training points of the pruning loop up to the level (log)")
+    right.set_title("accuracy vs points seen")
+    for ax in (left, right):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _distillation(store: Store, frame, out: Path) -> dict[str, Path]:
+    from raylth.specs import DistillEvalSpec
+
+    evals = frame[frame.stage == "distill_eval"].drop_duplicates("id")
+    lines = []
+    for row in evals.itertuples():
+        artifact = store.get(row.id)
+        if artifact is None or artifact.metrics.get("random"):
+            continue
+        spec = DistillEvalSpec.from_dict(artifact.spec)
+        d = spec.distill
+        baseline = store.get(spec.of(d, random=True).id)
+        source = store.get(d.id)
+        m = artifact.metrics
+        rand = (f"{100 * baseline.metrics['test_acc']:.2f} ± {100 * baseline.metrics['test_acc_std']:.2f}"
+                if baseline is not None else "-")
+        gain = (f"{100 * (m['test_acc'] - baseline.metrics['test_acc']):+.2f}" if baseline is not None else "-")
+        wall = f"{source.metrics['wall_s']:.1f}" if source is not None else "-"
+        what = d.method + (f" x{d.factor}" if d.factor > 1 else "") + (" zca" if d.zca else "")
+        accuracy = f"{100 * m['test_acc']:.2f} ± {100 * m['test_acc_std']:.2f}"
+        lines.append(f"| {row.sweep or '-'} | {d.data.name} | {what} | {d.ipc} | {d.model.name} | {spec.model.name} | "
+                     f"{accuracy} | {rand} | {gain} | {len(spec.seeds)} | {wall} | {d.id} |")
+    if not lines:
+        return {}
+    head = ["# Distilled sets vs random real subsets of the same size\n",
+            "Each set trains fresh networks with DSA for the evaluation's epochs, tested on the real test split; "
+            "mean ± std over the evaluation seeds. The baseline is a random real subset of ipc images per "
+            "class under the same evaluation.\n",
+            "| sweep | dataset | method | ipc | distilled with | evaluated on | distilled acc | random subset acc "
+            "| gain (pts) | seeds | distill wall s | id |",
+            "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---|"]
+    (out / "distillation.md").write_text("\n".join(head + sorted(set(lines))) + "\n")
+    return {"distillation": out / "distillation.md"}

@@ -1,0 +1,316 @@
+"""Specs of dataset distillation and distilled pruning.
+
+- ``DistillSpec`` (``distill_<hash>``): a distilled set of ``ipc`` images per
+  class made from a real data set by DM, gradient matching (DC/DSA, IDC's
+  multi-formation with ``factor`` > 1) or MTT, or imported from a file
+  (``method: import``). Its artifact holds ``distilled.pt`` (images, labels,
+  the preprocessing they expect) and is usable as training data through
+  ``DataSpec(name='distilled', path=<distill id>, test=<real set>)``.
+- ``ExpertsSpec`` (``experts_<hash>``): MTT's expert trajectories, shared by
+  every MTT distillation with the same data, network, expert options and
+  trajectory length.
+- ``DistillEvalSpec`` (``distill_eval_<hash>``): the field's evaluation of a
+  distilled set (fresh networks trained on it with DSA, tested on the real
+  test split, mean and std over seeds), or of a random real subset of the
+  same size (``random: true``), the baseline.
+- ``TicketSpec`` (``ticket_<hash>``): the mask of one IMP level and its
+  rewind-point weights, trained on (real) data with its own TrainSpec: a
+  distilled-pruning ticket evaluated on the full data.
+- ``MaskImpSpec`` (``maskimp_<hash>``): ordinary IMP on real data started
+  from a ticket (its mask and weights are the start and the rewind point),
+  continued to higher levels.
+
+Fields that do not apply to the chosen method (e.g. ``syn_steps`` for DM) are
+reset to their defaults, so two specs that compute the same thing share one id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+
+from raylth.errors import SpecError
+from raylth.specs.base import Spec, choice
+from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
+from raylth.specs.stages import ImpLevelSpec
+from raylth.specs.step import Step
+
+METHODS = ("dm", "gm", "mtt", "import")
+# Fields that only some methods use; the others reset them to their defaults.
+METHOD_FIELDS = {
+    "dm": ("batch_real",),
+    "gm": ("outer_loop", "inner_loop", "lr_net", "batch_real"),
+    "mtt": ("syn_steps", "expert_epochs", "max_start_epoch", "lr_lr", "lr_init", "batch_syn",
+            "low_memory", "experts"),
+    "import": ("path", "space"),
+}
+FACTOR_METHODS = ("gm", "import")            # IDC multi-formation
+SYNTHESIS_FIELDS = ("iterations", "lr_img", "init", "seed", "model")  # not for import
+DEFAULT_LR_IMG = {"dm": 1.0, "gm": 0.1, "mtt": 100.0}
+DEFAULT_LR_IMG_ZCA = {"mtt": 1000.0}         # MTT's setting for whitened images
+
+
+def uses_field(method: str, name: str) -> bool:
+    """Whether distillation ``method`` reads DistillSpec field ``name``."""
+    if name == "factor":
+        return method in FACTOR_METHODS
+    if method == "import" and name in SYNTHESIS_FIELDS + ("dsa",):
+        return False
+    owners = [m for m, names in METHOD_FIELDS.items() if name in names]
+    return not owners or method in owners
+
+
+@dataclass(frozen=True)
+class ExpertOptions(Spec):
+    """How MTT's experts are trained (``distill.experts``)."""
+    kind = "experts"
+    n: int = 5              # expert trajectories
+    epochs: int = 50        # at most; only max_start_epoch + expert_epochs are trained and kept
+    lr: float = 0.01        # MTT's buffer.py: SGD without momentum or weight decay
+    batch: int = 256
+    seed: int = 0
+
+    def validate(self):
+        for name in ("n", "epochs", "batch"):
+            if getattr(self, name) < 1:
+                raise SpecError(f"distill.experts.{name}: {getattr(self, name)} must be >= 1")
+        if self.lr <= 0:
+            raise SpecError(f"distill.experts.lr: {self.lr} must be positive")
+
+
+@dataclass(frozen=True)
+class DistillSpec(Spec):
+    kind = "distill"
+    data: DataSpec | None = None     # the real data set; in a sweep trial: the trial's data
+    method: str = choice("dm", METHODS)
+    ipc: int = 10                    # images per class (stored; x factor^2 decoded with factor > 1)
+    iterations: int = 1000
+    lr_img: float | None = None      # None: dm 1.0, gm 0.1, mtt 100 (1000 with zca)
+    init: str = choice("real", ["real", "noise"])
+    dsa: bool = True                 # differentiable siamese augmentation while distilling
+    zca: bool = False                # distil (and evaluate) in ZCA-whitened space
+    zca_eps: float = 0.1
+    model: ModelSpec = field(default_factory=lambda: ModelSpec("conv3"))  # the distillation network
+    batch_real: int = 256            # real images per class per matching step (dm, gm)
+    # gradient matching (DC/DSA; IDC with factor > 1)
+    outer_loop: int = 1
+    inner_loop: int = 1
+    lr_net: float = 0.01
+    factor: int = 1                  # gm / import: IDC multi-formation (factor x factor mosaics)
+    # MTT
+    syn_steps: int = 20
+    expert_epochs: int = 2
+    max_start_epoch: int = 20
+    lr_lr: float = 1e-5
+    lr_init: float = 0.01
+    batch_syn: int | None = None     # None: the whole synthetic set per student step
+    low_memory: bool = False         # checkpoint each student step (memory for time)
+    experts: ExpertOptions = field(default_factory=ExpertOptions)
+    seed: int = 0
+    # import: an external file (images, labels; as MTT/IDC release them)
+    path: str | None = None
+    space: str = choice("normalized", ["normalized", "pixel"])  # the file's images: normalised or pixels
+
+    def validate(self):
+        # reset what the method does not use: equal computations, one id
+        for f in fields(self):
+            if not uses_field(self.method, f.name) and getattr(self, f.name) != _default(f):
+                object.__setattr__(self, f.name, _default(f))
+        w = "distill"
+        if self.ipc < 1:
+            raise SpecError(f"{w}.ipc: {self.ipc} must be at least 1 (images per class)")
+        if self.iterations < 0:
+            raise SpecError(f"{w}.iterations: {self.iterations} must be >= 0")
+        if self.lr_img is not None and self.lr_img <= 0:
+            raise SpecError(f"{w}.lr_img: {self.lr_img} must be positive (or left out for the method's default)")
+        if self.zca_eps < 0:
+            raise SpecError(f"{w}.zca_eps: {self.zca_eps} must be >= 0")
+        if self.batch_real < 1:
+            raise SpecError(f"{w}.batch_real: {self.batch_real} must be >= 1")
+        if self.factor < 1:
+            raise SpecError(f"{w}.factor: {self.factor} must be >= 1")
+        if self.method == "gm":
+            if self.outer_loop < 1 or self.inner_loop < 0:
+                raise SpecError(f"{w}.outer_loop/inner_loop: {self.outer_loop}/{self.inner_loop}; "
+                                "outer_loop must be >= 1 and inner_loop >= 0 (DC: ipc 10 -> 10, 50)")
+            if self.lr_net <= 0:
+                raise SpecError(f"{w}.lr_net: {self.lr_net} must be positive")
+        if self.method == "mtt":
+            for name in ("syn_steps", "expert_epochs", "max_start_epoch"):
+                if getattr(self, name) < 1:
+                    raise SpecError(f"{w}.{name}: {getattr(self, name)} must be >= 1")
+            if self.lr_lr <= 0 or self.lr_init <= 0:
+                raise SpecError(f"{w}.lr_lr/lr_init: must be positive")
+            if self.batch_syn is not None and self.batch_syn < 1:
+                raise SpecError(f"{w}.batch_syn: {self.batch_syn} must be >= 1 (or left out)")
+            needed = self.max_start_epoch - 1 + self.expert_epochs
+            if self.experts.epochs < needed:
+                raise SpecError(
+                    f"{w}.experts.epochs: {self.experts.epochs} is too short; start epochs up to "
+                    f"max_start_epoch - 1 = {self.max_start_epoch - 1} plus expert_epochs "
+                    f"{self.expert_epochs} need {needed} epochs of expert trajectory")
+        if self.method == "import":
+            if not self.path:
+                raise SpecError(f"{w}.path: method import needs path: FILE.pt (images and labels tensors)")
+            if self.space == "pixel" and self.zca:
+                raise SpecError(f"{w}.space: a ZCA-whitened file is normalised, not in pixel space; "
+                                "use space: normalized with zca: true")
+
+    @property
+    def lr_img_value(self) -> float:
+        if self.lr_img is not None:
+            return self.lr_img
+        table = DEFAULT_LR_IMG_ZCA if self.zca and self.method in DEFAULT_LR_IMG_ZCA else DEFAULT_LR_IMG
+        return table[self.method]
+
+    def experts_spec(self) -> "ExpertsSpec":
+        """The expert trajectories an MTT distillation needs: only the first
+        max_start_epoch + expert_epochs epochs (later ones are never matched)."""
+        e = self.experts
+        return ExpertsSpec(data=self.data, model=self.model, n=e.n,
+                           epochs=min(e.epochs, self.max_start_epoch + self.expert_epochs),
+                           lr=e.lr, batch=e.batch, dsa=self.dsa, zca=self.zca, zca_eps=self.zca_eps,
+                           seed=e.seed)
+
+    def dataset(self, augment: bool | None = None) -> DataSpec:
+        """This set as training data (resolved by StageContext from the store)."""
+        if self.data is None:
+            raise SpecError("distill.data: name the real data set to distil, e.g. data: {name: digits}")
+        return DataSpec(name="distilled", path=self.id, test=self.data.name, augment=augment)
+
+    def baseline_key(self) -> "DistillSpec":
+        """What a random real subset of the same size depends on."""
+        return DistillSpec(data=self.data, ipc=self.ipc, zca=self.zca, zca_eps=self.zca_eps)
+
+
+def _default(f):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+@dataclass(frozen=True)
+class ExpertsSpec(Spec):
+    kind = "experts"
+    path_prefix = ""
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=lambda: ModelSpec("conv3"))
+    n: int = 5
+    epochs: int = 20
+    lr: float = 0.01
+    batch: int = 256
+    dsa: bool = True
+    zca: bool = False
+    zca_eps: float = 0.1
+    seed: int = 0
+
+    def validate(self):
+        ExpertOptions(n=self.n, epochs=self.epochs, lr=self.lr, batch=self.batch, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class DistillEvalSpec(Spec):
+    """The evaluation protocol of DC/DSA/DM/MTT. In a sweep trial
+    (``distill_eval:``) ``distill`` and ``random`` are left out: the trial's
+    distillation is evaluated and so is a random subset of the same size."""
+    kind = "distill_eval"
+    distill: DistillSpec | None = None
+    random: bool = False             # evaluate a random real subset of the same size instead
+    model: ModelSpec = field(default_factory=lambda: ModelSpec("conv3"))
+    epochs: int = 300
+    lr: float | None = None          # None: the set's learned lr (MTT) or 0.01
+    batch_size: int = 256
+    seeds: tuple[int, ...] = (0, 1, 2)
+    dsa: bool = True
+    subset_seed: int = 0             # random: which subset
+
+    def validate(self):
+        if self.epochs < 1:
+            raise SpecError(f"distill_eval.epochs: {self.epochs} must be >= 1")
+        if self.batch_size < 1:
+            raise SpecError(f"distill_eval.batch_size: {self.batch_size} must be >= 1")
+        if not self.seeds:
+            raise SpecError("distill_eval.seeds: name at least one seed, e.g. [0, 1, 2]")
+        if self.lr is not None and self.lr <= 0:
+            raise SpecError(f"distill_eval.lr: {self.lr} must be positive (or left out)")
+        if self.random and self.distill is not None and self.distill != self.distill.baseline_key():
+            object.__setattr__(self, "distill", self.distill.baseline_key())
+        if not self.random and self.subset_seed != 0:
+            object.__setattr__(self, "subset_seed", 0)
+
+    def of(self, distill: DistillSpec, random: bool = False) -> "DistillEvalSpec":
+        """These options applied to ``distill`` (or to its random baseline)."""
+        return self.replace(distill=distill.baseline_key() if random else distill, random=random)
+
+
+@dataclass(frozen=True)
+class TicketSpec(Spec):
+    kind = "ticket"
+    path_prefix = ""
+    trunk: ImpLevelSpec = field(default_factory=ImpLevelSpec)  # its mask and rewind point
+    data: DataSpec = field(default_factory=DataSpec)            # trained on (the real data)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    seeds: Seeds = field(default_factory=Seeds)                 # order/augment (init: the trunk's)
+
+    @property
+    def level(self) -> int:
+        return self.trunk.level
+
+    @property
+    def model(self) -> ModelSpec:
+        return self.trunk.model
+
+
+@dataclass(frozen=True)
+class MaskImpSpec(Spec):
+    kind = "maskimp"
+    path_prefix = ""
+    start: TicketSpec = field(default_factory=TicketSpec)  # mask and weights: start and rewind point
+    prune: PruneSpec = field(default_factory=PruneSpec)    # fraction, strategy (rewind: the start)
+    level: int = 2                                         # > start.level
+
+    def validate(self):
+        if not self.prune.rewind.is_zero():  # the start ticket is the rewind point
+            object.__setattr__(self, "prune", self.prune.replace(rewind=Step(0, "it")))
+        if self.level <= self.start.level:
+            raise SpecError(f"level: {self.level} must be above the start ticket's level {self.start.level}")
+
+    def at_level(self, level: int) -> "MaskImpSpec":
+        return self.replace(level=level)
+
+
+def level_for_sparsity(target: float, fraction: float) -> int:
+    """The first IMP level whose sparsity 1 - (1 - fraction)^level reaches ``target``."""
+    if not 0 < target < 1:
+        raise SpecError(f"target_sparsity: {target} must be a fraction in (0, 1), e.g. 0.8")
+    return max(1, math.ceil(math.log(1 - target) / math.log(1 - fraction) - 1e-9))
+
+
+INNER_EXAMPLE = "{lr: 0.05, batch_size: 10, duration: 40ep}"
+
+
+DISTILL_METHODS = ("distill", "distilled_imp", "mask_then_imp")  # sweep methods reading trial.distill
+
+
+def check_distilled_trial(trial) -> None:
+    """The distillation fields of a sweep trial (TrialSpec.validate calls this)."""
+    if trial.distill is not None and trial.distill.data is not None:
+        raise SpecError("distill.data: leave it out in a trial; the trial's data is distilled")
+    if trial.distill_eval is not None and (trial.distill_eval.distill is not None or trial.distill_eval.random):
+        raise SpecError("distill_eval: leave out distill and random in a trial; the trial's distillation "
+                        "and a random subset of the same size are both evaluated")
+    if trial.method in DISTILL_METHODS and trial.distill is None:
+        raise SpecError(f"distill: method {trial.method} needs a distill: block, e.g. "
+                        "distill: {method: dm, ipc: 10, iterations: 1000, model: {name: conv3}}")
+    if trial.method in ("distilled_imp", "mask_then_imp") and trial.inner is None:
+        raise SpecError(f"inner: method {trial.method} trains every level on the distilled set with its own "
+                        f"inner: TrainSpec, e.g. inner: {INNER_EXAMPLE}")
+    if trial.method == "mask_then_imp" and not 1 <= trial.start_level < trial.levels:
+        raise SpecError(f"start_level: {trial.start_level} must be a distilled-pruning level in 1..levels-1 "
+                        f"(levels: {trial.levels}); mask_then_imp continues IMP from it up to `levels`")
+    if trial.start_level < 0:
+        raise SpecError(f"start_level: {trial.start_level} must be >= 0")
+    if trial.method in ("distilled_imp", "mask_then_imp"):
+        rewind, duration = trial.prune.rewind, trial.inner.duration
+        if rewind.unit == duration.unit and rewind.amount >= duration.amount:
+            raise SpecError(f"prune.rewind: {rewind} is not before the end of the distilled training "
+                            f"(inner.duration: {duration})")

@@ -1,0 +1,424 @@
+"""Stages ``distill``, ``experts`` and ``distill_eval``; distilled sets as training data.
+
+A distill artifact holds ``distilled.pt``: a ``distilled_record`` (flat
+tensors: ``images``/``labels`` as training data, decoded when factor > 1,
+in the normalised and, with zca, whitened space; ``mean``/``std`` = 0/1;
+``source_mean``/``source_std`` of the real data; ``zca_*``; ``factor``; the
+learned ``lr`` for MTT). Without ZCA it is also loadable by the ``tensors``
+data set (``DataSpec('tensors', path=<artifact>/distilled.pt, test=<real>)``).
+As training data inside raylth it is ``DataSpec(name='distilled', path=<the
+distill artifact id>, test=<real set>)``, resolved by ``StageContext.dataset``
+through ``load_distilled``: training images as stored, the real test split
+normalised and, for a whitened set, ZCA-whitened with the stored matrix.
+
+Every input problem (ipc above a class's image count, a model or data set
+that does not exist, an import file with wrong shapes or labels) is raised
+by ``check_distill`` before anything is stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from raylth.engine.data import Dataset, load_dataset, seed_for
+from raylth.engine.distill import (Zca, distill_dm, distill_gm, distill_mtt, distilled_record,
+                                   evaluate_images, fit_zca, random_subset, train_experts)
+from raylth.engine.distill.init import class_labels
+from raylth.engine.models import build_model, check_model_name
+from raylth.errors import DataError, SpecError, StoreError
+from raylth.specs import DataSpec, DistillEvalSpec, DistillSpec, ExpertsSpec
+from raylth.stages.context import StageContext, ensure
+from raylth.store import Artifact, Store
+
+RECORD = "distilled.pt"
+
+
+# -- the distilled set as training data ----------------------------------------------
+def load_distilled(store: Store, spec: DataSpec, data_root=None) -> Dataset:
+    """``DataSpec(name='distilled', path=<distill id>, test=<real set>)`` as a Dataset on the CPU."""
+    if not spec.path:
+        raise SpecError("data.path: the distilled data set needs path: <a distill artifact id>, "
+                        "e.g. distill_0123456789abcdef")
+    artifact = store.get(spec.path)
+    if artifact is None:
+        raise StoreError(f"data.path: {spec.path}: no such distilled set in {store.root}; run its distill "
+                         "stage first (methods distilled_imp and mask_then_imp do)")
+    if artifact.kind != "distill":
+        raise SpecError(f"data.path: {spec.path} is a {artifact.kind} artifact, not a distill artifact")
+    real_spec = DistillSpec.from_dict(artifact.spec).data
+    if spec.test is not None and spec.test != real_spec.name:
+        raise SpecError(f"data.test: {spec.test!r}, but {spec.path} was distilled from {real_spec.name!r}; "
+                        f"use test: {real_spec.name}")
+    real = load_dataset(real_spec, data_root)
+    record = artifact.load(RECORD)
+    images, labels = record["images"].float(), record["labels"].long()
+    test_x = real.normalize(real.test_x.float())
+    zca = record_zca(record)
+    if zca is not None:
+        test_x = zca.apply(test_x)
+    channels = images.shape[1]
+    data = Dataset("distilled", images, labels, test_x, real.test_y.clone(), (0.0,) * channels,
+                   (1.0,) * channels, real.num_classes, augment=False)
+    if spec.train_size is not None:
+        if spec.train_size > len(labels):
+            raise SpecError(f"data.train_size: {spec.train_size} is more than the {len(labels)} distilled images")
+        data = data.subset(spec.train_size)
+    if spec.augment is not None:
+        data.augment = spec.augment
+    return data
+
+
+def record_zca(record: dict) -> Zca | None:
+    if "zca_matrix" not in record:
+        return None
+    shape = tuple(record["images"].shape[1:])
+    return Zca.from_dict({"mean": record["zca_mean"], "matrix": record["zca_matrix"], "shape": list(shape),
+                          "eps": float(record["zca_eps"])})
+
+
+# -- checks, before anything is stored -------------------------------------------------
+def check_distill(spec: DistillSpec, ctx: StageContext) -> Dataset:
+    """Raise one SpecError/DataError naming the field or file; returns the real set."""
+    if spec.data is None:
+        raise SpecError("distill.data: name the real data set to distil, e.g. data: {name: digits}")
+    if spec.data.name == "distilled":
+        raise SpecError("distill.data: distil a real data set, not a distilled one")
+    if spec.method != "import":
+        check_model_name(spec.model.name)
+    real = ctx.dataset(spec.data)
+    _, height, width = real.input_shape
+    if spec.factor > 1 and (height % spec.factor or width % spec.factor):
+        raise SpecError(f"distill.factor: {spec.factor} does not divide {spec.data.name}'s image size "
+                        f"{height}x{width}")
+    if spec.method == "import":
+        read_import(spec, real, ctx.data_root)
+    else:
+        check_class_sizes(real, spec.ipc * (spec.factor ** 2 if spec.init == "real" else 1),
+                          spec.data.name, "distill.ipc", spec.ipc, spec.factor)
+    return real
+
+
+def check_class_sizes(real: Dataset, needed: int, name: str, field: str, ipc: int, factor: int = 1) -> None:
+    counts = torch.bincount(real.train_y.cpu(), minlength=real.num_classes)
+    smallest = int(counts.min())
+    if smallest < needed:
+        c = int(counts.argmin())
+        per = f"{ipc} images per class" + (f" x factor^2 = {needed} real images" if factor > 1 else "")
+        raise SpecError(f"{field}: {per}, but class {c} of {name} has only {smallest} training images; "
+                        f"use ipc <= {smallest // (factor ** 2 if factor > 1 else 1)}")
+
+
+def _import_path(spec: DistillSpec, ctx_root) -> Path:
+    path = Path(spec.path).expanduser()
+    if not path.is_absolute() and ctx_root is not None and not path.exists():
+        path = Path(ctx_root) / path
+    return path
+
+
+def read_import(spec: DistillSpec, real: Dataset, data_root=None):
+    """(images, labels, zca) of an imported set in the distillation space,
+    every problem a DataError naming the file."""
+    path = _import_path(spec, data_root)
+
+    def fail(what: str):
+        raise DataError(f"distill.path: {path}: {what}")
+
+    if not path.is_file():
+        fail("no such file")
+    try:
+        if path.suffix.lower() == ".npz":
+            import numpy as np
+            with np.load(path, allow_pickle=False) as z:
+                items = {k: torch.as_tensor(z[k]) for k in z.files}
+        else:
+            items = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a foreign file
+        fail(f"cannot read it ({type(err).__name__}: {' '.join(str(err).split())[:200]})")
+    if isinstance(items, (list, tuple)) and len(items) >= 2:  # IDC: [images, labels]
+        items = {"images": items[0], "labels": items[1]}
+    if not isinstance(items, dict) or "images" not in items or "labels" not in items:
+        fail("expected a dict with images and labels tensors (or [images, labels])")
+    images, labels = torch.as_tensor(items["images"]), torch.as_tensor(items["labels"])
+    shape = tuple(real.input_shape)
+    if images.dim() != 4 or tuple(images.shape[1:]) != shape or len(images) == 0:
+        fail(f"images have shape {list(images.shape)}; expected (N, {', '.join(map(str, shape))}) like "
+             f"{spec.data.name}")
+    if not images.is_floating_point() and not (spec.space == "pixel" and images.dtype == torch.uint8):
+        fail(f"images are {images.dtype}; expected float images")
+    images = images.float()
+    if not torch.isfinite(images).all():
+        fail("images hold NaN or infinite values")
+    if labels.dim() != 1:
+        fail(f"labels have shape {list(labels.shape)}; expected class indices of shape ({len(images)},)"
+             + (" (soft labels are not supported)" if labels.dim() == 2 else ""))
+    if len(labels) != len(images):
+        fail(f"holds {len(labels)} labels for {len(images)} images")
+    if labels.is_floating_point() and not torch.equal(labels, labels.round()):
+        fail("labels hold non-integer values; expected class indices")
+    labels = labels.long()
+    k = real.num_classes
+    if int(labels.min()) < 0 or int(labels.max()) >= k:
+        fail(f"labels hold values in {int(labels.min())}..{int(labels.max())}, outside 0..{k - 1} "
+             f"of {spec.data.name}")
+    counts = torch.bincount(labels, minlength=k)
+    if not bool((counts == spec.ipc).all()):
+        fail(f"holds {counts.tolist()} images per class; declare ipc: n for a set of n images of every class")
+    if spec.space == "pixel":
+        images = real.normalize(images)
+    zca = None
+    if spec.zca:
+        if "zca_matrix" in items and "zca_mean" in items:  # raylth's own record
+            zca = Zca.from_dict({"mean": items["zca_mean"], "matrix": items["zca_matrix"],
+                                 "shape": list(shape), "eps": float(items.get("zca_eps", spec.zca_eps))})
+        else:  # as MTT/KIP: fitted on the normalised real training set
+            zca = fit_zca(real.normalize(real.train_x.float()), spec.zca_eps)
+    return images, labels, zca
+
+
+# -- distill ----------------------------------------------------------------------------
+@dataclass
+class Progress:
+    """What a distillation monitor sees after an iteration."""
+    iteration: int       # iterations done
+    iterations: int      # of the distillation's total
+    loss: float
+    images: torch.Tensor | None  # the stored (mosaic) images now, detached (None before the first step)
+    labels: torch.Tensor
+    factor: int
+    zca: Zca | None
+    real: Dataset
+
+
+Monitor = Callable[[Progress], None]
+
+
+class _ImageWatch:
+    """The engine's distillers call back with (iteration, loss) only; the
+    synthetic images are the parameters of their image optimizer, found by
+    shape through torch's global optimizer step hook while one runs."""
+
+    def __init__(self, shape):
+        self.shape, self.images, self.handle = tuple(shape), None, None
+
+    def __enter__(self):
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+        self.handle = register_optimizer_step_post_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+    def _hook(self, optimizer, args, kwargs):
+        if self.images is None:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if tuple(p.shape) == self.shape:
+                        self.images = p
+                        return
+
+
+def run_distill(spec: DistillSpec, ctx: StageContext, monitor: Monitor | None = None) -> Artifact:
+    """The stored distilled set of ``spec``; distilled when missing. ``monitor``
+    (e.g. a search's pruning check) is called after every iteration of a
+    distillation computed now; it may raise to stop it (nothing is stored)."""
+    done = ctx.store.get(spec.id)
+    if done is not None:
+        return done
+    real = check_distill(spec, ctx)
+    return ensure(ctx, spec, lambda: _compute_distill(spec, ctx, real, monitor))
+
+
+def _compute_distill(spec: DistillSpec, ctx: StageContext, real: Dataset, monitor) -> Artifact | None:
+    started = time.time()
+    device = ctx.device
+    k = real.num_classes
+    learned_lr, losses, extra = None, [], {}
+    if spec.method == "import":
+        images, labels, zca = read_import(spec, real, ctx.data_root)
+        path = _import_path(spec, ctx.data_root)
+        extra = {"source_file": str(path), "source_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    else:
+        x = real.normalize(real.train_x.float())
+        y = real.train_y
+        zca = fit_zca(x, spec.zca_eps) if spec.zca else None
+        if zca is not None:
+            x = zca.apply(x)
+        generator = torch.Generator(device=device).manual_seed(seed_for(spec.seed, 0, "distill"))
+
+        def model_fn(seed: int):
+            return build_model(spec.model, real.input_shape, k, seed=seed)
+
+        labels = class_labels(k, spec.ipc, device)
+        watch = _ImageWatch((k * spec.ipc,) + tuple(real.input_shape))
+        every = max(1, spec.iterations // 200)  # keep about 200 loss values
+
+        def callback(it: int, loss: float) -> None:
+            if it % every == 0 or it + 1 == spec.iterations:
+                losses.append([it + 1, loss])
+            if monitor is not None:
+                images_now = watch.images.detach() if watch.images is not None else None
+                monitor(Progress(it + 1, spec.iterations, loss, images_now, labels, spec.factor, zca, real))
+
+        common = dict(ipc=spec.ipc, iterations=spec.iterations, lr_img=spec.lr_img_value, dsa=spec.dsa,
+                      init=spec.init, generator=generator, callback=callback)
+        with watch if monitor is not None else contextlib.nullcontext():
+            if spec.method == "dm":
+                images, labels = distill_dm(x, y, k, model_fn, batch_real=spec.batch_real, **common)
+            elif spec.method == "gm":
+                images, labels = distill_gm(x, y, k, model_fn, outer_loop=spec.outer_loop,
+                                            inner_loop=spec.inner_loop, lr_net=spec.lr_net,
+                                            batch_real=spec.batch_real, factor=spec.factor, **common)
+            else:
+                experts_artifact = run_experts(spec.experts_spec(), ctx)
+                experts = load_experts(experts_artifact)
+                images, labels, learned_lr = distill_mtt(
+                    x, y, k, experts, model_fn, syn_steps=spec.syn_steps, expert_epochs=spec.expert_epochs,
+                    max_start_epoch=spec.max_start_epoch, lr_lr=spec.lr_lr, lr_init=spec.lr_init,
+                    batch_syn=spec.batch_syn, low_memory=spec.low_memory, return_lr=True, **common)
+                extra = {"experts": experts_artifact.id}
+    record = distilled_record(images, labels, real.mean, real.std, zca=zca, factor=spec.factor, lr=learned_lr)
+    metrics = {"method": spec.method, "ipc": spec.ipc, "images": len(images), "train_images": len(record["labels"]),
+               "factor": spec.factor, "zca": spec.zca,
+               "iterations": spec.iterations if spec.method != "import" else 0,
+               "lr": learned_lr, "loss": losses[-1][1] if losses else None, "losses": losses,
+               "level": 0, "sparsity": 0.0, "test_acc": None, "points_seen": None,
+               "wall_s": time.time() - started, "device": str(device), "node": ctx.node, **extra}
+    if not ctx.dist.is_main:
+        return None
+    partial = ctx.store.partial(spec.id)
+    partial.save(RECORD, record)
+    artifact = ctx.store.finish(spec, partial, metrics)
+    if ctx.report:
+        ctx.report({"artifact": spec.id, "wall_s": metrics["wall_s"]})
+    return artifact
+
+
+# -- experts ------------------------------------------------------------------------------
+def run_experts(spec: ExpertsSpec, ctx: StageContext) -> Artifact:
+    """MTT's expert trajectories; each expert has its own generator and is
+    kept in the partial folder as it finishes, so an interrupted run resumes
+    at the next expert."""
+    return ensure(ctx, spec, lambda: _compute_experts(spec, ctx))
+
+
+def _compute_experts(spec: ExpertsSpec, ctx: StageContext) -> Artifact | None:
+    started = time.time()
+    check_model_name(spec.model.name)
+    real = ctx.dataset(spec.data)
+    x = real.normalize(real.train_x.float())
+    if spec.zca:
+        x = fit_zca(x, spec.zca_eps).apply(x)
+
+    def model_fn(seed: int):
+        return build_model(spec.model, real.input_shape, real.num_classes, seed=seed)
+
+    partial = ctx.store.partial(spec.id)
+    writer = ctx.dist.is_main
+    trajectories = []
+    for i in range(spec.n):
+        name = f"trajectories/expert_{i}.pt"
+        if partial.has(name):
+            continue
+        generator = torch.Generator(device=ctx.device).manual_seed(seed_for(spec.seed, i, "expert"))
+        trajectory = train_experts(x, real.train_y, model_fn, 1, spec.epochs, spec.lr, spec.batch,
+                                   generator=generator, dsa=spec.dsa)[0]
+        trajectories.append(trajectory)
+        if writer:
+            partial.save(name, torch.stack(trajectory))
+    if not writer:
+        return None
+    metrics = {"n": spec.n, "epochs": spec.epochs, "params": int(partial.load("trajectories/expert_0.pt").shape[1]),
+               "points_seen": spec.n * spec.epochs * len(real.train_y), "level": 0, "sparsity": 0.0,
+               "test_acc": None, "wall_s": time.time() - started, "device": str(ctx.device), "node": ctx.node}
+    return ctx.store.finish(spec, partial, metrics)
+
+
+def load_experts(artifact: Artifact) -> list[list[torch.Tensor]]:
+    n = int(artifact.metrics["n"])
+    return [list(torch.unbind(artifact.load(f"trajectories/expert_{i}.pt"))) for i in range(n)]
+
+
+# -- distill_eval ----------------------------------------------------------------------------
+def run_distill_eval(spec: DistillEvalSpec, ctx: StageContext) -> Artifact:
+    if spec.distill is None:
+        raise SpecError("distill_eval.distill: name the distillation to evaluate")
+    done = ctx.store.get(spec.id)
+    if done is not None:
+        return done
+    check_model_name(spec.model.name)
+    if spec.random:
+        real = check_baseline(spec.distill, ctx)
+    elif ctx.store.has(spec.distill.id):
+        real = ctx.dataset(spec.distill.data)
+    else:
+        real = check_distill(spec.distill, ctx)
+    return ensure(ctx, spec, lambda: _compute_eval(spec, ctx, real))
+
+
+def check_baseline(d: DistillSpec, ctx: StageContext) -> Dataset:
+    if d.data is None:
+        raise SpecError("distill.data: name the real data set, e.g. data: {name: digits}")
+    real = ctx.dataset(d.data)
+    check_class_sizes(real, d.ipc, d.data.name, "distill.ipc", d.ipc)
+    return real
+
+
+def random_baseline(d: DistillSpec, real: Dataset, subset_seed: int):
+    """A random real subset of d.ipc images per class in d's space, and its ZCA."""
+    x = real.normalize(real.train_x.float())
+    zca = fit_zca(x, d.zca_eps) if d.zca else None
+    if zca is not None:
+        x = zca.apply(x)
+    generator = torch.Generator().manual_seed(seed_for(subset_seed, d.ipc, "random-subset"))
+    images, labels = random_subset(x, real.train_y, d.ipc, generator, real.num_classes)
+    return images, labels, zca
+
+
+def _compute_eval(spec: DistillEvalSpec, ctx: StageContext, real: Dataset) -> Artifact | None:
+    started = time.time()
+    d = spec.distill
+    if spec.random:
+        images, labels, zca = random_baseline(d, real, spec.subset_seed)
+        lr, source = spec.lr or 0.01, None
+    else:
+        source = run_distill(d, ctx)
+        record = source.load(RECORD)
+        images, labels, zca = record["images"], record["labels"], record_zca(record)
+        learned = float(record["lr"]) if "lr" in record else None
+        lr = spec.lr or learned or 0.01
+    images, labels = images.to(ctx.device).float(), labels.to(ctx.device).long()
+
+    def model_fn(seed: int):
+        return build_model(spec.model, real.input_shape, real.num_classes, seed=seed)
+
+    result = evaluate_images(images, labels, real, model_fn, epochs=spec.epochs, lr=lr,
+                             batch_size=spec.batch_size, seeds=list(spec.seeds), dsa=spec.dsa, zca=zca)
+    metrics = {"test_acc": result["mean"], "test_acc_std": result["std"], "accs": result["accs"],
+               "random": spec.random, "method": "random" if spec.random else d.method, "ipc": d.ipc,
+               "images": len(labels), "lr": lr, "epochs": spec.epochs, "distill": source.id if source else None,
+               "level": 0, "sparsity": 0.0, "points_seen": len(labels) * spec.epochs,
+               "wall_s": time.time() - started, "device": str(ctx.device), "node": ctx.node}
+    if not ctx.dist.is_main:
+        return None
+    artifact = ctx.store.finish(spec, ctx.store.partial(spec.id), metrics)
+    if ctx.report:
+        ctx.report({"test_acc": metrics["test_acc"], "artifact": spec.id})
+    return artifact
+
+
+# -- the sweep method `distill`: a distilled set, its evaluation and the random baseline -------
+def trial_distill(trial) -> DistillSpec:
+    return trial.distill.replace(data=trial.data)
+
+
+def distill_method_artifacts(trial) -> list:
+    d = trial_distill(trial)
+    options = trial.distill_eval or DistillEvalSpec()
+    return [d, options.of(d), options.of(d, random=True)]

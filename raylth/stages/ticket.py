@@ -1,0 +1,115 @@
+"""Distilled pruning: stages ``ticket`` and ``maskimp``, and the sweep methods
+``distilled_imp`` and ``mask_then_imp`` (McDermott & Cummings 2023; McDermott
+& Parhi 2025).
+
+distilled_imp: an IMP trunk whose every level trains on the distilled set
+(the trial's ``inner`` TrainSpec; the ordinary ``imp`` stages with
+``DataSpec(name='distilled', ...)``, rewinding to the trial's
+``prune.rewind``, 0it = init), and each level's ticket (``TicketSpec``: the
+level's mask on its rewind-point weights) trained on the full real data with
+the trial's ``train``. Its results rows are the tickets.
+
+mask_then_imp: ordinary IMP on the real data that starts from the ticket of
+``start_level`` (its mask and its start weights are both the start and the
+rewind point of every later level) and continues to ``levels``.
+
+points_seen (training points = SGD steps x batch, the last partial batch
+of an epoch dropped; for a set smaller than a batch: steps x set size):
+- ``ticket`` rows (distilled_imp): the cumulative points of the distilled
+  trunk's levels 0..L, i.e. distilled images x epochs summed over the levels up
+  to the ticket's level: the cost of finding it. The ticket's own training on
+  the real data is ``train_points_seen`` in its metrics.
+- ``maskimp`` rows: that level's own training on the real data (as imp rows).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from raylth.engine.data import seed_for, steps_per_epoch
+from raylth.engine.masks import prune, rewind_state
+from raylth.specs import ImpLevelSpec, MaskImpSpec, Spec, TicketSpec
+from raylth.stages.context import StageContext, ensure, train_and_store
+from raylth.stages.distill import trial_distill
+from raylth.stages.imp import rewind_point, run_imp_level
+from raylth.store import Artifact
+
+
+def trunk_points(spec: ImpLevelSpec, ctx: StageContext) -> int:
+    """Training points of the trunk's levels 0..spec.level (all stored)."""
+    chain = [spec.trunk_root()] + [spec.at_level(level) for level in range(1, spec.level + 1)]
+    return sum(int(ctx.store.get(s.id).metrics["points_seen"]) for s in chain)
+
+
+def run_ticket(spec: TicketSpec, ctx: StageContext) -> Artifact:
+    return ensure(ctx, spec, lambda: _compute_ticket(spec, ctx))
+
+
+def _compute_ticket(spec: TicketSpec, ctx: StageContext) -> Artifact:
+    trunk = run_imp_level(spec.trunk, ctx)
+    mask = trunk.mask()
+    rewind = rewind_point(spec.trunk, ctx)
+    data = ctx.dataset(spec.data)
+    model = ctx.model(spec.trunk.model, data, seed=spec.trunk.seeds.init)
+    model.load_state_dict(rewind_state(model.state_dict(), rewind, mask, True))
+    n = len(data.train_y)
+    own = spec.train.duration.iterations(steps_per_epoch(n, spec.train.batch_size)) * min(spec.train.batch_size, n)
+    return train_and_store(ctx, spec, data=spec.data, model=model, train=spec.train, seeds=spec.seeds,
+                           mask=mask, extra_metrics={
+                               "level": spec.level, "points_seen": trunk_points(spec.trunk, ctx),
+                               "train_points_seen": own, "trunk": trunk.id,
+                               "trunk_test_acc": trunk.metrics.get("test_acc")})
+
+
+def run_maskimp(spec: MaskImpSpec, ctx: StageContext) -> Artifact:
+    return ensure(ctx, spec, lambda: _compute_maskimp(spec, ctx))
+
+
+def _compute_maskimp(spec: MaskImpSpec, ctx: StageContext) -> Artifact:
+    start = run_ticket(spec.start, ctx)
+    previous = start if spec.level == spec.start.level + 1 else run_maskimp(spec.at_level(spec.level - 1), ctx)
+    trained = previous.weights("final")
+    generator = torch.Generator().manual_seed(seed_for(spec.start.trunk.seeds.init, spec.level, "prune"))
+    mask = prune(spec.prune.strategy, trained, previous.mask(), spec.prune.fraction, generator)
+    begin = rewind_state(trained, start.weights("init"), mask, spec.prune.rewind_bn)
+    data = ctx.dataset(spec.start.data)
+    model = ctx.model(spec.start.model, data, seed=spec.start.trunk.seeds.init)
+    model.load_state_dict(begin)
+    return train_and_store(ctx, spec, data=spec.start.data, model=model, train=spec.start.train,
+                           seeds=spec.start.seeds, mask=mask,
+                           extra_metrics={"level": spec.level, "start": start.id})
+
+
+# -- the sweep methods ------------------------------------------------------------------
+def distilled_trunk(trial, level: int = 1) -> ImpLevelSpec:
+    """Level ``level`` of the trial's IMP trunk on its distilled set."""
+    return ImpLevelSpec(data=trial_distill(trial).dataset(augment=trial.data.augment), model=trial.model,
+                        train=trial.inner, prune=trial.prune, seeds=trial.seeds, level=level)
+
+
+def ticket(trial, level: int) -> TicketSpec:
+    return TicketSpec(trunk=distilled_trunk(trial, level), data=trial.data, train=trial.train, seeds=trial.seeds)
+
+
+def distilled_prepare(trial, levels: int) -> list[Spec]:
+    """The distillation and the distilled trunk's levels 0..levels, in order."""
+    trunk = distilled_trunk(trial)
+    return [trial_distill(trial), trunk.trunk_root()] + [trunk.at_level(l) for l in range(1, levels + 1)]
+
+
+def distilled_imp_prepare(trial) -> list[Spec]:
+    return distilled_prepare(trial, trial.levels)
+
+
+def distilled_imp_artifacts(trial) -> list[Spec]:
+    return [ticket(trial, level) for level in range(1, trial.levels + 1)]
+
+
+def mask_then_imp_prepare(trial) -> list[Spec]:
+    return distilled_prepare(trial, trial.start_level)
+
+
+def mask_then_imp_artifacts(trial) -> list[Spec]:
+    start = ticket(trial, trial.start_level)
+    return [start] + [MaskImpSpec(start=start, prune=trial.prune, level=level)
+                      for level in range(trial.start_level + 1, trial.levels + 1)]

@@ -1,0 +1,240 @@
+"""Optuna searches (kind: search): the file, define-by-run spaces, pruning,
+stale-trial recovery, the ticket objective, and a search through Ray that is
+killed halfway, resumed to its n_trials, and whose best sweep then runs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+import torch
+import yaml
+
+import raylth
+from raylth.sweep.config import load_sweep, parse_any
+from raylth.sweep.search import Search, make_storage, parse_search, recover_stale, run_trial
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {"RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+SEARCH = {
+    "kind": "search", "name": "tiny", "resources": {"cpu": 1, "gpu": 0},
+    "study": {"n_trials": 8, "concurrent": 2, "seed": 0, "intermediate": 2,
+              "sampler": {"name": "tpe", "n_startup_trials": 3}, "pruner": {"name": "median", "n_startup_trials": 2}},
+    "base": {"distill": {"data": {"name": "digits"}, "method": "dm", "ipc": 2, "iterations": 40,
+                         "model": {"name": "lenet"}},
+             "eval": {"model": {"name": "lenet"}, "epochs": 100, "seeds": [0]}},
+    "space": {"distill.iterations": {"type": "int", "low": 20, "high": 60, "step": 20},
+              "distill.lr_img": {"type": "float", "low": 0.1, "high": 10, "log": True}},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    yield
+    torch.set_num_threads(threads)
+
+
+def with_(**changes) -> dict:
+    raw = yaml.safe_load(yaml.safe_dump(SEARCH))
+    for dotted, value in changes.items():
+        node, *path = raw, *dotted.split("__")
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value
+    return raw
+
+
+# -- the file ---------------------------------------------------------------------------------
+def test_search_files_parse_and_dispatch():
+    for name in ("distill_search_digits", "distill_search_cifar10"):
+        search = load_sweep(REPO / "sweeps" / f"{name}.yaml")
+        assert isinstance(search, Search) and search.name == name and search.objective == "distill"
+    assert isinstance(parse_any(SEARCH), Search)
+    assert type(parse_any({"base": {"levels": 1}})).__name__ == "Sweep"
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"study__sampler": "grid"}, "study.sampler: unknown sampler 'grid'"),
+    ({"study__n_trials": 0}, "study.n_trials: 0 must be an integer >= 1"),
+    ({"studdy": {}}, "unknown key 'studdy'"),
+    ({"space__distill.lr_img__type": "loguniform"}, "space.distill.lr_img.type: 'loguniform'"),
+    ({"space__distill.ipc": {"type": "int", "low": 1, "high": 300}}, "space.distill.ipc=300"),
+    ({"space__distill.ipcc": {"type": "int", "low": 1, "high": 3}}, "ipcc"),
+    ({"space__trial.inner.lr": {"type": "float", "low": 0.1, "high": 1}}, "starting with distill. or eval."),
+    ({"base__distill__method": "kip"}, "distill.method: 'kip' is not one of"),
+])
+def test_bad_search_files_fail_with_one_line(changes, needle, tmp_path):
+    raw = with_(**changes)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(raylth.errors.RaylthError) as caught:
+        search = load_sweep(path)
+        raylth.sweep.search.check_search(search, tmp_path / "store", tmp_path / "data")  # ipc vs the data
+    assert needle in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+    assert not (tmp_path / "store").exists()
+
+
+def test_method_fields_are_searched_only_for_their_method():
+    search = parse_search(with_(space={
+        "distill.method": {"type": "categorical", "choices": ["dm", "mtt"]},
+        "distill.syn_steps": {"type": "int", "low": 2, "high": 4},
+        "distill.iterations": {"type": "int", "low": 10, "high": 20}},
+        base__distill__max_start_epoch=2, base__distill__experts={"epochs": 4}))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = []
+    for _ in range(12):
+        params = search.suggest(study.ask())
+        seen.append(params)
+        distill, _ = search.distill_specs(params)
+        assert ("distill.syn_steps" in params) == (params["distill.method"] == "mtt")
+        assert distill.method == params["distill.method"] and distill.iterations == params["distill.iterations"]
+    assert {p["distill.method"] for p in seen} == {"dm", "mtt"}
+
+
+# -- trials, in this process ------------------------------------------------------------------------
+def _study(tmp_path, raw, pruner=None):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name=raw["name"], storage=make_storage(url), direction="maximize",
+                                pruner=pruner)
+    return url, study
+
+
+def test_a_hopeless_trial_is_pruned_and_stores_no_distillation(tmp_path):
+    raw = with_(study__pruner={"name": "median", "n_startup_trials": 1})
+    url, study = _study(tmp_path, raw)
+    study.add_trial(optuna.trial.create_trial(value=0.99, intermediate_values={1: 0.99, 2: 0.99}))
+    trial = study.ask()
+    params = {"distill.iterations": 60, "distill.lr_img": 0.1}
+    result = run_trial(raw, "tiny", url, trial.number, params, str(tmp_path / "store"), str(tmp_path / "data"))
+    assert result["state"] == "pruned" and result["step"] == 1
+    frozen = study.get_trials()[trial.number]
+    assert list(frozen.intermediate_values) == [1] and frozen.intermediate_values[1] < 0.99
+    distill, evaluation = parse_search(raw).distill_specs(params)
+    assert not (tmp_path / "store" / distill.id).exists() and not (tmp_path / "store" / evaluation.id).exists()
+
+
+def test_ticket_objective_scores_the_ticket_at_the_target_sparsity(tmp_path):
+    raw = {"kind": "search", "name": "tickets", "study": {"n_trials": 1},
+           "base": {"trial": {"method": "distilled_imp", "levels": 1, "data": {"name": "digits"},
+                              "model": {"name": "lenet"}, "train": {"lr": 0.05, "batch_size": 64, "duration": "3ep"},
+                              "distill": {"method": "dm", "ipc": 2, "iterations": 10, "model": {"name": "lenet"}},
+                              "inner": {"lr": 0.02, "batch_size": 2, "duration": "2ep"}},
+                    "target_sparsity": 0.3},
+           "space": {"trial.inner.lr": {"type": "float", "low": 0.01, "high": 0.1, "log": True},
+                     "trial.inner.duration": {"type": "int", "low": 1, "high": 3, "unit": "ep"}}}
+    search = parse_search(raw)
+    url, study = _study(tmp_path, raw)
+    trial = study.ask()
+    params = search.suggest(trial)
+    assert params["trial.inner.duration"].endswith("ep")
+    spec, level = search.ticket_spec(params)
+    assert level == 2 and spec.levels == 2  # 1 - 0.8^2 = 36% >= 30%
+    result = run_trial(raw, "tickets", url, trial.number, params, str(tmp_path / "store"), str(tmp_path / "data"))
+    assert result["state"] == "complete" and 0.5 < result["value"] <= 1
+    ticket = raylth.store.Store(tmp_path / "store").get(result["artifacts"][-1])
+    assert ticket.kind == "ticket" and ticket.metrics["level"] == 2 and ticket.metrics["test_acc"] == result["value"]
+    # intermediate values: the distilled trunk's levels 0..2 (real test accuracy), reported as they trained
+    assert sorted(study.get_trials()[trial.number].intermediate_values) == [0, 1, 2]
+
+
+def test_trials_of_a_dead_driver_are_failed_and_enqueued_again(tmp_path):
+    url = f"journal://{tmp_path / 'study.log'}"
+    storage = make_storage(url)
+    study = optuna.create_study(study_name="s", storage=storage)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for stamp in ({"host": os.uname().nodename, "pid": dead.pid, "started": 0.0},
+                  {"host": os.uname().nodename, "pid": os.getpid(), "started": psutil.Process().create_time()}):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.set_user_attr("driver", stamp)
+    assert recover_stale(study, storage) == 1  # the second trial's driver (this process) is alive
+    states = [t.state for t in study.get_trials()]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING,
+                      optuna.trial.TrialState.WAITING]
+    failed, _, retry = study.get_trials()
+    assert retry.params == failed.params and retry.system_attrs["failed_trial"] == failed.number
+    assert study.ask().number == 2 and study.get_trials()[2].state == optuna.trial.TrialState.RUNNING
+
+
+# -- through Ray: killed halfway, resumed, and the best sweep runs ------------------------------------
+def cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "raylth.cli.main", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **ENV})
+
+
+def counts(storage: Path) -> dict:
+    study = optuna.load_study(study_name="tiny", storage=make_storage(f"sqlite:///{storage / 'optuna' / 'tiny.db'}"))
+    out = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+@pytest.mark.slow
+def test_search_killed_halfway_resumes_the_same_study_and_its_best_sweep_runs(tmp_path):
+    path, storage = tmp_path / "search.yaml", tmp_path / "results"
+    path.write_text(yaml.safe_dump(SEARCH))
+    driver = subprocess.Popen([sys.executable, "-m", "raylth.cli.main", "run", str(path), "--storage", str(storage)],
+                              env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    db = storage / "optuna" / "tiny.db"
+    deadline, done = time.time() + 240, {}
+    while time.time() < deadline and driver.poll() is None:
+        if db.exists():
+            try:
+                done = counts(storage)
+            except Exception:  # the study is being created
+                done = {}
+            if done.get("COMPLETE", 0) + done.get("PRUNED", 0) >= 4:
+                break
+        time.sleep(0.2)
+    assert driver.poll() is None, "the search ended before it could be interrupted"
+    family = [driver.pid] + [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
+    for pid in family:  # the driver, Ray and the trial tasks die at once
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    driver.wait()
+    killed = counts(storage)
+    finished = killed.get("COMPLETE", 0) + killed.get("PRUNED", 0)
+    assert 4 <= finished < 8, killed
+    running = killed.get("RUNNING", 0)
+    assert running >= 1, killed  # trials in flight when the driver died: the recovery below is exercised
+
+    again = cli("run", path, "--storage", storage)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    after = counts(storage)
+    assert after.get("COMPLETE", 0) + after.get("PRUNED", 0) == 8, after
+    assert "RUNNING" not in after and after.get("FAIL", 0) == running, (killed, after)
+    summaries = optuna.get_all_study_summaries(make_storage(f"sqlite:///{storage / 'optuna' / 'tiny.db'}"))
+    assert [s.study_name for s in summaries] == ["tiny"]  # the same study, resumed
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{storage / 'optuna' / 'tiny.db'}")
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        assert all((storage / i).is_dir() for i in t.user_attrs["artifacts"])  # every trial's results stored
+    for failed in study.get_trials(states=(optuna.trial.TrialState.FAIL,)):
+        retried = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == failed.number]
+        assert retried and retried[0].params == failed.params
+
+    best = storage / "searches" / "tiny-best.yaml"
+    assert f"best sweep: {best}" in again.stdout
+    sweep = yaml.safe_load(best.read_text())
+    assert sweep["name"] == "tiny_best" and sweep["base"]["method"] == "distill"
+    assert sweep["base"]["distill"]["lr_img"] == pytest.approx(study.best_params["distill.lr_img"])
+    ran = cli("run", best)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert "tiny_best: 1 jobs finished" in ran.stdout
+    frame = raylth.results(storage, sweep="tiny_best")
+    evals = frame[frame.stage == "distill_eval"].test_acc.tolist()
+    assert len(evals) == 2 and study.best_value in evals  # the search's evaluation, reused; and the baseline
