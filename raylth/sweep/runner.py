@@ -183,12 +183,12 @@ def _fit_phases(sweep: Sweep, pending, trainable, storage: Path, stamp: str, out
         for result in tuner.fit():
             label = result.config["trial"]
             if result.error is not None:
-                outcome.failed[label] = _first_line(result.error)
+                outcome.failed[label] = root_cause_line(result.error)
             else:
                 outcome.finished.append(label)
 
 
-def _first_line(error: BaseException) -> str:
+def root_cause_line(error: BaseException) -> str:
     """The root cause's message (Ray wraps a trial's exception in its own)."""
     cause = error
     while getattr(cause, "cause", None) is not None or cause.__cause__ is not None:

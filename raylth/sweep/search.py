@@ -76,6 +76,7 @@ from raylth.errors import RaylthError, SpecError
 from raylth.specs import DistillEvalSpec, DistillSpec, TrialSpec
 from raylth.specs.distill import level_for_sparsity, uses_field
 from raylth.sweep.config import NAME, _resources, _set_path
+from raylth.sweep.runner import root_cause_line
 
 log = logging.getLogger("raylth")
 
@@ -624,7 +625,7 @@ def run_search(search: Search, storage=None, data_root=None, address: str | None
                     result = ray.get(ref)
                 except Exception as err:  # the trial raised: FAIL it (the study keeps going)
                     study.tell(trial, state=TrialState.FAIL)
-                    outcome.failed[trial.number] = _first_line(err)
+                    outcome.failed[trial.number] = root_cause_line(err)
                     log.warning("%s: trial %d failed: %s", search.name, trial.number, outcome.failed[trial.number])
                     continue
                 trial.set_user_attr("artifacts", result["artifacts"])
@@ -657,14 +658,6 @@ def _count(study, outcome: SearchOutcome) -> None:
 
     states = [t.state for t in study.get_trials(deepcopy=False)]
     outcome.complete, outcome.pruned = states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED)
-
-
-def _first_line(error: BaseException) -> str:
-    cause = error
-    while getattr(cause, "cause", None) is not None or cause.__cause__ is not None:
-        cause = getattr(cause, "cause", None) or cause.__cause__
-    lines = [line for line in str(cause).splitlines() if line.strip()]
-    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
 
 
 def best_sweep(search: Search, params: dict, store_root: Path, data_root: Path) -> dict:
