@@ -122,3 +122,18 @@ def test_a_job_larger_than_a_local_cluster_fails_instead_of_waiting(caplog):
     _check_fits(parse_sweep({"workers": 2, "resources": {"cpu": 0.5}, "base": {"levels": 1}}), {"CPU": 2.0}, True)
     with pytest.raises(RaylthError, match="1 GPU"):
         _check_fits(parse_sweep({"resources": {"gpu": 1}, "base": {"levels": 1}}), {"CPU": 2.0}, True)
+
+
+def test_distillation_inputs_that_need_the_data_fail_before_the_sweep(tmp_path):
+    base = {"levels": 2, "data": {"name": "digits"}, "model": {"name": "lenet"},
+            "inner": {"lr": 0.02, "batch_size": 1, "duration": "1ep"}}
+    too_many = parse_sweep({"base": {**base, "method": "distilled_imp",
+                                     "distill": {"method": "dm", "ipc": 1000, "model": {"name": "lenet"}}}})
+    with pytest.raises(SpecError, match=r"\[base\]: distill.ipc") as err:
+        check_trials(too_many, tmp_path)
+    assert "\n" not in str(err.value)
+    missing = parse_sweep({"base": {**base, "method": "distill",
+                                    "distill": {"method": "import", "path": str(tmp_path / "nope.pt"), "ipc": 1}}})
+    with pytest.raises(RaylthError, match="nope.pt"):
+        check_trials(missing, tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing written

@@ -8,12 +8,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 
 from raylth.engine.data import check_dataset, check_dataset_name, steps_per_epoch
 from raylth.engine.masks import check_strategy_name
 from raylth.engine.models import check_model_name
-from raylth.errors import SpecError
+from raylth.errors import RaylthError, SpecError
 from raylth.specs import TrialSpec
 from raylth.stages import METHODS, check_method_name
 from raylth.store import Store
@@ -42,6 +43,23 @@ def check_trials(sweep: Sweep, data_root: Path) -> None:
              for data in {trial.spec.data for trial in sweep.trials}}
     for trial in sweep.trials:
         check_steps(trial.spec, sizes[trial.spec.data], f"{sweep.name} [{trial.label}]")
+    check_distillations(sweep, data_root)
+
+
+def check_distillations(sweep: Sweep, data_root: Path) -> None:
+    """ipc against the class sizes, import files: what needs the data, now."""
+    from raylth.stages import StageContext
+    from raylth.stages.distill import check_distill, trial_distill
+
+    distills = {trial_distill(t.spec): t.label for t in sweep.trials if t.spec.distill is not None}
+    if not distills:
+        return
+    ctx = StageContext(store=Store(data_root), data_root=data_root, device=torch.device("cpu"))
+    for spec, label in distills.items():
+        try:
+            check_distill(spec, ctx)
+        except RaylthError as err:
+            raise type(err)(f"{sweep.name} [{label}]: {err}") from None
 
 
 def check_steps(spec: TrialSpec, n_train: int, where: str) -> None:
