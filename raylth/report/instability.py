@@ -62,6 +62,23 @@ def _stable_band(ax, threshold: float) -> None:
     ax.axhspan(0, 100 * threshold, color="green", alpha=0.12, label=f"stable (< {100 * threshold:g} pts)")
 
 
+def _mean_and_spread(ax, x, stats, label: str) -> None:
+    """A line of the mean instability (points) with its spread shaded."""
+    mean, std = 100 * stats["mean"], 100 * stats["std"]
+    line, = ax.plot(x, mean, marker="o", markersize=3, label=label)
+    ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+
+
+def _finish(plt, fig, ax, path: Path, title: str, legend_size: int) -> None:
+    ax.set_ylabel("test instability (error points)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_instability_vs_sparsity(rows, path: Path, title: str, threshold: float) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -70,18 +87,9 @@ def plot_instability_vs_sparsity(rows, path: Path, title: str, threshold: float)
         stats = group.groupby("level").agg(sparsity=("sparsity", "mean"),
                                            mean=("instability_test", "mean"),
                                            std=("instability_test", "std")).fillna(0.0)
-        remaining = 100 * (1 - stats["sparsity"])
-        line, = ax.plot(remaining, 100 * stats["mean"], marker="o", markersize=3, label=f"{method} k={rewind}")
-        ax.fill_between(remaining, 100 * (stats["mean"] - stats["std"]), 100 * (stats["mean"] + stats["std"]),
-                        color=line.get_color(), alpha=0.2)
+        _mean_and_spread(ax, 100 * (1 - stats["sparsity"]), stats, f"{method} k={rewind}")
     weights_remaining_axis(ax, rows["sparsity"].max())
-    ax.set_ylabel("test instability (error points)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(plt, fig, ax, path, title, legend_size=8)
 
 
 def plot_instability_vs_rewind(rows, path: Path, title: str, threshold: float) -> None:
@@ -92,19 +100,10 @@ def plot_instability_vs_rewind(rows, path: Path, title: str, threshold: float) -
         stats = group.groupby("spawn_iterations").agg(mean=("instability_test", "mean"),
                                                       std=("instability_test", "std")).fillna(0.0)
         steps = np.maximum(stats.index.to_numpy(), 0.5)  # k = 0 on a log axis
-        line, = ax.plot(steps, 100 * stats["mean"], marker="o", markersize=3,
-                        label=f"{method} level {level} ({100 * group.sparsity.mean():.0f}% sparse)")
-        ax.fill_between(steps, 100 * (stats["mean"] - stats["std"]), 100 * (stats["mean"] + stats["std"]),
-                        color=line.get_color(), alpha=0.2)
+        _mean_and_spread(ax, steps, stats, f"{method} level {level} ({100 * group.sparsity.mean():.0f}% sparse)")
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlabel("spawn step k (iterations)")
-    ax.set_ylabel("test instability (error points)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(plt, fig, ax, path, title, legend_size=7)
 
 
 def instability_table(rows) -> str:

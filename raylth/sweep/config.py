@@ -78,17 +78,23 @@ def parse_any(raw, default_name: str = "sweep", where: str = "sweep"):
     return parse_sweep(raw, default_name=default_name, where=where)
 
 
-def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep:
+def checked_name(raw, keys: tuple[str, ...], what: str, default_name: str, where: str) -> str:
+    """A sweep or search file's top level: a mapping of known keys; its name."""
     if not isinstance(raw, dict):
-        raise SpecError(f"{where}: a sweep is a mapping with keys {', '.join(SWEEP_KEYS)}")
-    unknown = sorted(set(raw) - set(SWEEP_KEYS))
+        raise SpecError(f"{where}: a {what} is a mapping with keys {', '.join(keys)}")
+    unknown = sorted(set(raw) - set(keys))
     if unknown:
-        raise SpecError(f"{where}: unknown key {unknown[0]!r}; sweep keys are {', '.join(SWEEP_KEYS)}")
-    if raw.get("kind", "sweep") != "sweep":
-        raise SpecError(f"{where}: kind: {raw['kind']!r} is not sweep or search")
+        raise SpecError(f"{where}: unknown key {unknown[0]!r}; {what} keys are {', '.join(keys)}")
     name = str(raw.get("name") or default_name)
     if not NAME.match(name):
         raise SpecError(f"{where}: name {name!r} may hold only letters, digits, '_', '-' and '.'")
+    return name
+
+
+def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep:
+    name = checked_name(raw, SWEEP_KEYS, "sweep", default_name, where)
+    if raw.get("kind", "sweep") != "sweep":
+        raise SpecError(f"{where}: kind: {raw['kind']!r} is not sweep or search")
     resources = _resources(raw.get("resources") or {}, where)
     max_concurrent = _positive_int(raw, "max_concurrent", where, optional=True)
     max_failures = _positive_int(raw, "max_failures", where, optional=True, minimum=0)

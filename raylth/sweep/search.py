@@ -75,7 +75,7 @@ import yaml
 from raylth.errors import RaylthError, SpecError
 from raylth.specs import DistillEvalSpec, DistillSpec, TrialSpec
 from raylth.specs.distill import level_for_sparsity, uses_field
-from raylth.sweep.config import NAME, _resources, _set_path
+from raylth.sweep.config import _resources, _set_path, checked_name
 from raylth.sweep.runner import root_cause_line
 
 log = logging.getLogger("raylth")
@@ -201,14 +201,7 @@ class Search:
 
 
 def parse_search(raw, default_name: str = "search", where: str = "search") -> Search:
-    if not isinstance(raw, dict):
-        raise SpecError(f"{where}: a search is a mapping with keys {', '.join(SEARCH_KEYS)}")
-    unknown = sorted(set(raw) - set(SEARCH_KEYS))
-    if unknown:
-        raise SpecError(f"{where}: unknown key {unknown[0]!r}; search keys are {', '.join(SEARCH_KEYS)}")
-    name = str(raw.get("name") or default_name)
-    if not NAME.match(name):
-        raise SpecError(f"{where}: name {name!r} may hold only letters, digits, '_', '-' and '.'")
+    name = checked_name(raw, SEARCH_KEYS, "search", default_name, where)
     study = _study(raw.get("study") or {}, where)
     base = raw.get("base")
     if not isinstance(base, dict) or not base:
