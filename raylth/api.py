@@ -78,7 +78,8 @@ def submit(sweep, address: str, storage=None, data_root=None, working_dir=".",
     """Launch ``raylth run SWEEP`` as a job on a running Ray cluster (its
     dashboard address, e.g. http://127.0.0.1:8265). ``sweep`` is a path
     relative to ``working_dir``, which is uploaded; the sweep is checked here
-    first. ``storage`` must be a path (or shared mount) the cluster sees."""
+    first. ``storage`` must be a place every node sees: a shared mount or a
+    bucket URI (s3://bucket/path)."""
     import shlex
 
     from ray.job_submission import JobSubmissionClient
@@ -95,7 +96,7 @@ def submit(sweep, address: str, storage=None, data_root=None, working_dir=".",
 
 def results(storage="raylth-results", sweep=None):
     """Finished results as a pandas DataFrame, one row per artifact."""
-    from raylth.report import results_frame
+    from raylth.reporting import results_frame
 
     _require_store(storage)
     return results_frame(storage, sweep)
@@ -103,25 +104,27 @@ def results(storage="raylth-results", sweep=None):
 
 def status(storage="raylth-results"):
     """Per sweep: the state of each job (finished / running / missing)."""
-    from raylth.store import Store
     from raylth.sweep.plan import job_states, read_errors, read_record, sweep_names
 
-    store = Store(_require_store(storage))
+    store = _require_store(storage)
     return {name: job_states(store, read_record(store, name), read_errors(store, name))
             for name in sweep_names(store)}
 
 
 def report(storage="raylth-results", out="raylth-report", sweep=None):
     """Write results.csv, summary.md and accuracy-vs-sparsity PNGs into ``out``."""
-    from raylth.report import write_report
+    from raylth.reporting import write_report
 
     _require_store(storage)
     return write_report(storage, out, sweep)
 
 
-def _require_store(storage) -> Path:
-    path = Path(storage).expanduser()
-    if not path.is_dir():
-        raise RaylthError(f"{path}: no such storage root; pass the folder a sweep wrote to "
+def _require_store(storage):
+    from raylth.store import Store
+    from raylth.sweep.runner import resolve_storage
+
+    store = Store(resolve_storage(storage))
+    if not store.exists():
+        raise RaylthError(f"{store.location}: no such storage root; pass the folder or URI a sweep wrote to "
                           "(its `storage:` or --storage)")
-    return path
+    return store

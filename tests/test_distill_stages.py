@@ -266,7 +266,7 @@ def test_distilled_tickets_match_dense_with_50x_fewer_points(pruned):
 
 
 def test_distilled_imp_jobs_results_and_report(pruned, ctx, tmp_path):
-    from raylth.report import results_frame, write_report
+    from raylth.reporting import results_frame, write_report
     from raylth.sweep.plan import write_record
 
     jobs = trial_jobs(Trial("seed=0,method=distilled_imp", trial()))

@@ -48,7 +48,7 @@ def load_distilled(store: Store, spec: DataSpec, data_root=None) -> Dataset:
                         "e.g. distill_0123456789abcdef")
     artifact = store.get(spec.path)
     if artifact is None:
-        raise StoreError(f"data.path: {spec.path}: no such distilled set in {store.root}; run its distill "
+        raise StoreError(f"data.path: {spec.path}: no such distilled set in {store.location}; run its distill "
                          "stage first (methods distilled_imp and mask_then_imp do)")
     if artifact.kind != "distill":
         raise SpecError(f"data.path: {spec.path} is a {artifact.kind} artifact, not a distill artifact")

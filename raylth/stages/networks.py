@@ -38,7 +38,7 @@ class Network:
         return self.artifact.mask()
 
     def checkpoints(self) -> list[str]:
-        return sorted(p.stem for p in (self.artifact.path / "weights").glob("*.pt"))
+        return sorted(name[:-3] for name in self.artifact.names("weights") if name.endswith(".pt"))
 
     def weights(self, checkpoint: str = "final") -> dict[str, torch.Tensor]:
         if checkpoint not in self.checkpoints():
@@ -83,8 +83,8 @@ def load_network(store: Store, ref: str) -> Network:
     artifact_id = ref.split(":")[0]
     artifact = store.get(artifact_id)
     if artifact is None:
-        raise StoreError(f"{artifact_id}: no such network in {store.root}; `raylth results "
-                         f"{store.root}` lists the stored ids")
+        raise StoreError(f"{artifact_id}: no such network in {store.location}; `raylth results "
+                         f"{store.location}` lists the stored ids")
     spec = STAGE_SPECS[artifact.kind].from_dict(artifact.spec)
     return Network(artifact, *_recipe(spec, store))
 

@@ -10,6 +10,11 @@
 A stage writes into its partial folder and, once everything is there,
 renames it into place in one step, so a finished-looking folder is never
 half-written. A finished artifact is reused, never recomputed.
+
+ROOT may also be a URI (s3://bucket/path): see remote.py. Then the folders
+above live in a node-local cache, partial files are mirrored to the URI as
+they are saved (a trial retried on another node resumes), and a finished
+artifact is committed by uploading its files and then its manifest.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import yaml
 
 from raylth.errors import StoreError
 from raylth.specs import Spec
+from raylth.store.remote import Remote, is_uri
 
 SPEC_FILE, METRICS_FILE, MANIFEST_FILE, RESUME_FILE, OWNER_FILE = (
     "spec.yaml", "metrics.json", "manifest.json", "resume.pt", "owner.json")
@@ -53,10 +59,12 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 
 class Artifact:
-    """A finished, readable artifact folder."""
+    """A finished, readable artifact folder. From a remote store its files
+    are downloaded into the local cache when first asked for."""
 
-    def __init__(self, path: Path, record: dict, metrics: dict):
-        self.path, self.record, self.metrics = path, record, metrics
+    def __init__(self, path: Path, record: dict, metrics: dict, manifest: dict, fetch=None):
+        self.path, self.record, self.metrics, self.manifest = path, record, metrics, manifest
+        self._fetch = fetch
 
     @property
     def id(self) -> str:
@@ -71,14 +79,29 @@ class Artifact:
         return self.record["spec"]
 
     def has_file(self, name: str) -> bool:
-        return (self.path / name).exists()
+        return name in self.manifest
+
+    def names(self, folder: str) -> list[str]:
+        """The artifact's files under ``folder`` ("weights"), relative to it."""
+        prefix = folder.rstrip("/") + "/"
+        return sorted(n[len(prefix):] for n in self.manifest if n.startswith(prefix))
+
+    def file(self, name: str) -> Path:
+        """A local path to one of the artifact's files."""
+        path = self.path / name
+        if name not in self.manifest:
+            raise StoreError(f"{path}: the artifact has no file {name}")
+        if self._fetch is not None and not (path.is_file() and path.stat().st_size == self.manifest[name]):
+            self._fetch(name, path, self.manifest[name])
+        return path
 
     def load(self, name: str):
         """Load a tensor file of this artifact; StoreError if unreadable."""
+        path = self.file(name)
         try:
-            return torch.load(self.path / name, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for a corrupt file
-            raise StoreError(f"{self.path / name}: unreadable ({type(err).__name__}: {err})") from err
+            raise StoreError(f"{path}: unreadable ({type(err).__name__}: {err})") from err
 
     def weights(self, name: str = "final") -> dict[str, torch.Tensor]:
         return self.load(f"weights/{name}.pt")
@@ -88,13 +111,16 @@ class Artifact:
 
 
 class Partial:
-    """The in-progress folder of one artifact."""
+    """The in-progress folder of one artifact (mirrored to ``remote`` at
+    ``rel`` as files are saved, for a remote store)."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, remote: Remote | None = None, rel: str = ""):
+        self.path, self.remote, self.rel = path, remote, rel
 
     def save(self, name: str, obj) -> None:
         atomic_torch_save(obj, self.path / name)
+        if self.remote is not None:
+            self.remote.upload(self.path / name, f"{self.rel}/{name}")
         self.touch()
 
     def load(self, name: str):
@@ -104,24 +130,39 @@ class Partial:
         return (self.path / name).exists()
 
     def touch(self) -> None:
-        owner = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
-        atomic_write_bytes(self.path / OWNER_FILE, json.dumps(owner).encode())
+        owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}).encode()
+        atomic_write_bytes(self.path / OWNER_FILE, owner)
+        if self.remote is not None:
+            self.remote.write(f"{self.rel}/{OWNER_FILE}", owner)
 
 
 class Store:
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).expanduser().resolve()
+        if is_uri(root):
+            self.remote: Remote | None = Remote(root)
+            self.root = self.remote.cache_dir()  # node-local working copy
+            self.location = self.remote.display
+            self.uri = str(root)  # as given: query options (endpoint, region) kept
+        else:
+            self.remote = None
+            self.root = Path(root).expanduser().resolve()
+            self.location = self.uri = str(self.root)
 
     def __repr__(self) -> str:
-        return f"Store({str(self.root)!r})"
+        return f"Store({self.location!r})"
 
     def path(self, artifact_id: str) -> Path:
         return self.root / artifact_id
+
+    def exists(self) -> bool:
+        return self.remote.exists() if self.remote is not None else self.root.is_dir()
 
     # -- reading ---------------------------------------------------------------
     def get(self, artifact_id: str) -> Artifact | None:
         """The finished artifact, or None. An unreadable one is reported,
         moved aside and treated as missing, so it is recomputed."""
+        if self.remote is not None:
+            return self._get_remote(artifact_id)
         path = self.path(artifact_id)
         if not path.is_dir():
             return None
@@ -131,7 +172,9 @@ class Store:
             self.quarantine(artifact_id, str(err))
             return None
 
-    def _read(self, path: Path) -> Artifact:
+    def _read(self, path: Path, fetch=None) -> Artifact:
+        """Check an artifact folder: every file of its manifest there with its
+        size, or (remote) just its metadata, the rest checked when fetched."""
         try:
             record = yaml.safe_load((path / SPEC_FILE).read_text())
             metrics = json.loads((path / METRICS_FILE).read_text())
@@ -140,44 +183,126 @@ class Store:
             raise StoreError(f"{path}: unreadable artifact ({type(err).__name__}: {err})") from err
         if not isinstance(record, dict) or record.get("id") != path.name:
             raise StoreError(f"{path}: {SPEC_FILE} does not describe this artifact")
-        for name, size in manifest.items():
-            file = path / name
-            if not file.is_file() or file.stat().st_size != size:
-                raise StoreError(f"{path}: {name} is missing or truncated")
-        return Artifact(path, record, metrics)
+        if fetch is None:
+            for name, size in manifest.items():
+                file = path / name
+                if not file.is_file() or file.stat().st_size != size:
+                    raise StoreError(f"{path}: {name} is missing or truncated")
+        return Artifact(path, record, metrics, manifest, fetch)
+
+    def _get_remote(self, artifact_id: str) -> Artifact | None:
+        local = self.path(artifact_id)
+        if self.remote.size(f"{artifact_id}/{MANIFEST_FILE}") is None:
+            if not local.is_dir():
+                return None
+            try:  # finished here, but the upload never completed: commit it now
+                artifact = self._read(local)
+            except StoreError:
+                shutil.rmtree(local, ignore_errors=True)
+                return None
+            self._commit(artifact)
+            return self._remote_artifact(artifact_id)
+        try:
+            return self._remote_artifact(artifact_id)
+        except StoreError as err:
+            self.quarantine(artifact_id, str(err))
+            return None
+
+    def _remote_artifact(self, artifact_id: str) -> Artifact:
+        local = self.path(artifact_id)
+        if not (local / MANIFEST_FILE).is_file():  # metadata first, into the cache in one rename
+            fetched = self.root / ".fetch" / f"{artifact_id}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+            try:
+                for name in (SPEC_FILE, METRICS_FILE, MANIFEST_FILE):
+                    self.remote.download(f"{artifact_id}/{name}", fetched / name)
+                try:
+                    os.rename(fetched, local)
+                except OSError:
+                    if not (local / MANIFEST_FILE).is_file():
+                        raise
+            finally:
+                shutil.rmtree(fetched, ignore_errors=True)
+
+        def fetch(name: str, path: Path, size: int) -> None:
+            self.remote.download(f"{artifact_id}/{name}", path, size)
+
+        return self._read(local, fetch=fetch)
 
     def has(self, artifact_id: str) -> bool:
+        if self.remote is not None:
+            return self.remote.size(f"{artifact_id}/{MANIFEST_FILE}") is not None
         return self.path(artifact_id).is_dir()
+
+    def _artifact_names(self) -> list[str]:
+        if self.remote is not None:
+            entries = self.remote.listdir()
+        elif self.root.is_dir():
+            entries = [(p.name, p.is_dir()) for p in self.root.iterdir()]
+        else:
+            entries = []
+        return sorted(name for name, is_dir in entries
+                      if is_dir and not name.startswith(".") and "_" in name and name not in ("sweeps", "searches"))
 
     def artifacts(self):
         """Every finished, readable artifact (unreadable ones are skipped with a warning)."""
-        if not self.root.is_dir():
-            return
-        for path in sorted(self.root.iterdir()):
-            if path.is_dir() and not path.name.startswith(".") and "_" in path.name and path.name != "sweeps":
-                try:
-                    yield self._read(path)
-                except StoreError as err:
-                    warnings.warn(str(err), stacklevel=2)
+        for name in self._artifact_names():
+            try:
+                if self.remote is None:
+                    yield self._read(self.path(name))
+                elif self.has(name):  # a folder without its manifest is still being uploaded
+                    yield self._remote_artifact(name)
+            except StoreError as err:
+                warnings.warn(str(err), stacklevel=2)
 
     def partial_state(self, artifact_id: str) -> dict | None:
         """Owner record of an artifact being computed, or None."""
-        owner = self.root / ".partial" / artifact_id / OWNER_FILE
         try:
-            return json.loads(owner.read_text())
+            if self.remote is not None:
+                return json.loads(self.remote.read(f".partial/{artifact_id}/{OWNER_FILE}") or b"null")
+            return json.loads((self.root / ".partial" / artifact_id / OWNER_FILE).read_text())
         except (OSError, ValueError):
             return None
 
+    # -- files that are not artifacts (sweep records, searches) ------------------
+    def write_file(self, rel: str, payload: bytes) -> None:
+        atomic_write_bytes(self.root / rel, payload)
+        if self.remote is not None:
+            self.remote.write(rel, payload)
+
+    def read_file(self, rel: str) -> bytes | None:
+        if self.remote is not None:
+            return self.remote.read(rel)
+        try:
+            return (self.root / rel).read_bytes()
+        except OSError:
+            return None
+
+    def file_names(self, folder: str, suffix: str) -> list[str]:
+        if self.remote is not None:
+            names = [name for name, is_dir in self.remote.listdir(folder) if not is_dir]
+        else:
+            names = [p.name for p in (self.root / folder).glob("*")] if (self.root / folder).is_dir() else []
+        return sorted(n for n in names if n.endswith(suffix) and not n.startswith("."))
+
+    def describe(self, rel: str) -> str:
+        return self.remote.url(rel) if self.remote is not None else str(self.root / rel)
+
     # -- writing ---------------------------------------------------------------
     def partial(self, artifact_id: str) -> Partial:
-        path = self.root / ".partial" / artifact_id
+        path, rel = self.root / ".partial" / artifact_id, f".partial/{artifact_id}"
         path.mkdir(parents=True, exist_ok=True)
-        return Partial(path)
+        if self.remote is not None:  # what another node saved before it stopped: resume from it here
+            for name in self.remote.files(rel):
+                if name != OWNER_FILE and not name.endswith(".tmp") and not (path / name).exists():
+                    self.remote.download(f"{rel}/{name}", path / name)
+        return Partial(path, self.remote, rel)
 
     @contextlib.contextmanager
     def lock(self, artifact_id: str):
         """Exclusive right to compute one artifact, across processes on every
-        node that shares the root (an OS file lock: freed if the holder dies)."""
+        node that shares the root (an OS file lock: freed if the holder dies).
+        A bucket has no lock: there it holds on this node only, and two nodes
+        computing one artifact at once both finish; the first upload stays."""
         path = self.root / ".partial" / f"{artifact_id}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as handle:
@@ -205,14 +330,35 @@ class Store:
             if not final.is_dir():
                 raise
             shutil.rmtree(partial.path, ignore_errors=True)  # finished elsewhere first: keep that one
-        return self._read(final)
+        if self.remote is None:
+            return self._read(final)
+        if self.has(spec.id):  # another node committed it first: use theirs
+            shutil.rmtree(final, ignore_errors=True)
+        else:
+            self._commit(self._read(final))
+        return self._remote_artifact(spec.id)
 
-    def quarantine(self, artifact_id: str, reason: str) -> Path:
-        dest = self.root / ".broken" / f"{artifact_id}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    def _commit(self, artifact: Artifact) -> None:
+        """Upload a finished local artifact: its files, then its manifest, which marks it finished."""
+        for name in artifact.manifest:
+            self.remote.upload(artifact.path / name, f"{artifact.id}/{name}")
+        self.remote.upload(artifact.path / MANIFEST_FILE, f"{artifact.id}/{MANIFEST_FILE}")
+        self.remote.delete(f".partial/{artifact.id}")
+
+    def quarantine(self, artifact_id: str, reason: str) -> str:
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        if self.remote is not None:
+            dest = f".broken/{artifact_id}-{stamp}"
+            self.remote.copy_tree(artifact_id, dest)
+            self.remote.delete(artifact_id)
+            shutil.rmtree(self.path(artifact_id), ignore_errors=True)
+            warnings.warn(f"{reason}; moved it to {self.remote.url(dest)} and will recompute it", stacklevel=3)
+            return self.remote.url(dest)
+        dest = self.root / ".broken" / f"{artifact_id}-{stamp}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(self.path(artifact_id), dest)
         except FileNotFoundError:  # another process moved it aside first
-            return dest
+            return str(dest)
         warnings.warn(f"{reason}; moved it to {dest} and will recompute it", stacklevel=3)
-        return dest
+        return str(dest)

@@ -18,7 +18,6 @@ from raylth.errors import RaylthError, SpecError
 from raylth.specs import TrialSpec
 from raylth.stages import METHODS, check_method_name
 from raylth.store import Store
-from raylth.store.store import atomic_write_bytes
 from raylth.sweep.config import Sweep, Trial
 from raylth.sweep.jobs import Job, sweep_jobs, trial_jobs
 
@@ -110,48 +109,46 @@ def job_states(store: Store, trials: list[Trial], errors: dict | None = None) ->
     return states
 
 
-def errors_path(store: Store, name: str) -> Path:
-    return store.root / "sweeps" / f"{name}.errors.json"
+def errors_file(name: str) -> str:
+    return f"sweeps/{name}.errors.json"
 
 
 def write_errors(store: Store, name: str, failed: dict[str, str]) -> None:
     """The errors of the jobs that failed in the latest run (empty: none did)."""
-    atomic_write_bytes(errors_path(store, name), json.dumps(failed, indent=1).encode())
+    store.write_file(errors_file(name), json.dumps(failed, indent=1).encode())
 
 
 def read_errors(store: Store, name: str) -> dict[str, str]:
     try:
-        return json.loads(errors_path(store, name).read_text())
-    except (OSError, ValueError):
+        return json.loads(store.read_file(errors_file(name)) or b"{}")
+    except ValueError:
         return {}
 
 
 # -- the sweep's record in the store --------------------------------------------
-def record_path(store: Store, name: str) -> Path:
-    return store.root / "sweeps" / f"{name}.yaml"
+def record_file(name: str) -> str:
+    return f"sweeps/{name}.yaml"
 
 
 def write_record(store: Store, sweep: Sweep) -> None:
     """Record the sweep's trials. A sweep run again with more grid points keeps
     the trials it had: records only grow, nothing stored is dropped."""
-    path = record_path(store, sweep.name)
     old = read_record(store, sweep.name)
     trials = {t.spec.id: {"label": t.label, "spec": t.spec.to_dict(omit_defaults=True)} for t in old}
     trials.update({t.spec.id: {"label": t.label, "spec": t.spec.to_dict(omit_defaults=True)}
                    for t in sweep.trials})
     record = {"name": sweep.name, "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
               "source": sweep.source, "trials": list(trials.values())}
-    atomic_write_bytes(path, yaml.safe_dump(record, sort_keys=False).encode())
+    store.write_file(record_file(sweep.name), yaml.safe_dump(record, sort_keys=False).encode())
 
 
 def read_record(store: Store, name: str) -> list[Trial]:
-    path = record_path(store, name)
-    if not path.is_file():
+    text = store.read_file(record_file(name))
+    if text is None:
         return []
-    record = yaml.safe_load(path.read_text()) or {}
+    record = yaml.safe_load(text) or {}
     return [Trial(label=t["label"], spec=TrialSpec.from_dict(t["spec"])) for t in record.get("trials", [])]
 
 
 def sweep_names(store: Store) -> list[str]:
-    folder = store.root / "sweeps"
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    return [name[:-len(".yaml")] for name in store.file_names("sweeps", ".yaml")]

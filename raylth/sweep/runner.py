@@ -19,6 +19,7 @@ from raylth.errors import RaylthError
 from raylth.specs import Spec, TrialSpec
 from raylth.stages import METHODS, StageContext, run_stage
 from raylth.store import Store
+from raylth.store.remote import is_uri
 from raylth.sweep.config import Sweep
 from raylth.sweep.jobs import Job
 from raylth.sweep.plan import check_trials, job_states, write_errors, write_record
@@ -29,7 +30,7 @@ log = logging.getLogger("raylth")
 @dataclass
 class SweepOutcome:
     name: str
-    storage: Path
+    storage: str  # where results are: a folder or a URI
     finished: list[str] = field(default_factory=list)   # job labels
     cached: list[str] = field(default_factory=list)     # finished before this run
     failed: dict[str, str] = field(default_factory=dict)  # label -> error
@@ -39,23 +40,39 @@ class SweepOutcome:
         return not self.failed
 
 
-def resolve_paths(sweep: Sweep, storage=None, data_root=None) -> tuple[Path, Path]:
-    storage = storage or sweep.storage or "raylth-results"
-    data_root = data_root or os.environ.get("RAYLTH_DATA") or sweep.data_root or "data"
-    return Path(storage).expanduser().resolve(), Path(data_root).expanduser().resolve()
+def resolve_paths(sweep: Sweep, storage=None, data_root=None) -> tuple[str | Path, Path]:
+    """The storage root (a local path, or a URI such as s3://bucket/path, kept
+    as given) and the data root."""
+    return resolve_storage(storage or sweep.storage), resolve_data_root(data_root or sweep.data_root)
+
+
+def resolve_storage(storage) -> str | Path:
+    storage = str(storage or "raylth-results")
+    return storage if is_uri(storage) else Path(storage).expanduser().resolve()
+
+
+def resolve_data_root(data_root) -> Path:
+    return Path(data_root or os.environ.get("RAYLTH_DATA") or "data").expanduser().resolve()
+
+
+def tune_storage(store: Store, *parts: str) -> dict:
+    """RunConfig arguments that keep Ray's own run state beside the store's."""
+    if store.remote is None:
+        return {"storage_path": str(store.root.joinpath(".ray", *parts))}
+    return {"storage_path": "/".join([store.remote.base, ".ray", *parts]), "storage_filesystem": store.remote.fs}
 
 
 PROGRESS_KEYS = ("level", "sparsity", "test_acc", "instability_test")
 
 
-def run_specs_here(specs: list[Spec], storage: Path, data_root: Path, report=None, node=None,
+def run_specs_here(specs: list[Spec], storage, data_root: Path, report=None, node=None,
                    compile: bool = False) -> list[str]:
     """Run one job's stages in this process (what every Tune trial does)."""
     ctx = StageContext(store=Store(storage), data_root=data_root, report=report, node=node, compile=compile)
     return [run_stage(spec, ctx).id for spec in specs]
 
 
-def run_trial_here(spec: TrialSpec, storage: Path, data_root: Path, report=None) -> list[str]:
+def run_trial_here(spec: TrialSpec, storage, data_root: Path, report=None) -> list[str]:
     """A sweep trial's method, in this process, without its analyses."""
     return run_specs_here(METHODS[spec.method].artifacts(spec), storage, data_root, report)
 
@@ -74,7 +91,7 @@ def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_fa
         from raylth.sweep.train_job import fit_job_with_train
 
         # named after the trial: a retried trial continues its own Train run
-        fit_job_with_train(payload, storage=Path(storage), data_root=Path(data_root), workers=workers,
+        fit_job_with_train(payload, storage=storage, data_root=Path(data_root), workers=workers,
                            resources=resources, max_failures=max_failures, progress_keys=PROGRESS_KEYS,
                            run_name=f"{tune.get_context().get_trial_id()}-train", compile=compile)
         ids = [spec.id for spec in Job.specs_from(payload)]
@@ -82,7 +99,7 @@ def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_fa
         def progress(metrics: dict) -> None:  # one Tune result per stored stage: the progress table
             tune.report({k: metrics[k] for k in PROGRESS_KEYS if k in metrics})
 
-        ids = run_specs_here(Job.specs_from(payload), Path(storage), Path(data_root), report=progress,
+        ids = run_specs_here(Job.specs_from(payload), storage, Path(data_root), report=progress,
                              node=node, compile=compile)
     last = Store(storage).get(ids[-1]).metrics
     tune.report({k: last[k] for k in PROGRESS_KEYS if k in last} | {"artifacts": len(ids)})
@@ -120,12 +137,12 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
     check_trials(sweep, data_root)  # before anything is written
     store = Store(storage)
     write_record(store, sweep)
-    outcome = SweepOutcome(sweep.name, storage)
+    outcome = SweepOutcome(sweep.name, store.location)
     states = job_states(store, sweep.trials)
     outcome.cached = [s.job.label for s in states if s.state == "finished"]
     pending = [s.job for s in states if s.state != "finished"]
     if not pending:
-        log.info("%s: all %d jobs already finished in %s", sweep.name, len(states), storage)
+        log.info("%s: all %d jobs already finished in %s", sweep.name, len(states), store.location)
         return outcome
     import ray
     from ray import tune
@@ -140,8 +157,9 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
                              max_failures=sweep.max_failures, compile=sweep.compile),
         _trial_resources(jobs, sweep.workers, sweep.resources))
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    with _working_directory(storage):
-        _fit_phases(sweep, pending, trainable, storage, stamp, outcome)
+    store.root.mkdir(parents=True, exist_ok=True)
+    with _working_directory(store.root):
+        _fit_phases(sweep, pending, trainable, store, stamp, outcome)
     write_errors(store, sweep.name, outcome.failed)
     return outcome
 
@@ -164,7 +182,7 @@ def _working_directory(path: Path):
                 os.chdir(previous)
 
 
-def _fit_phases(sweep: Sweep, pending, trainable, storage: Path, stamp: str, outcome: SweepOutcome) -> None:
+def _fit_phases(sweep: Sweep, pending, trainable, store: Store, stamp: str, outcome: SweepOutcome) -> None:
     from ray import tune
 
     for phase in sorted({job.phase for job in pending}):
@@ -176,8 +194,7 @@ def _fit_phases(sweep: Sweep, pending, trainable, storage: Path, stamp: str, out
             tune_config=tune.TuneConfig(max_concurrent_trials=sweep.max_concurrent, reuse_actors=True,
                                         trial_name_creator=lambda t: _short(t.config["trial"]),
                                         trial_dirname_creator=lambda t: f"{t.trial_id}"),
-            run_config=tune.RunConfig(name=f"{sweep.name}-{stamp}-phase{phase}",
-                                      storage_path=str(storage / ".ray"),
+            run_config=tune.RunConfig(name=f"{sweep.name}-{stamp}-phase{phase}", **tune_storage(store),
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
         )
         for result in tuner.fit():

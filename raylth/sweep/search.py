@@ -76,7 +76,7 @@ from raylth.errors import RaylthError, SpecError
 from raylth.specs import DistillEvalSpec, DistillSpec, TrialSpec
 from raylth.specs.distill import level_for_sparsity, uses_field
 from raylth.sweep.config import _resources, _set_path, checked_name
-from raylth.sweep.runner import root_cause_line
+from raylth.sweep.runner import resolve_data_root, resolve_storage, root_cause_line
 
 log = logging.getLogger("raylth")
 
@@ -306,7 +306,11 @@ def _space(raw, where, objective) -> list[Param]:
 
 
 # -- Optuna objects -------------------------------------------------------------------------
-def default_study_storage(store_root: Path, name: str) -> str:
+def default_study_storage(store_root, name: str) -> str:
+    """A SQLite file beside the results; a bucket cannot hold one."""
+    if not isinstance(store_root, Path):
+        raise SpecError(f"study.storage: results go to {store_root}, where a SQLite study cannot live; set "
+                        "study.storage to a database URL (postgresql://...) or journal:///shared/path/NAME.log")
     return f"sqlite:///{store_root / 'optuna' / f'{name}.db'}"
 
 
@@ -465,7 +469,7 @@ def _ticket_objective(search: Search, params, ctx, reporter, ids) -> float:
 class SearchOutcome:
     kind = "search"
     name: str
-    storage: Path
+    storage: str  # where results are: a folder or a URI
     study_storage: str
     complete: int = 0
     pruned: int = 0
@@ -492,13 +496,11 @@ class SearchOutcome:
         return out
 
 
-def resolve_search_paths(search: Search, storage=None, data_root=None) -> tuple[Path, Path]:
-    storage = storage or search.storage or "raylth-results"
-    data_root = data_root or os.environ.get("RAYLTH_DATA") or search.data_root or "data"
-    return Path(storage).expanduser().resolve(), Path(data_root).expanduser().resolve()
+def resolve_search_paths(search: Search, storage=None, data_root=None) -> tuple[str | Path, Path]:
+    return resolve_storage(storage or search.storage), resolve_data_root(data_root or search.data_root)
 
 
-def check_search(search: Search, store_root: Path, data_root: Path) -> None:
+def check_search(search: Search, store_root, data_root: Path) -> None:
     """Names, data sets and sizes (ipc against the classes), before anything is written."""
     from raylth.stages import StageContext
     from raylth.stages.distill import check_distill
@@ -574,14 +576,17 @@ def run_search(search: Search, storage=None, data_root=None, address: str | None
     store_root, data_root = resolve_search_paths(search, storage, data_root)
     check_search(search, store_root, data_root)  # before anything is written
     url = search.study["storage"] or default_study_storage(store_root, search.name)
+    from raylth.store import Store
+
+    store = Store(store_root)
     _quiet_optuna()
-    store_root.mkdir(parents=True, exist_ok=True)
+    store.root.mkdir(parents=True, exist_ok=True)
     optuna_storage = make_storage(url)
     study = optuna.create_study(study_name=search.name, storage=optuna_storage, sampler=make_sampler(search.study),
                                 pruner=make_pruner(search.study), direction=search.study["direction"],
                                 load_if_exists=True)
     recover_stale(study, optuna_storage)
-    outcome = SearchOutcome(search.name, store_root, url)
+    outcome = SearchOutcome(search.name, store.location, url)
     n_trials, concurrent = search.study["n_trials"], search.study["concurrent"]
 
     def finished() -> int:
@@ -642,7 +647,7 @@ def run_search(search: Search, storage=None, data_root=None, address: str | None
     except ValueError:
         return outcome  # every trial pruned: no best value
     outcome.best_value, outcome.best_params, outcome.best_number = best.value, dict(best.params), best.number
-    outcome.best_yaml = write_best(search, best, store_root, data_root)
+    outcome.best_yaml = write_best(search, best, store, data_root)
     return outcome
 
 
@@ -653,7 +658,7 @@ def _count(study, outcome: SearchOutcome) -> None:
     outcome.complete, outcome.pruned = states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED)
 
 
-def best_sweep(search: Search, params: dict, store_root: Path, data_root: Path) -> dict:
+def best_sweep(search: Search, params: dict, store_root, data_root: Path) -> dict:
     """The best trial's parameters as a normal raylth sweep."""
     sweep = {"name": f"{search.name}_best", "storage": str(store_root), "data_root": str(data_root),
              "resources": dict(search.resources)}
@@ -685,13 +690,13 @@ def _readable(spec) -> dict:
     return out
 
 
-def write_best(search: Search, best, store_root: Path, data_root: Path) -> Path:
-    from raylth.store.store import atomic_write_bytes
-
+def write_best(search: Search, best, store, data_root: Path) -> Path:
+    """The best sweep, in the store (and, for a bucket, in this machine's cache: the path returned)."""
     params = {p.path: p.render(best.params[p.path]) for p in search.space if p.path in best.params}
-    sweep = best_sweep(search, params, store_root, data_root)
-    path = store_root / "searches" / f"{search.name}-best.yaml"  # not sweeps/: that holds sweep records
+    sweep = best_sweep(search, params, store.uri, data_root)
+    rel = f"searches/{search.name}-best.yaml"  # not sweeps/: that holds sweep records
+    path = store.root / rel
     header = (f"# Best of study {search.name!r}: trial {best.number}, value {best.value:.6g} "
               f"({time.strftime('%Y-%m-%d %H:%M:%S')}).\n# Run it with: raylth run {path}\n")
-    atomic_write_bytes(path, (header + yaml.safe_dump(sweep, sort_keys=False)).encode())
+    store.write_file(rel, (header + yaml.safe_dump(sweep, sort_keys=False)).encode())
     return path

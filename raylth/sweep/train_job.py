@@ -3,7 +3,7 @@
 Every worker runs the job's stages; rank 0 decides what is missing, holds
 the store's lock and writes artifacts; the others train their shard of each
 global batch and read what rank 0 stored (the storage root must be shared by
-all workers: one machine, NFS/EFS, or a FUSE-mounted bucket). A worker that
+all workers: one machine, NFS/EFS, or a bucket URI). A worker that
 dies is restarted by Ray Train (``max_failures``); the job then resumes from
 the store: finished artifacts are reused and the interrupted stage continues
 from its last epoch state, so the result equals an uninterrupted run.
@@ -34,12 +34,15 @@ def _worker_loop(config: dict) -> None:
         run_stage(spec, ctx)
 
 
-def fit_job_with_train(payload, *, storage: Path, data_root: Path, workers: int, resources: dict,
+def fit_job_with_train(payload, *, storage, data_root: Path, workers: int, resources: dict,
                        max_failures: int, progress_keys, run_name: str, compile: bool = False) -> None:
     """Run one job on ``workers`` DDP workers (gloo on CPU, NCCL on GPUs)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raylth.store import Store
+    from raylth.sweep.runner import tune_storage
 
     per_worker = {"CPU": resources["cpu"]} | ({"GPU": resources["gpu"]} if resources["gpu"] else {})
     trainer = TorchTrainer(
@@ -48,7 +51,7 @@ def fit_job_with_train(payload, *, storage: Path, data_root: Path, workers: int,
                            "progress_keys": list(progress_keys), "compile": compile},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(resources["gpu"]),
                                      resources_per_worker=per_worker),
-        run_config=RunConfig(name=run_name, storage_path=str(storage / ".ray" / "train"),
+        run_config=RunConfig(name=run_name, **tune_storage(Store(storage), "train"),
                              failure_config=FailureConfig(max_failures=max_failures),
                              callbacks=[TuneReportCallback()]),
     )

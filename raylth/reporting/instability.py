@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raylth.report.axes import pyplot, weights_remaining_axis
+from raylth.reporting.axes import pyplot, weights_remaining_axis
 from raylth.store import Store
 
 
@@ -144,6 +144,6 @@ def copy_landscapes(store: Store, rows, out: Path) -> list[Path]:
         artifact = store.get(row.id)
         if artifact is not None and artifact.has_file("landscape.png"):
             dest = out / f"landscape_{row.sweep or 'unswept'}_{row.method}_level{row.level}_seed{row.seed}_{row.id[-6:]}.png"
-            shutil.copyfile(artifact.path / "landscape.png", dest)
+            shutil.copyfile(artifact.file("landscape.png"), dest)
             written.append(dest)
     return written

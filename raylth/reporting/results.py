@@ -6,7 +6,7 @@ appear with an empty ``sweep`` and the method their kind implies.
 
 from __future__ import annotations
 
-from raylth.report import distill as distill_report
+from raylth.reporting import distill as distill_report
 from raylth.specs import STAGE_SPECS
 from raylth.store import Artifact, Store
 from raylth.sweep.jobs import trial_jobs

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raylth.report.axes import pyplot, weights_remaining_axis
+from raylth.reporting.axes import pyplot, weights_remaining_axis
 from raylth.store import Store
 
 NETWORK_KINDS = ("ticket", "maskimp")          # networks with accuracy rows (results.NETWORK_STAGES)
@@ -35,7 +35,7 @@ PRUNING_METHODS = ("dense", "imp", "random_prune", "reinit", "distilled_imp", "m
 DISTILLED_METHODS = ("distilled_imp", "mask_then_imp")
 
 
-# -- hooks of raylth.report.results -------------------------------------------------------
+# -- hooks of raylth.reporting.results -------------------------------------------------------
 def origin(spec) -> dict:
     """Data set, model, seed and rewind step of a distillation or distilled-pruning artifact."""
     kind = spec.kind

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from raylth.errors import RaylthError
-from raylth.report.axes import pyplot, weights_remaining_axis
-from raylth.report.distill import write_distill_report
-from raylth.report.instability import (copy_landscapes, instability_table, plot_error_vs_alpha,
+from raylth.reporting.axes import pyplot, weights_remaining_axis
+from raylth.reporting.distill import write_distill_report
+from raylth.reporting.instability import (copy_landscapes, instability_table, plot_error_vs_alpha,
                                        plot_instability_vs_rewind, plot_instability_vs_sparsity,
                                        sharpness_table)
-from raylth.report.results import COLUMNS, NETWORK_STAGES, results_frame
+from raylth.reporting.results import COLUMNS, NETWORK_STAGES, results_frame
 from raylth.store import Store
 
 GROUP = ["sweep", "dataset", "model", "method", "level"]
