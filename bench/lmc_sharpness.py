@@ -18,7 +18,8 @@ import common
 from raylth.engine.data import load_dataset
 from raylth.engine.interpolate import alpha_grid, evaluate_path
 from raylth.engine.models import build_model, prunable_weight_names
-from raylth.engine.sharpness import fixed_batches, hessian_diagonal, top_eigenvalue
+from raylth.engine.data import fixed_batches
+from raylth.engine.sharpness import hessian_diagonal, top_eigenvalue
 from raylth.engine.train import prepare_model
 from raylth.specs import DataSpec, ModelSpec
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from raylth.engine.data import fixed_batches
 from raylth.engine.interpolate import (alpha_grid, evaluate_path, instability, interpolate_state,
                                        loss_barrier, reset_bn_statistics)
 from raylth.engine.models import build_model
-from raylth.engine.sharpness import fixed_batches
 from raylth.engine.train import Trainer, evaluate
 from raylth.specs import ModelSpec, Seeds, Step, TrainSpec
 

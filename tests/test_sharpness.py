@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from raylth.engine.data import Dataset
+from raylth.engine.data import Dataset, fixed_batches
 from raylth.engine.masks import full_mask, prune
 from raylth.engine.models import build_model
-from raylth.engine.sharpness import (fixed_batches, hessian_diagonal, hessian_vector_product,
+from raylth.engine.sharpness import (hessian_diagonal, hessian_vector_product,
                                      mass_by_mask, top_eigenvalue)
 from raylth.specs import ModelSpec
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from raylth.engine.data import Dataset
-from raylth.engine.sharpness import fixed_batches
+from raylth.engine.data import Dataset, fixed_batches
 from raylth.engine.train import autocast, evaluate
 
 State = dict[str, torch.Tensor]
@@ -43,7 +42,7 @@ def reset_bn_statistics(model: nn.Module, data: Dataset, batches: int, batch_siz
                         seed: int) -> None:
     """Re-estimate every BatchNorm's running mean and variance as the plain
     average over ``batches`` fixed training batches (no augmentation; see
-    sharpness.fixed_batches), then restore each layer's momentum and the
+    data.fixed_batches), then restore each layer's momentum and the
     model's mode. A no-op for models without BatchNorm. The data must be on
     the model's device."""
     norms = _batch_norms(model)

@@ -18,7 +18,6 @@ by ``check_distill`` before anything is stored.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
@@ -189,7 +188,7 @@ class Progress:
     iteration: int       # iterations done
     iterations: int      # of the distillation's total
     loss: float
-    images: torch.Tensor | None  # the stored (mosaic) images now, detached (None before the first step)
+    images: torch.Tensor  # the stored (mosaic) images after this iteration, detached
     labels: torch.Tensor
     factor: int
     zca: Zca | None
@@ -197,31 +196,6 @@ class Progress:
 
 
 Monitor = Callable[[Progress], None]
-
-
-class _ImageWatch:
-    """The engine's distillers call back with (iteration, loss) only; the
-    synthetic images are the parameters of their image optimizer, found by
-    shape through torch's global optimizer step hook while one runs."""
-
-    def __init__(self, shape):
-        self.shape, self.images, self.handle = tuple(shape), None, None
-
-    def __enter__(self):
-        from torch.optim.optimizer import register_optimizer_step_post_hook
-        self.handle = register_optimizer_step_post_hook(self._hook)
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
-
-    def _hook(self, optimizer, args, kwargs):
-        if self.images is None:
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    if tuple(p.shape) == self.shape:
-                        self.images = p
-                        return
 
 
 def run_distill(spec: DistillSpec, ctx: StageContext, monitor: Monitor | None = None) -> Artifact:
@@ -256,33 +230,30 @@ def _compute_distill(spec: DistillSpec, ctx: StageContext, real: Dataset, monito
             return build_model(spec.model, real.input_shape, k, seed=seed)
 
         labels = class_labels(k, spec.ipc, device)
-        watch = _ImageWatch((k * spec.ipc,) + tuple(real.input_shape))
         every = max(1, spec.iterations // 200)  # keep about 200 loss values
 
-        def callback(it: int, loss: float) -> None:
+        def callback(it: int, loss: float, images_now: torch.Tensor) -> None:
             if it % every == 0 or it + 1 == spec.iterations:
                 losses.append([it + 1, loss])
             if monitor is not None:
-                images_now = watch.images.detach() if watch.images is not None else None
                 monitor(Progress(it + 1, spec.iterations, loss, images_now, labels, spec.factor, zca, real))
 
         common = dict(ipc=spec.ipc, iterations=spec.iterations, lr_img=spec.lr_img_value, dsa=spec.dsa,
                       init=spec.init, generator=generator, callback=callback)
-        with watch if monitor is not None else contextlib.nullcontext():
-            if spec.method == "dm":
-                images, labels = distill_dm(x, y, k, model_fn, batch_real=spec.batch_real, **common)
-            elif spec.method == "gm":
-                images, labels = distill_gm(x, y, k, model_fn, outer_loop=spec.outer_loop,
-                                            inner_loop=spec.inner_loop, lr_net=spec.lr_net,
-                                            batch_real=spec.batch_real, factor=spec.factor, **common)
-            else:
-                experts_artifact = run_experts(spec.experts_spec(), ctx)
-                experts = load_experts(experts_artifact)
-                images, labels, learned_lr = distill_mtt(
-                    x, y, k, experts, model_fn, syn_steps=spec.syn_steps, expert_epochs=spec.expert_epochs,
-                    max_start_epoch=spec.max_start_epoch, lr_lr=spec.lr_lr, lr_init=spec.lr_init,
-                    batch_syn=spec.batch_syn, low_memory=spec.low_memory, return_lr=True, **common)
-                extra = {"experts": experts_artifact.id}
+        if spec.method == "dm":
+            images, labels = distill_dm(x, y, k, model_fn, batch_real=spec.batch_real, **common)
+        elif spec.method == "gm":
+            images, labels = distill_gm(x, y, k, model_fn, outer_loop=spec.outer_loop,
+                                        inner_loop=spec.inner_loop, lr_net=spec.lr_net,
+                                        batch_real=spec.batch_real, factor=spec.factor, **common)
+        else:
+            experts_artifact = run_experts(spec.experts_spec(), ctx)
+            experts = load_experts(experts_artifact)
+            images, labels, learned_lr = distill_mtt(
+                x, y, k, experts, model_fn, syn_steps=spec.syn_steps, expert_epochs=spec.expert_epochs,
+                max_start_epoch=spec.max_start_epoch, lr_lr=spec.lr_lr, lr_init=spec.lr_init,
+                batch_syn=spec.batch_syn, low_memory=spec.low_memory, return_lr=True, **common)
+            extra = {"experts": experts_artifact.id}
     record = distilled_record(images, labels, real.mean, real.std, zca=zca, factor=spec.factor, lr=learned_lr)
     metrics = {"method": spec.method, "ipc": spec.ipc, "images": len(images), "train_images": len(record["labels"]),
                "factor": spec.factor, "zca": spec.zca,

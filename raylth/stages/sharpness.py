@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 
+from raylth.engine.data import fixed_batches
+from raylth.engine.sharpness import hessian_diagonal, mass_by_mask, top_eigenvalue
 from raylth.errors import StoreError
-from raylth.engine.sharpness import fixed_batches, hessian_diagonal, mass_by_mask, top_eigenvalue
 from raylth.specs import SharpnessSpec
 from raylth.stages.context import StageContext, ensure
 from raylth.stages.networks import load_network, split_ref

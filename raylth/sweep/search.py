@@ -426,7 +426,7 @@ def _distill_objective(search: Search, params, ctx, reporter, ids) -> float:
 
     def monitor(progress) -> None:
         step = at.get(progress.iteration)
-        if step is None or progress.images is None:
+        if step is None:
             return
         real = progress.real
 

@@ -76,3 +76,23 @@ def epoch_batches(data: Dataset, batch_size: int, epoch: int, seeds, augment: bo
         if augment:
             x = crop_flip(x, offsets[idx], flips[idx])
         yield data.normalize(x.float()), data.train_y[idx]
+
+
+def fixed_batches(data: Dataset, n_batches: int, batch_size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``n_batches`` normalised float32 training batches, no augmentation, on
+    the data's device. Indices come from successive permutations of the
+    training set drawn by a torch.Generator seeded from ``seed`` (so no image
+    repeats until all have been used); batch_size is capped at the set size."""
+    if n_batches < 1 or batch_size < 1:
+        raise ValueError(f"n_batches ({n_batches}) and batch_size ({batch_size}) must be at least 1")
+    n = len(data.train_y)
+    size = min(batch_size, n)
+    g = torch.Generator().manual_seed(seed_for(seed, 0, "fixed-batches"))
+    passes = -(-n_batches * size // n)
+    order = torch.cat([torch.randperm(n, generator=g) for _ in range(passes)])
+    order = order.to(data.train_x.device)
+    out = []
+    for i in range(n_batches):
+        idx = order[i * size:(i + 1) * size]
+        out.append((data.normalize(data.train_x[idx].float()), data.train_y[idx]))
+    return out

@@ -22,11 +22,11 @@ def distill_dm(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int, mod
                ipc: int, iterations: int, lr_img: float = 1.0, batch_real: int = 256,
                dsa: bool = True, init: str = "real", *, generator: torch.Generator,
                dsa_strategy: str = DEFAULT_STRATEGY,
-               callback: Callable[[int, float], None] | None = None
+               callback: Callable[[int, float, torch.Tensor], None] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (images (num_classes * ipc, C, H, W) float32, labels), class-major,
     on real_x's device, in real_x's (normalised) space. ``callback(iteration,
-    loss)``, when given, is called after each iteration (it syncs the device)."""
+    loss, images)``, when given, is called after each iteration (it syncs the device)."""
     check_real(real_x, real_y, num_classes)
     device = real_x.device
     images, labels = init_images(real_x, real_y, ipc, num_classes, init, generator=generator)
@@ -51,5 +51,5 @@ def distill_dm(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int, mod
         loss.backward()
         optimizer.step()
         if callback is not None:
-            callback(it, float(loss.detach()))
+            callback(it, float(loss.detach()), images.detach())
     return images.detach(), labels

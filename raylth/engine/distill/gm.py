@@ -54,13 +54,13 @@ def distill_gm(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int, mod
                lr_net: float = 0.01, batch_real: int = 256, dsa: bool = True, factor: int = 1,
                init: str = "real", *, generator: torch.Generator, batch_train: int = 256,
                dsa_strategy: str = DEFAULT_STRATEGY,
-               callback: Callable[[int, float], None] | None = None
+               callback: Callable[[int, float, torch.Tensor], None] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns the STORED (images (num_classes * ipc, C, H, W), labels),
     class-major, on real_x's device; with factor > 1 the training set is
     ``decode_multi(images, factor), decode_labels(labels, factor)``.
     DC's schedules: ipc 1 -> outer_loop 1, inner_loop 1; ipc 10 -> 10, 50;
-    ipc 50 -> 50, 10. ``callback(iteration, loss)``: after each iteration,
+    ipc 50 -> 50, 10. ``callback(iteration, loss, images)``: after each iteration,
     with the mean matching loss over its outer steps."""
     check_real(real_x, real_y, num_classes)
     if outer_loop < 1 or inner_loop < 0:
@@ -115,5 +115,5 @@ def distill_gm(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int, mod
             for _ in range(inner_loop):
                 sgd_epoch(net, optimizer_net, train_x, train_labels, batch_train, generator, dsa, dsa_strategy)
         if callback is not None:
-            callback(it, loss_sum / outer_loop)
+            callback(it, loss_sum / outer_loop, images.detach())
     return images.detach(), labels

@@ -116,7 +116,7 @@ def distill_mtt(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int,
                 dsa: bool = True, init: str = "real", *, generator: torch.Generator,
                 low_memory: bool = False, return_lr: bool = False,
                 dsa_strategy: str = DEFAULT_STRATEGY,
-                callback: Callable[[int, float], None] | None = None):
+                callback: Callable[[int, float, torch.Tensor], None] | None = None):
     """Returns (images, labels) (class-major, on real_x's device), or
     (images, labels, lr) with ``return_lr``: the learned student lr, which
     MTT also uses to train its evaluation networks.
@@ -130,7 +130,7 @@ def distill_mtt(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int,
     std of 1; lr_img 1000 diverged there (NaN). Use ~1000 with ZCA, as MTT.
     lr_lr 1e-5 and lr_init 0.01 are MTT's (lr_init = the experts' lr).
     batch_syn None: the whole synthetic set each student step (MTT's default).
-    ``callback(iteration, loss)``: after each iteration (syncs the device)."""
+    ``callback(iteration, loss, images)``: after each iteration (syncs the device)."""
     check_real(real_x, real_y, num_classes)
     if not experts:
         raise ValueError("no expert trajectories; train some with train_experts")
@@ -183,7 +183,7 @@ def distill_mtt(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int,
         optimizer_img.step()
         optimizer_lr.step()
         if callback is not None:
-            callback(it, float(loss.detach()))
+            callback(it, float(loss.detach()), images.detach())
         del flat, loss
     images = images.detach()
     if return_lr:
