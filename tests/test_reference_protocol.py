@@ -1,0 +1,83 @@
+"""Issue #4: a distilled set evaluated with raylth's standard protocol
+(DistillEvalSpec) lands within 3 points of an independent implementation of
+the same protocol (tests/reference_protocol.py: written from the DC/DSA/DM/MTT
+papers and code conventions, sharing no code with raylth's engine).
+
+Data and settings as in test_distill_cifar.py: a CIFAR-10 subset of 100
+images per class per split rebuilt from ../shared/data (skipped without it),
+ConvNet-3 width 32, ipc 1; the evaluation there (300 epochs, lr 0.01, batch
+256, DSA, seeds 0, 1, 2). Two sets, both read back from their stored
+``distilled.pt`` and given to both implementations as they are: the DM set
+of test_distill_cifar.py and the same DM spec at iterations 0 (its real-image
+initialisation: a random real subset, the low-accuracy end).
+
+Measured (2 CPU cores, one thread): see the assertion messages (printed with -s).
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from raylth.specs import DataSpec, DistillEvalSpec, DistillSpec, ModelSpec
+from raylth.stages import StageContext, run_stage
+from raylth.store import Store
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference_protocol as ref  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # as in conftest.py
+CPU = torch.device("cpu")
+CIFAR = DataSpec("cifar10")
+WIDTH = 32
+PER_CLASS = 100
+EVAL = DistillEvalSpec(model=ModelSpec("conv3", width=WIDTH), epochs=300, lr=0.01, batch_size=256,
+                       seeds=(0, 1, 2))
+DM = DistillSpec(data=CIFAR, ipc=1, model=ModelSpec("conv3", width=WIDTH), method="dm", iterations=50,
+                 lr_img=5.0, batch_real=32)   # test_distill_cifar.py's METHOD_SPECS["dm"]
+SETS = {"dm": DM, "dm_init": DM.replace(iterations=0)}
+TOLERANCE = 0.03  # issue #4: within 3 points
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    script = SHARED / "data" / "cifar10_from_jpg.py"
+    if not script.is_file() or not (script.parent / "cifar10-jpg.tar.xz").is_file():
+        pytest.skip(f"no {script} (or its archive) beside the repository")
+    root = tmp_path_factory.mktemp("cifar10_reference")
+    subprocess.run([sys.executable, str(script), str(root), "--limit-per-class", str(PER_CLASS)],
+                   check=True, capture_output=True, timeout=120)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAYLTH_OFFLINE", "1")
+        yield StageContext(store=Store(tmp_path_factory.mktemp("reference_store")), device=CPU, data_root=root)
+
+
+@pytest.mark.parametrize("name", sorted(SETS))
+def test_raylth_evaluation_matches_an_independent_implementation(name, ctx):
+    spec = SETS[name]
+    m = run_stage(EVAL.of(spec), ctx).metrics                # distils (once), then evaluates
+    record = ctx.store.get(spec.id).load("distilled.pt")
+    images, labels = record["images"].float(), record["labels"].long()
+    assert images.shape == (10, 3, 32, 32) and float(record["mean"].abs().max()) == 0.0
+    assert float((record["std"] - 1).abs().max()) == 0.0 and "zca_matrix" not in record
+    real = ctx.dataset(CIFAR)
+    assert real.test_x.dtype == torch.uint8  # so source_mean/std are in 0..255 units
+    test_x = ref.normalise(real.test_x.cpu(), record["source_mean"], record["source_std"])
+    accs = ref.evaluate(images, labels, test_x, real.test_y.cpu(), width=WIDTH, epochs=EVAL.epochs,
+                        lr=EVAL.lr, batch=EVAL.batch_size, seeds=EVAL.seeds)
+    mean_ref = sum(accs) / len(accs)
+    note = (f"{name}: raylth {m['test_acc']:.4f} {[round(a, 4) for a in m['accs']]} vs reference "
+            f"{mean_ref:.4f} {[round(a, 4) for a in accs]}; difference {m['test_acc'] - mean_ref:+.4f}, "
+            f"tolerance {TOLERANCE}")
+    print(note)
+    assert abs(m["test_acc"] - mean_ref) <= TOLERANCE, note
