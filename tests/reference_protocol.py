@@ -67,7 +67,7 @@ def _color(x, p, g):
 def _crop(x, p, g):
     """Translate each image by (dy, dx) in [-s, s]^2, s = round(side / 8); zeros
     come in at the edges: out[i, j] = x[i + dy, j + dx]."""
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     sy, sx = int(h * p.crop_pad + 0.5), int(w * p.crop_pad + 0.5)
     dy = torch.randint(-sy, sy + 1, (n,), generator=g)
     dx = torch.randint(-sx, sx + 1, (n,), generator=g)
@@ -82,7 +82,7 @@ def _crop(x, p, g):
 def _cutout(x, p, g):
     """Zero a (k x k) square, k = round(side / 2), centred at a uniform position
     (the square may hang over the edge)."""
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     kh, kw = int(h * p.cutout + 0.5), int(w * p.cutout + 0.5)
     cy = torch.randint(0, h + (1 - kh % 2), (n,), generator=g)
     cx = torch.randint(0, w + (1 - kw % 2), (n,), generator=g)

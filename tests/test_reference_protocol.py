@@ -26,7 +26,7 @@ from raylth.stages import StageContext, run_stage
 from raylth.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reference_protocol as ref  # noqa: E402
+import reference_protocol as ref
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"  # as in conftest.py
 CPU = torch.device("cpu")
