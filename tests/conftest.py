@@ -15,16 +15,57 @@ os.environ.setdefault("RAYLTH_RESUME_EVERY_S", "0")
 
 
 @pytest.fixture(scope="session")
-def cifar10_subset_root(tmp_path_factory):
-    """A folder holding cifar-10-batches-py with 20 images per class in each
-    split, rebuilt from ../shared/data; skipped when that is not there."""
-    script = SHARED / "data" / "cifar10_from_jpg.py"
-    if not script.is_file() or not (script.parent / "cifar10-jpg.tar.xz").is_file():
-        pytest.skip(f"no {script} (or its archive) beside the repository")
-    root = tmp_path_factory.mktemp("cifar10_subset")
-    subprocess.run([sys.executable, str(script), str(root), "--limit-per-class", "20"],
-                   check=True, capture_output=True, timeout=120)
-    return root
+def cifar10_subset(tmp_path_factory):
+    """build(n): a folder holding cifar-10-batches-py with n images per class
+    in each split, rebuilt once per n from ../shared/data; the calling test is
+    skipped when that is not there."""
+    built = {}
+
+    def build(per_class: int) -> Path:
+        script = SHARED / "data" / "cifar10_from_jpg.py"
+        if not script.is_file() or not (script.parent / "cifar10-jpg.tar.xz").is_file():
+            pytest.skip(f"no {script} (or its archive) beside the repository")
+        if per_class not in built:
+            root = tmp_path_factory.mktemp(f"cifar10_{per_class}_per_class")
+            subprocess.run([sys.executable, str(script), str(root), "--limit-per-class", str(per_class)],
+                           check=True, capture_output=True, timeout=120)
+            built[per_class] = root
+        return built[per_class]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def cifar10_subset_root(cifar10_subset):
+    """20 images per class in each split."""
+    return cifar10_subset(20)
+
+
+@pytest.fixture(scope="session")
+def cifar10_distill_ctx(cifar10_subset, tmp_path_factory):
+    """A CPU StageContext on the CIFAR-10 subset of 100 images per class per
+    split (1,000 train, 1,000 test), with one store for the session: a set
+    distilled or evaluated by one test is reused by the next."""
+    import torch
+
+    from raylth.stages import StageContext
+    from raylth.store import Store
+
+    return StageContext(store=Store(tmp_path_factory.mktemp("cifar10_distill_store")), device=torch.device("cpu"),
+                        data_root=cifar10_subset(100))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: intra-op threads only add overhead, and on a busy machine
+    two spinning threads made a 0.5 s evaluation take 15 s. Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ from raylth.engine.distill.gm import layer_distance, match_distance
 from raylth.engine.models import build_model
 from raylth.specs import ModelSpec
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IPC = 1
 EVAL = dict(epochs=300, lr=0.01, batch_size=256, seeds=[0, 1, 2])
 # Measured (see the report): random ipc-1 subsets 0.62..0.70 (mean over 3 subsets
@@ -23,16 +25,6 @@ MARGIN = 0.06
 
 def _gen(seed):
     return torch.Generator().manual_seed(seed)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: intra-op threads only add overhead, and on a busy machine
-    two spinning threads made a 0.5 s evaluation take 15 s."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

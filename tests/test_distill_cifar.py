@@ -27,22 +27,17 @@ points and the random subsets span 4 points; MARGIN is 5 points.
 """
 
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import torch
 
 from raylth.specs import DataSpec, DistillEvalSpec, DistillSpec, ExpertOptions, ModelSpec
-from raylth.stages import StageContext, run_stage
-from raylth.store import Store
+from raylth.stages import run_stage
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"  # as in conftest.py
-CPU = torch.device("cpu")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CIFAR = DataSpec("cifar10")
 CONV3 = ModelSpec("conv3", width=32)
-PER_CLASS = 100   # per class in each split: 1,000 train and 1,000 test images
+PER_CLASS = 100   # per class in each split (conftest's cifar10_distill_ctx): 1,000 train and 1,000 test
 IPC = 1
 EVAL = DistillEvalSpec(model=CONV3, epochs=300, lr=0.01, batch_size=256, seeds=(0, 1, 2))  # DSA: on
 MARGIN = 0.05  # measured gaps 9.2-11.2 points (8.9-11.3 over distillation seeds); see the docstring
@@ -55,36 +50,11 @@ METHOD_SPECS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def cifar_root(tmp_path_factory):
-    """cifar-10-batches-py with PER_CLASS images per class in each split,
-    rebuilt from ../shared/data; skipped when that is not there."""
-    script = SHARED / "data" / "cifar10_from_jpg.py"
-    if not script.is_file() or not (script.parent / "cifar10-jpg.tar.xz").is_file():
-        pytest.skip(f"no {script} (or its archive) beside the repository")
-    root = tmp_path_factory.mktemp("cifar10_distill")
-    subprocess.run([sys.executable, str(script), str(root), "--limit-per-class", str(PER_CLASS)],
-                   check=True, capture_output=True, timeout=120)
-    return root
-
-
-@pytest.fixture(scope="module")
-def ctx(cifar_root, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAYLTH_OFFLINE", "1")
-        context = StageContext(store=Store(tmp_path_factory.mktemp("distill_cifar")), device=CPU,
-                               data_root=cifar_root)
-        data = context.dataset(CIFAR)
-        assert len(data.train_y) == 10 * PER_CLASS and len(data.test_y) == 10 * PER_CLASS
-        yield context
+def ctx(cifar10_distill_ctx):
+    data = cifar10_distill_ctx.dataset(CIFAR)
+    assert len(data.train_y) == 10 * PER_CLASS and len(data.test_y) == 10 * PER_CLASS
+    return cifar10_distill_ctx
 
 
 @pytest.fixture(scope="module")

@@ -26,18 +26,12 @@ from raylth.store import Store
 from raylth.sweep.config import Trial, parse_sweep
 from raylth.sweep.jobs import trial_jobs
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CPU = torch.device("cpu")
 DIGITS, LENET = DataSpec("digits"), ModelSpec("lenet")
 EVAL = DistillEvalSpec(model=LENET, epochs=300, lr=0.01, batch_size=256, seeds=(0, 1, 2))
 MARGIN = 0.05  # measured gaps are 0.18-0.20
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ Spread of the reference on the DM set: seeds 3-5 give 0.229, and the DC code's
 literal schedule (301 epochs, momentum reset at the decay) 0.252 on seeds 0-2.
 """
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,17 +25,15 @@ import pytest
 import torch
 
 from raylth.specs import DataSpec, DistillEvalSpec, DistillSpec, ModelSpec
-from raylth.stages import StageContext, run_stage
-from raylth.store import Store
+from raylth.stages import run_stage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_protocol as ref
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"  # as in conftest.py
-CPU = torch.device("cpu")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CIFAR = DataSpec("cifar10")
 WIDTH = 32
-PER_CLASS = 100
 EVAL = DistillEvalSpec(model=ModelSpec("conv3", width=WIDTH), epochs=300, lr=0.01, batch_size=256,
                        seeds=(0, 1, 2))
 DM = DistillSpec(data=CIFAR, ipc=1, model=ModelSpec("conv3", width=WIDTH), method="dm", iterations=50,
@@ -45,25 +42,10 @@ SETS = {"dm": DM, "dm_init": DM.replace(iterations=0)}
 TOLERANCE = 0.03  # issue #4: within 3 points
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory):
-    script = SHARED / "data" / "cifar10_from_jpg.py"
-    if not script.is_file() or not (script.parent / "cifar10-jpg.tar.xz").is_file():
-        pytest.skip(f"no {script} (or its archive) beside the repository")
-    root = tmp_path_factory.mktemp("cifar10_reference")
-    subprocess.run([sys.executable, str(script), str(root), "--limit-per-class", str(PER_CLASS)],
-                   check=True, capture_output=True, timeout=120)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAYLTH_OFFLINE", "1")
-        yield StageContext(store=Store(tmp_path_factory.mktemp("reference_store")), device=CPU, data_root=root)
+def ctx(cifar10_distill_ctx):
+    """The store test_distill_cifar.py uses too: its DM set and evaluation are reused."""
+    return cifar10_distill_ctx
 
 
 @pytest.mark.parametrize("name", sorted(SETS))

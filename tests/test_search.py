@@ -14,7 +14,6 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
-import torch
 import yaml
 
 import raylth
@@ -37,13 +36,12 @@ SEARCH = {
 }
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def quiet_optuna():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    yield
-    torch.set_num_threads(threads)
 
 
 def with_(**changes) -> dict:
