@@ -219,7 +219,7 @@ def test_a_sweep_runs_reruns_and_reads_back_through_s3(s3, tmp_path):
         os.environ.pop("RAYLTH_CACHE")
 
 
-def test_a_search_on_a_bucket_needs_a_study_storage(s3, tmp_path):
+def test_a_search_on_a_bucket_needs_a_study_storage_and_runs_with_one(s3, tmp_path):
     search = {"kind": "search", "name": "nostudy", "resources": {"cpu": 1, "gpu": 0}, "study": {"n_trials": 1},
               "base": {"distill": {"data": {"name": "digits"}, "method": "dm", "ipc": 1, "iterations": 2,
                                    "model": {"name": "lenet"}},
@@ -227,6 +227,23 @@ def test_a_search_on_a_bucket_needs_a_study_storage(s3, tmp_path):
               "space": {"distill.lr_img": {"type": "float", "low": 0.1, "high": 1}}}
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(search))
-    out = cli("run", path, "--storage", s3(), env={"RAYLTH_CACHE": str(tmp_path / "cache")})
+    uri, cache = s3(), {"RAYLTH_CACHE": str(tmp_path / "cache")}
+    out = cli("run", path, "--storage", uri, env=cache)
     assert out.returncode != 0
     assert "study.storage: results go to s3://raylth/" in out.stderr and "journal:///" in out.stderr, out.stderr
+    assert not Remote(uri).exists()  # nothing written
+
+    search["study"]["storage"] = f"journal:///{tmp_path}/study.log"
+    path.write_text(yaml.safe_dump(search))
+    out = cli("run", path, "--storage", uri, env=cache)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    best = yaml.safe_load(Remote(uri).read("searches/nostudy-best.yaml"))
+    assert best["storage"] == uri and best["base"]["method"] == "distill"  # runs against the same bucket
+    assert Store(uri).has(best_distill_id(best)), "the trial's distilled set is in the bucket"
+
+
+def best_distill_id(best: dict) -> str:
+    from raylth.specs import DistillSpec
+
+    distill = dict(best["base"]["distill"], data=best["base"]["data"])
+    return DistillSpec.from_dict(distill).id

@@ -573,11 +573,11 @@ def run_search(search: Search, storage=None, data_root=None, address: str | None
     import optuna
     from optuna.trial import TrialState
 
+    from raylth.store import Store
+
     store_root, data_root = resolve_search_paths(search, storage, data_root)
     check_search(search, store_root, data_root)  # before anything is written
     url = search.study["storage"] or default_study_storage(store_root, search.name)
-    from raylth.store import Store
-
     store = Store(store_root)
     _quiet_optuna()
     store.root.mkdir(parents=True, exist_ok=True)
