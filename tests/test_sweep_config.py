@@ -137,3 +137,16 @@ def test_distillation_inputs_that_need_the_data_fail_before_the_sweep(tmp_path):
     with pytest.raises(RaylthError, match="nope.pt"):
         check_trials(missing, tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_storage_and_data_root_precedence(tmp_path, monkeypatch):
+    from raylth.sweep.runner import resolve_paths
+
+    sweep = parse_sweep({"storage": str(tmp_path / "s"), "data_root": str(tmp_path / "in-file"),
+                         "base": {"levels": 1}}, "p", "p")
+    monkeypatch.delenv("RAYLTH_DATA", raising=False)
+    assert resolve_paths(sweep) == (tmp_path / "s", tmp_path / "in-file")
+    monkeypatch.setenv("RAYLTH_DATA", str(tmp_path / "env"))
+    assert resolve_paths(sweep)[1] == tmp_path / "env"  # $RAYLTH_DATA overrides the file
+    assert resolve_paths(sweep, data_root=tmp_path / "flag")[1] == tmp_path / "flag"  # --data-root overrides both
+    assert resolve_paths(sweep, storage="s3://b/p?region=x")[0] == "s3://b/p?region=x"  # a URI is kept as given

@@ -43,7 +43,7 @@ class SweepOutcome:
 def resolve_paths(sweep: Sweep, storage=None, data_root=None) -> tuple[str | Path, Path]:
     """The storage root (a local path, or a URI such as s3://bucket/path, kept
     as given) and the data root."""
-    return resolve_storage(storage or sweep.storage), resolve_data_root(data_root or sweep.data_root)
+    return resolve_storage(storage or sweep.storage), resolve_data_root(data_root, sweep.data_root)
 
 
 def resolve_storage(storage) -> str | Path:
@@ -51,8 +51,9 @@ def resolve_storage(storage) -> str | Path:
     return storage if is_uri(storage) else Path(storage).expanduser().resolve()
 
 
-def resolve_data_root(data_root) -> Path:
-    return Path(data_root or os.environ.get("RAYLTH_DATA") or "data").expanduser().resolve()
+def resolve_data_root(given=None, in_file=None) -> Path:
+    """--data-root, else $RAYLTH_DATA, else the file's data_root, else ./data."""
+    return Path(given or os.environ.get("RAYLTH_DATA") or in_file or "data").expanduser().resolve()
 
 
 def tune_storage(store: Store, *parts: str) -> dict:

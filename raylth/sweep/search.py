@@ -497,7 +497,7 @@ class SearchOutcome:
 
 
 def resolve_search_paths(search: Search, storage=None, data_root=None) -> tuple[str | Path, Path]:
-    return resolve_storage(storage or search.storage), resolve_data_root(data_root or search.data_root)
+    return resolve_storage(storage or search.storage), resolve_data_root(data_root, search.data_root)
 
 
 def check_search(search: Search, store_root, data_root: Path) -> None:
