@@ -114,7 +114,7 @@ class Remote:
             with self.fs.open_input_stream(self._path(rel)) as src, open(tmp, "wb") as dst:
                 while chunk := src.read(_CHUNK):
                     dst.write(chunk)
-        except (OSError, FileNotFoundError) as err:
+        except OSError as err:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"{self.url(rel)}: cannot download ({err})") from None
         if size is not None and tmp.stat().st_size != size:
@@ -139,8 +139,11 @@ class Remote:
 
         selector = pafs.FileSelector(self._path(rel), recursive=True, allow_not_found=True)
         prefix = self._path(rel) + "/"
-        return sorted(info.path[len(prefix):] for info in self.fs.get_file_info(selector)
-                      if info.type == pafs.FileType.File)
+        try:
+            infos = self.fs.get_file_info(selector)
+        except OSError as err:
+            raise StoreError(f"{self.url(rel)}: cannot list ({err})") from None
+        return sorted(info.path[len(prefix):] for info in infos if info.type == pafs.FileType.File)
 
     def delete(self, rel: str) -> None:
         from pyarrow import fs as pafs

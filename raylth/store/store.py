@@ -302,7 +302,7 @@ class Store:
         """Exclusive right to compute one artifact, across processes on every
         node that shares the root (an OS file lock: freed if the holder dies).
         A bucket has no lock: there it holds on this node only, and two nodes
-        computing one artifact at once both finish; the first upload stays."""
+        computing one artifact at once both finish (see finish)."""
         path = self.root / ".partial" / f"{artifact_id}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as handle:
