@@ -284,8 +284,8 @@ def test_distilled_imp_jobs_results_and_report(pruned, ctx, tmp_path):
     table = (tmp_path / "report" / "distilled_pruning.md").read_text()
     assert "| distilled_imp | 8 | 83.2% |" in table and "| 3,600 | 24,320 | 2 |" in table
     assert "| dp | digits | dm | 10 | lenet | lenet |" in (tmp_path / "report" / "distillation.md").read_text()
-    png = written["plot:distilled_pruning_dp-digits-lenet"]
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in (written["plot:distilled_pruning_dp-digits-lenet"], written["plot:distillation_dp-digits-ipc10"]):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| dp | digits | lenet | distilled_imp | 8 |" in (tmp_path / "report" / "summary.md").read_text()
 
 
