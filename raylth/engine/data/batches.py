@@ -78,7 +78,8 @@ def epoch_batches(data: Dataset, batch_size: int, epoch: int, seeds, augment: bo
         yield data.normalize(x.float()), data.train_y[idx]
 
 
-def fixed_batches(data: Dataset, n_batches: int, batch_size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def fixed_batches(data: Dataset, n_batches: int, batch_size: int,
+                  seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``n_batches`` normalised float32 training batches, no augmentation, on
     the data's device. Indices come from successive permutations of the
     training set drawn by a torch.Generator seeded from ``seed`` (so no image
