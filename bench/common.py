@@ -200,6 +200,14 @@ def write_result(name: str, args, figures: dict, details: dict | None = None,
     return out
 
 
+def publish(name: str, args, title: str, figures: dict, details: dict | None = None,
+            notes: list[str] | None = None) -> Path:
+    """Write the JSON record and print the table: the end of every benchmark."""
+    path = write_result(name, args, figures, details, notes)
+    print_table(f"{name} ({title})", figures, path)
+    return path
+
+
 def print_table(title: str, figures: dict, path: Path | None = None) -> None:
     width = max(len(k) for k in figures)
     print(f"\n{title}")

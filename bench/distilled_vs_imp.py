@@ -101,10 +101,9 @@ def main():
              "training points; its wall time is distillation_wall_s.",
              "Wall times: the stages of a fresh store, data already loaded, after an untimed warm-up run "
              "of each method at one level; they include each level's test evaluations and checkpoint writes."]
-    path = common.write_result("distilled_vs_imp", args, figures, details, notes)
-    common.print_table(f"distilled_vs_imp ({common.size_name(args)}, {common.device_name(device)}, "
-                       f"{methods['imp'].model.name} on {methods['imp'].data.name}, {levels} levels)",
-                       figures, path)
+    common.publish("distilled_vs_imp", args, f"{common.size_name(args)}, {common.device_name(device)}, "
+                   f"{methods['imp'].model.name} on {methods['imp'].data.name}, {levels} levels",
+                   figures, details, notes)
 
 
 if __name__ == "__main__":

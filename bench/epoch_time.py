@@ -128,9 +128,8 @@ def main():
              "workers start again each epoch, the default), "
              "float32, NCHW, torch.optim.SGD defaults; raylth: data on the device, batched crop+flip, "
              "bf16 autocast and channels_last on CUDA, fused SGD on CUDA / foreach on CPU."]
-    path = common.write_result("epoch_time", args, figures, details, notes)
-    common.print_table(f"epoch_time ({common.size_name(args)}, {common.device_name(device)}, "
-                       f"resnet18 w{size['width']}, {n} images, batch {bs})", figures, path)
+    common.publish("epoch_time", args, f"{common.size_name(args)}, {common.device_name(device)}, "
+                   f"resnet18 w{size['width']}, {n} images, batch {bs}", figures, details, notes)
 
 
 if __name__ == "__main__":

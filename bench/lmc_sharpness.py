@@ -176,9 +176,8 @@ def main():
              "in both (one HVP per batch per iteration), so its ratio should be near 1.",
              "The two power iterations start from different random vectors; on an untrained network "
              "10 iterations need not converge, so their eigenvalues (details.top_eigenvalue) can differ."]
-    path = common.write_result("lmc_sharpness", args, figures, details, notes)
-    common.print_table(f"lmc_sharpness ({common.size_name(args)}, {common.device_name(device)}, "
-                       f"{spec.name} w{spec.width}, {len(alphas)} alphas x {images} images)", figures, path)
+    common.publish("lmc_sharpness", args, f"{common.size_name(args)}, {common.device_name(device)}, "
+                   f"{spec.name} w{spec.width}, {len(alphas)} alphas x {images} images", figures, details, notes)
 
 
 if __name__ == "__main__":

@@ -111,11 +111,10 @@ def main():
              "a barrier; images/s = all jobs' images / (last end - first start).",
              "On the CPU each job holds num_cpus=1 (Ray sets its torch threads to 1), so k jobs use "
              "k cores: the ratio there measures core scaling, not packing on one accelerator."]
-    path = common.write_result("packing", args, figures,
-                               {"sizes": size, "runs": {str(k): rs for k, rs in runs.items()},
-                                "target_full_gpu": {"k4_ratio_vs_k1": ">= 2.5"}}, notes)
-    common.print_table(f"packing ({common.size_name(args)}, {common.device_name(args.device)}, "
-                       f"{size['model']} on {size['data']}, {size['steps']} steps/job)", figures, path)
+    common.publish("packing", args, f"{common.size_name(args)}, {common.device_name(args.device)}, "
+                   f"{size['model']} on {size['data']}, {size['steps']} steps/job", figures,
+                   {"sizes": size, "runs": {str(k): rs for k, rs in runs.items()},
+                    "target_full_gpu": {"k4_ratio_vs_k1": ">= 2.5"}}, notes)
 
 
 if __name__ == "__main__":

@@ -99,11 +99,9 @@ def main():
              "between_stages_s: time inside the run with no stage training (trial and stage "
              "hand-overs, checkpoint loading, pruning, the Tune phase change before random_prune).",
              "The quickstart is timed cold (no warm-up run): each repeat uses a fresh store."]
-    path = common.write_result("quickstart_breakdown", args, figures,
-                               {"runs": runs, "ray_start_stop": ray_runs,
-                                "target": {"outside_share_pct": "< 30"}}, notes)
-    common.print_table(f"quickstart_breakdown ({common.device_name(args.device)}, "
-                       f"{runs[0]['artifacts']} artifacts)", figures, path)
+    common.publish("quickstart_breakdown", args,
+                   f"{common.device_name(args.device)}, {runs[0]['artifacts']} artifacts", figures,
+                   {"runs": runs, "ray_start_stop": ray_runs, "target": {"outside_share_pct": "< 30"}}, notes)
 
 
 if __name__ == "__main__":

@@ -58,8 +58,12 @@ def plot_error_vs_alpha(store: Store, rows, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _stable_band(ax, threshold: float) -> None:
+def _instability_axes(threshold: float):
+    """A figure for test instability, with the stable region shaded."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.axhspan(0, 100 * threshold, color="green", alpha=0.12, label=f"stable (< {100 * threshold:g} pts)")
+    return plt, fig, ax
 
 
 def _mean_and_spread(ax, x, stats, label: str) -> None:
@@ -80,9 +84,7 @@ def _finish(plt, fig, ax, path: Path, title: str, legend_size: int) -> None:
 
 
 def plot_instability_vs_sparsity(rows, path: Path, title: str, threshold: float) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    _stable_band(ax, threshold)
+    plt, fig, ax = _instability_axes(threshold)
     for (method, rewind), group in rows.groupby(["method", "rewind"]):
         stats = group.groupby("level").agg(sparsity=("sparsity", "mean"),
                                            mean=("instability_test", "mean"),
@@ -93,9 +95,7 @@ def plot_instability_vs_sparsity(rows, path: Path, title: str, threshold: float)
 
 
 def plot_instability_vs_rewind(rows, path: Path, title: str, threshold: float) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    _stable_band(ax, threshold)
+    plt, fig, ax = _instability_axes(threshold)
     for (method, level), group in rows.groupby(["method", "level"]):
         stats = group.groupby("spawn_iterations").agg(mean=("instability_test", "mean"),
                                                       std=("instability_test", "std")).fillna(0.0)

@@ -117,12 +117,18 @@ def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep
                  max_failures=1 if max_failures is None else max_failures, source=raw)
 
 
-def _resources(raw, where) -> dict:
+def checked_block(raw, where: str, block: str, keys, example: str) -> dict:
+    """A block of a sweep or search file: a mapping of known keys, else one line naming the first wrong one."""
     if not isinstance(raw, dict):
-        raise SpecError(f"{where}: resources must be a mapping like {{cpu: 1, gpu: 0.25}}")
-    unknown = sorted(set(raw) - set(RESOURCE_KEYS))
+        raise SpecError(f"{where}: {block} must be a mapping like {example}")
+    unknown = sorted(set(raw) - set(keys))
     if unknown:
-        raise SpecError(f"{where}: resources.{unknown[0]}: unknown key; use cpu and gpu")
+        raise SpecError(f"{where}: {block}.{unknown[0]}: unknown key; {block} keys are {', '.join(keys)}")
+    return raw
+
+
+def _resources(raw, where) -> dict:
+    checked_block(raw, where, "resources", RESOURCE_KEYS, "{cpu: 1, gpu: 0.25}")
     out = {"cpu": 1, "gpu": 0}
     for key, value in raw.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

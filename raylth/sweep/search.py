@@ -75,7 +75,7 @@ import yaml
 from raylth.errors import RaylthError, SpecError
 from raylth.specs import DistillEvalSpec, DistillSpec, TrialSpec
 from raylth.specs.distill import level_for_sparsity, uses_field
-from raylth.sweep.config import _resources, _set_path, checked_name
+from raylth.sweep.config import _resources, _set_path, checked_block, checked_name
 from raylth.sweep.runner import resolve_data_root, resolve_storage, root_cause_line
 
 log = logging.getLogger("raylth")
@@ -234,11 +234,7 @@ def parse_search(raw, default_name: str = "search", where: str = "search") -> Se
 
 
 def _study(raw, where) -> dict:
-    if not isinstance(raw, dict):
-        raise SpecError(f"{where}: study must be a mapping with keys {', '.join(STUDY_KEYS)}")
-    unknown = sorted(set(raw) - set(STUDY_KEYS))
-    if unknown:
-        raise SpecError(f"{where}: study.{unknown[0]}: unknown key; study keys are {', '.join(STUDY_KEYS)}")
+    checked_block(raw, where, "study", STUDY_KEYS, "{n_trials: 20, sampler: tpe}")
     out = {"storage": None, "direction": "maximize", "sampler": "tpe", "pruner": "median", "n_trials": 20,
            "concurrent": 1, "seed": None, "max_failures": 3, "intermediate": 3} | raw
     if out["direction"] not in ("maximize", "minimize"):
