@@ -32,6 +32,19 @@ def test_digits_shapes_and_split():
     assert d.std[0] == pytest.approx(float(d.train_x.std()), rel=1e-5)
 
 
+def test_digits_read_without_sklearn_equal_load_digits(monkeypatch):
+    from sklearn.datasets import load_digits as sk_load
+
+    from raylth.engine.data import digits
+
+    reference = sk_load()
+    images, labels = digits.digits_arrays()
+    assert np.array_equal(images, reference.images) and np.array_equal(labels, reference.target)
+    monkeypatch.setattr(digits.importlib.util, "find_spec", lambda name: None)  # the fallback: sklearn's loader
+    images, labels = digits.digits_arrays()
+    assert np.array_equal(images, reference.images) and np.array_equal(labels, reference.target)
+
+
 def test_digits_split_is_fixed_and_stratified():
     a, b = load_dataset(DataSpec(name="digits")), load_dataset(DataSpec(name="digits"))
     assert torch.equal(a.test_x, b.test_x) and torch.equal(a.train_y, b.train_y)

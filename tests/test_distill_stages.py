@@ -264,7 +264,7 @@ def test_distilled_imp_jobs_results_and_report(pruned, ctx, tmp_path):
     from raylth.sweep.plan import write_record
 
     jobs = trial_jobs(Trial("seed=0,method=distilled_imp", trial()))
-    assert [(j.phase, j.rows, len(j.specs)) for j in jobs] == [(0, False, 2 + LEVEL)] + [(1, True, 1)] * LEVEL
+    assert [(j.rows, len(j.specs)) for j in jobs] == [(False, 2 + LEVEL)] + [(True, 1)] * LEVEL
     assert [j.label for j in jobs[1:3]] == ["seed=0,method=distilled_imp,level=1",
                                             "seed=0,method=distilled_imp,level=2"]
     evaluation = {"model": {"name": "lenet"}, "epochs": 50, "seeds": [0]}
@@ -307,7 +307,7 @@ def test_mask_then_imp_starts_from_the_ticket(pruned, ctx):
     assert level6.metrics["sparsity"] > level5.metrics["sparsity"] > start.metrics["sparsity"]
     assert level6.metrics["test_acc"] > 0.9
     jobs = trial_jobs(Trial("mti", t))
-    assert [(j.phase, j.rows, len(j.specs)) for j in jobs] == [(0, False, 2 + 4), (1, True, 3)]
+    assert [(j.rows, len(j.specs)) for j in jobs] == [(False, 2 + 4), (True, 3)]
 
 
 def test_a_ticket_needs_its_distilled_set_stored(tmp_path):

@@ -100,19 +100,21 @@ def test_killed_trial_resumes_from_its_checkpoint_and_equals_uninterrupted(tmp_p
 
 
 def test_a_job_that_keeps_failing_is_reported_and_the_rest_finish(tmp_path):
-    sweep = write_sweep(tmp_path / "s.yaml", grid={"seed": [0, 1]})
+    """seed=1's trunk fails: its control, which needs it, is not run; seed 0 finishes."""
+    sweep = write_sweep(tmp_path / "s.yaml", grid={"seed": [0, 1], "method": ["imp", "random_prune"]})
     storage = tmp_path / "store"
-    failed = cli("run", sweep, "--storage", storage, env={"RAYLTH_FAIL_JOBS": "seed=1"})
+    failed = cli("run", sweep, "--storage", storage, env={"RAYLTH_FAIL_JOBS": "method=imp,seed=1"})
     assert failed.returncode == 1
-    assert "failed [seed=1]: RuntimeError: injected failure of job seed=1" in failed.stdout
+    assert "failed [method=imp,seed=1]: RuntimeError: injected failure of job method=imp,seed=1" in failed.stdout
+    assert "failed [method=random_prune,seed=1]: not run: it needs job [method=imp,seed=1]" in failed.stdout
     status = cli("status", storage)
     assert "faults" in status.stdout
     row = status.stdout.splitlines()[1].split()
-    assert row[1:] == ["2", "1", "0", "1", "0"], status.stdout  # jobs finished running failed missing
+    assert row[1:] == ["4", "2", "0", "2", "0"], status.stdout  # jobs finished running failed missing
     assert "failed" in status.stdout and "injected failure" in status.stdout
     again = cli("run", sweep, "--storage", storage)
-    assert again.returncode == 0 and "1 already stored, 1 run now" in again.stdout
-    assert cli("status", storage).stdout.splitlines()[1].split()[1:] == ["2", "2", "0", "0", "0"]
+    assert again.returncode == 0 and "2 already stored, 2 run now" in again.stdout
+    assert cli("status", storage).stdout.splitlines()[1].split()[1:] == ["4", "4", "0", "0", "0"]
 
 
 def _free_port() -> int:

@@ -94,6 +94,9 @@ class LmcSpec(Spec):
     def child(self, index: int) -> ChildSpec:
         return ChildSpec(parent=self.parent, spawn=self.spawn, noise=self.noise, index=index)
 
+    def inputs(self) -> tuple[ChildSpec, ...]:
+        return tuple(self.child(i) for i in range(self.children))
+
     @classmethod
     def of(cls, parent: str, spawn: Step, options: LmcOptions) -> "LmcSpec":
         return cls(parent=parent, spawn=spawn, children=options.children, noise=options.noise,

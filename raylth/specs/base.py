@@ -45,6 +45,12 @@ class Spec:
     def validate(self) -> None:
         """Check values; raise SpecError naming the field. Overridden by specs."""
 
+    def inputs(self) -> tuple["Spec", ...]:
+        """Stage specs whose artifacts this stage reads without naming them in
+        its fields (nested stage specs and artifact ids are found from the
+        fields). The sweep schedules the jobs that make them first."""
+        return ()
+
     # -- parsing -------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: dict | None, where: str | None = None):

@@ -1,9 +1,9 @@
 """Methods a sweep can name, each a recipe of stages.
 
-A method says which artifacts a trial produces (one results row each), how
-to run them, and its phase: trials of a later phase start after every trial
-of an earlier phase has finished (branches need the trunk they branch off).
-Add a method by registering one more ``Method`` here.
+A method says which artifacts a trial produces (one results row each) and how
+to run them. The sweep starts each of its jobs once the jobs making what it
+reads have finished (raylth.sweep.jobs finds that from the specs). Add a
+method by registering one more ``Method`` here.
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ def run_stage(spec: Spec, ctx: StageContext) -> Artifact:
 @dataclass(frozen=True)
 class Method:
     name: str
-    phase: int
     artifacts: Callable[[TrialSpec], list[Spec]]
-    # Stages stored first, in order, as one job in the phase before (not results rows),
+    # Its rows are pruned levels 1..levels of a trunk (so the trial needs levels >= 1).
+    needs_levels: bool = False
+    # Stages stored first, in order, as one job before the others (not results rows),
     # e.g. a distillation and the IMP trunk trained on it.
     prepare: Callable[[TrialSpec], list[Spec]] | None = None
     # One job per artifact (they run in parallel) instead of one job for all.
@@ -88,15 +89,15 @@ def _branches(name: str):
     return artifacts
 
 
-register_method(Method("dense", phase=0, artifacts=_dense))
-register_method(Method("imp", phase=0, artifacts=_imp))
-register_method(Method("random_prune", phase=1, artifacts=_branches("random_prune")))
-register_method(Method("reinit", phase=1, artifacts=_branches("reinit")))
+register_method(Method("dense", artifacts=_dense))
+register_method(Method("imp", artifacts=_imp))
+register_method(Method("random_prune", artifacts=_branches("random_prune"), needs_levels=True))
+register_method(Method("reinit", artifacts=_branches("reinit"), needs_levels=True))
 # Dataset distillation and distilled pruning (raylth.stages.distill, raylth.stages.ticket)
-register_method(Method("distill", phase=0, artifacts=distill_method_artifacts))
-register_method(Method("distilled_imp", phase=1, artifacts=distilled_imp_artifacts,
+register_method(Method("distill", artifacts=distill_method_artifacts))
+register_method(Method("distilled_imp", artifacts=distilled_imp_artifacts, needs_levels=True,
                        prepare=distilled_imp_prepare, parallel=True))
-register_method(Method("mask_then_imp", phase=1, artifacts=mask_then_imp_artifacts,
+register_method(Method("mask_then_imp", artifacts=mask_then_imp_artifacts, needs_levels=True,
                        prepare=mask_then_imp_prepare))
 
 __all__ = ["METHODS", "Method", "register_method", "check_method_name", "run_stage", "TrainStageSpec"]

@@ -1,18 +1,29 @@
-"""A sweep's trials as jobs: one Ray Tune trial each, run phase by phase.
+"""A sweep's trials as jobs: one Ray Tune trial each, started as soon as the
+jobs it needs have finished.
 
 A trial's method gives its main job (e.g. all levels of an IMP trunk), or one
-job per artifact for a ``parallel`` method, after a ``prepare`` job in the
-phase before when the method has one (stored first, not results rows: e.g.
-distilled_imp's distillation and distilled trunk, then one job per level's
-ticket). With ``lmc:`` options it also gives, for each selected network of
-the trial, one job per child (so children train in parallel) and then one
-analysis job.
+job per artifact for a ``parallel`` method, after a ``prepare`` job when the
+method has one (stored first, not results rows: e.g. distilled_imp's
+distillation and distilled trunk, then one job per level's ticket). With
+``lmc:`` options it also gives, for each selected network of the trial, one
+job per child (so children train in parallel) and then one analysis job.
+
+A job needs another when one of its stages reads an artifact the other
+produces (a branch reads its trunk level, a child its parent, an analysis its
+children), or when everything it produces is produced by the other too (a
+dense trial inside an IMP trial of the same seeds): it then only reads the
+store. Needs are a schedule, not correctness: a stage computes (under the
+store's lock) whatever it reads that is missing.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import graphlib
+import re
 from dataclasses import dataclass
 
+from raylth.errors import RaylthError
 from raylth.specs import STAGE_SPECS, LandscapeSpec, LmcSpec, Spec
 from raylth.stages import METHODS
 from raylth.stages.context import checkpoint_name
@@ -25,9 +36,9 @@ TRAINING_KINDS = ("train", "imp", "branch", "child", "ticket", "maskimp")
 @dataclass(frozen=True)
 class Job:
     label: str
-    phase: int
     specs: tuple[Spec, ...]
     rows: bool = True  # its artifacts are results rows (False: a method's preparation)
+    needs: tuple[str, ...] = ()  # labels of the jobs to finish first (set by sweep_jobs)
 
     @property
     def trains(self) -> bool:
@@ -64,12 +75,12 @@ def trial_jobs(trial: Trial) -> list[Job]:
     method = METHODS[spec.method]
     networks = method.artifacts(spec)
     jobs = []
-    if method.prepare:  # stored first, a phase earlier; not results rows
-        jobs.append(Job(f"{trial.label},prepare", method.phase - 1, tuple(method.prepare(spec)), rows=False))
+    if method.prepare:  # stored first; not results rows
+        jobs.append(Job(f"{trial.label},prepare", tuple(method.prepare(spec)), rows=False))
     if method.parallel:
-        jobs += [Job(f"{trial.label},level={level_of(n)}", method.phase, (n,)) for n in networks]
+        jobs += [Job(f"{trial.label},level={level_of(n)}", (n,)) for n in networks]
     else:
-        jobs.append(Job(trial.label, method.phase, tuple(networks)))
+        jobs.append(Job(trial.label, tuple(networks)))
     options = spec.lmc
     if options is None:
         return jobs
@@ -80,15 +91,68 @@ def trial_jobs(trial: Trial) -> list[Job]:
             continue  # `levels` picks among a trunk's levels; a dense trial has just its one network
         lmc = LmcSpec.of(network.id, spawn, options)
         where = f"{trial.label},level={level}"
-        jobs += [Job(f"{where},child={i}", method.phase + 1, (lmc.child(i),))
+        jobs += [Job(f"{where},child={i}", (lmc.child(i),))
                  for i in range(options.children)]
         analyses = [lmc]
         if options.landscape:
             analyses.append(LandscapeSpec(networks=(f"{lmc.child(0).id}:final", f"{lmc.child(1).id}:final",
                                                     f"{network.id}:{checkpoint_name(spawn)}")))
-        jobs.append(Job(f"{where},lmc", method.phase + 2, tuple(analyses)))
+        jobs.append(Job(f"{where},lmc", tuple(analyses)))
     return jobs
 
 
 def sweep_jobs(trials: list[Trial]) -> list[Job]:
-    return [job for trial in trials for job in trial_jobs(trial)]
+    """Every job of the sweep, each with the labels of the jobs it needs."""
+    jobs = [job for trial in trials for job in trial_jobs(trial)]
+    producers: dict[str, list[int]] = {}
+    for index, job in enumerate(jobs):
+        for artifact in job.ids:
+            producers.setdefault(artifact, []).append(index)
+    needed = []
+    for index, job in enumerate(jobs):
+        own = set(job.ids)
+        # what it reads, from the first job that makes it
+        needs = {producers[artifact][0] for artifact in set().union(*map(reads, job.specs)) - own
+                 if artifact in producers}
+        # a job whose every artifact another (larger, or equal and earlier) job makes waits for it
+        needs |= {other for other in set.intersection(*(set(producers[i]) for i in own))
+                  if len(jobs[other].ids) > len(own) or (len(jobs[other].ids) == len(own) and other < index)}
+        needs.discard(index)
+        needed.append(sorted(needs))
+    _check_acyclic(jobs, needed)
+    return [dataclasses.replace(job, needs=tuple(jobs[i].label for i in needs))
+            for job, needs in zip(jobs, needed)]
+
+
+_ARTIFACT_REF = re.compile(r"^([a-z_]+_[0-9a-f]{16})(:[A-Za-z0-9_]+)?$")
+_STAGE_CLASSES = tuple(STAGE_SPECS.values())
+
+
+def reads(spec: Spec) -> set[str]:
+    """Ids of the stored artifacts a stage reads: stage specs nested in it (a
+    branch's trunk level), artifact ids among its values (a child's parent, a
+    data set stored as an artifact) and its own ``inputs()`` (an analysis's
+    children)."""
+    found = {s.id for s in spec.inputs()}
+    for f in dataclasses.fields(spec):
+        found |= _refs(getattr(spec, f.name))
+    return found
+
+
+def _refs(value) -> set[str]:
+    if isinstance(value, _STAGE_CLASSES):
+        return {value.id} | reads(value)
+    if isinstance(value, Spec):
+        return reads(value)
+    if isinstance(value, (tuple, list)):
+        return set().union(*map(_refs, value)) if value else set()
+    if isinstance(value, str) and (match := _ARTIFACT_REF.match(value)):
+        return {match.group(1)}
+    return set()
+
+
+def _check_acyclic(jobs: list[Job], needed: list[list[int]]) -> None:
+    try:
+        tuple(graphlib.TopologicalSorter(dict(enumerate(needed))).static_order())
+    except graphlib.CycleError as err:
+        raise RaylthError("jobs need each other: " + " -> ".join(jobs[i].label for i in err.args[1])) from None

@@ -36,7 +36,7 @@ def check_trials(sweep: Sweep, data_root: Path) -> None:
                 check(value)
             except SpecError as err:
                 raise SpecError(f"{where}: {err}") from None
-        if METHODS[spec.method].phase > 0 and spec.levels < 1:
+        if METHODS[spec.method].needs_levels and spec.levels < 1:
             raise SpecError(f"{where}: levels: method {spec.method} needs levels >= 1")
     sizes = {data: len(check_dataset(data, data_root).train_y)
              for data in {trial.spec.data for trial in sweep.trials}}

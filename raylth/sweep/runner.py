@@ -1,4 +1,5 @@
-"""Run a sweep's missing jobs as Ray Tune trials, phase by phase.
+"""Run a sweep's missing jobs as Ray Tune trials, each once the jobs it needs
+have finished (raylth.sweep.schedule).
 
 The store is the source of truth: a job whose artifacts all exist is not
 scheduled, and a job that is scheduled asks the store for each artifact
@@ -83,7 +84,7 @@ def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_fa
     from ray import tune
 
     label = config["trial"]
-    injected = [part for part in os.environ.get("RAYLTH_FAIL_JOBS", "").split(",") if part]
+    injected = [part for part in os.environ.get("RAYLTH_FAIL_JOBS", "").split(";") if part]  # labels hold commas
     if any(part in label for part in injected):  # fault injection, for testing failure handling
         raise RuntimeError(f"injected failure of job {label} (RAYLTH_FAIL_JOBS)")
     payload, trains = jobs[label]
@@ -160,7 +161,7 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     store.root.mkdir(parents=True, exist_ok=True)
     with _working_directory(store.root):
-        _fit_phases(sweep, pending, trainable, store, stamp, outcome)
+        _fit(sweep, pending, trainable, store, stamp, outcome)
     write_errors(store, sweep.name, outcome.failed)
     return outcome
 
@@ -183,27 +184,30 @@ def _working_directory(path: Path):
                 os.chdir(previous)
 
 
-def _fit_phases(sweep: Sweep, pending, trainable, store: Store, stamp: str, outcome: SweepOutcome) -> None:
+def _fit(sweep: Sweep, pending: list[Job], trainable, store: Store, stamp: str, outcome: SweepOutcome) -> None:
     from ray import tune
 
-    for phase in sorted({job.phase for job in pending}):
-        labels = [job.label for job in pending if job.phase == phase]
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial": tune.grid_search(labels)},
-            # reuse_actors: small jobs (children) skip a fresh worker's torch import
-            tune_config=tune.TuneConfig(max_concurrent_trials=sweep.max_concurrent, reuse_actors=True,
-                                        trial_name_creator=lambda t: _short(t.config["trial"]),
-                                        trial_dirname_creator=lambda t: f"{t.trial_id}"),
-            run_config=tune.RunConfig(name=f"{sweep.name}-{stamp}-phase{phase}", **tune_storage(store),
-                                      failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
-        )
-        for result in tuner.fit():
-            label = result.config["trial"]
-            if result.error is not None:
-                outcome.failed[label] = root_cause_line(result.error)
-            else:
-                outcome.finished.append(label)
+    from raylth.sweep.schedule import DependencyOrder
+
+    order = DependencyOrder(pending)
+    tuner = tune.Tuner(
+        trainable,
+        # reuse_actors: small jobs (children, controls) skip a fresh worker's torch import
+        tune_config=tune.TuneConfig(search_alg=order, num_samples=len(pending),
+                                    max_concurrent_trials=sweep.max_concurrent, reuse_actors=True,
+                                    trial_name_creator=lambda t: _short(t.config["trial"]),
+                                    trial_dirname_creator=lambda t: f"{t.trial_id}"),
+        run_config=tune.RunConfig(name=f"{sweep.name}-{stamp}", **tune_storage(store),
+                                  failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
+    )
+    for result in tuner.fit():
+        label = result.config["trial"]
+        if result.error is not None:
+            outcome.failed[label] = root_cause_line(result.error)
+        else:
+            outcome.finished.append(label)
+    for label, need in order.skipped.items():
+        outcome.failed[label] = f"not run: it needs job [{need}], which did not finish"
 
 
 def root_cause_line(error: BaseException) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -24,14 +27,28 @@ def split_indices(labels: np.ndarray, fraction: float = TEST_FRACTION):
     return train, test
 
 
-@register_dataset("digits")
-def load_digits(spec, root=None) -> Dataset:
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, 8, 8) in 0..16, labels (N,)), as sklearn.datasets.load_digits
+    gives them. Read from the file scikit-learn bundles without importing
+    scikit-learn when it is where load_digits reads it: the import pulls in
+    SciPy, a second of start-up in every worker process."""
+    spec = importlib.util.find_spec("sklearn")
+    bundled = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if bundled is not None and bundled.is_file():
+        table = np.loadtxt(bundled, delimiter=",")
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits as sk_load
 
     raw = sk_load()
-    images = torch.from_numpy(raw.images.astype(np.float32)).unsqueeze(1)  # (N,1,8,8), 0..16
-    labels = torch.from_numpy(raw.target.astype(np.int64))
-    train, test = (torch.from_numpy(i) for i in split_indices(raw.target))
+    return raw.images, raw.target
+
+
+@register_dataset("digits")
+def load_digits(spec, root=None) -> Dataset:
+    raw_images, raw_labels = digits_arrays()
+    images = torch.from_numpy(raw_images.astype(np.float32)).unsqueeze(1)  # (N,1,8,8), 0..16
+    labels = torch.from_numpy(raw_labels.astype(np.int64))
+    train, test = (torch.from_numpy(i) for i in split_indices(raw_labels))
     train_x = images[train]
     return Dataset(
         name="digits",

@@ -1,0 +1,100 @@
+"""Which jobs a sweep's jobs wait for, and the Tune searcher that hands them
+out in that order (no Ray cluster needed)."""
+
+from pathlib import Path
+
+import pytest
+from ray.tune.search import Searcher
+
+from raylth.errors import RaylthError
+from raylth.sweep.config import load_sweep
+from raylth.sweep.jobs import Job, _check_acyclic, reads, sweep_jobs
+from raylth.sweep.schedule import DependencyOrder
+
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+
+
+def needs_of(name: str) -> dict[str, tuple[str, ...]]:
+    return {job.label: job.needs for job in sweep_jobs(load_sweep(SWEEPS / name).trials)}
+
+
+def test_controls_wait_for_their_own_trunk_and_dense_waits_for_the_trunk_that_contains_it():
+    needs = needs_of("quickstart.yaml")
+    assert needs == {"seed=0,method=dense": ("seed=0,method=imp",), "seed=0,method=imp": (),
+                     "seed=0,method=random_prune": ("seed=0,method=imp",),
+                     "seed=1,method=dense": ("seed=1,method=imp",), "seed=1,method=imp": (),
+                     "seed=1,method=random_prune": ("seed=1,method=imp",)}
+
+
+def test_children_wait_for_their_parent_and_the_analysis_for_its_children():
+    needs = needs_of("instability_quickstart.yaml")
+    trunk = "seed=1,rewind=0it,method=imp"
+    assert needs[f"{trunk},level=6,child=0"] == (trunk,)
+    assert set(needs[f"{trunk},level=6,lmc"]) == {trunk, f"{trunk},level=6,child=0", f"{trunk},level=6,child=1"}
+    assert needs[trunk] == ()  # trunks of other seeds and rewind points run at once
+
+
+def test_tickets_wait_for_the_distilled_trunk_of_their_seed_and_the_shared_distillation():
+    needs = needs_of("distilled_pruning_quickstart.yaml")
+    assert needs["seed=0,method=distilled_imp,level=3"] == ("seed=0,method=distilled_imp,prepare",)
+    # the distilled set does not depend on the seed: seed 1 reads the one seed 0's job makes
+    assert set(needs["seed=1,method=distilled_imp,level=3"]) == {"seed=0,method=distilled_imp,prepare",
+                                                                 "seed=1,method=distilled_imp,prepare"}
+
+
+def test_every_shipped_sweep_has_an_order():
+    for path in SWEEPS.glob("*.yaml"):
+        sweep = load_sweep(path)
+        if hasattr(sweep, "trials"):
+            labels = [job.label for job in sweep_jobs(sweep.trials)]
+            assert len(labels) == len(set(labels)), path.name
+
+
+def test_reads_finds_nested_stages_ids_and_declared_inputs():
+    jobs = sweep_jobs(load_sweep(SWEEPS / "instability_quickstart.yaml").trials)
+    lmc = next(job for job in jobs if job.label.endswith("level=3,lmc")).specs[0]
+    assert reads(lmc) == {lmc.parent} | {child.id for child in lmc.inputs()}
+    branch_jobs = sweep_jobs(load_sweep(SWEEPS / "quickstart.yaml").trials)
+    branch = next(job for job in branch_jobs if "random_prune" in job.label).specs[2]
+    assert branch.trunk.id in reads(branch)
+
+
+def test_a_cycle_is_refused():
+    a, b = Job("a", ()), Job("b", ())
+    with pytest.raises(RaylthError, match="jobs need each other"):
+        _check_acyclic([a, b], [[1], [0]])
+
+
+def test_searcher_hands_out_jobs_once_their_needs_finished():
+    jobs = [Job("trunk0", ()), Job("control0", (), needs=("trunk0",)), Job("trunk1", ()),
+            Job("control1", (), needs=("trunk1", "done-before"))]  # needs outside this run are met
+    order = DependencyOrder(jobs)
+    assert order.suggest("t1") == {"trial": "trunk0"}
+    assert order.suggest("t2") == {"trial": "trunk1"}
+    assert order.suggest("t3") is None  # both controls wait
+    order.on_trial_complete("t2", result={})
+    assert order.suggest("t3") == {"trial": "control1"}
+    order.on_trial_complete("t1", result={})
+    assert order.suggest("t4") == {"trial": "control0"}
+    assert order.suggest("t5") == Searcher.FINISHED
+
+
+def test_jobs_that_need_a_failed_job_are_skipped_in_turn():
+    jobs = [Job("trunk", ()), Job("child", (), needs=("trunk",)), Job("lmc", (), needs=("child",)),
+            Job("other", ())]
+    order = DependencyOrder(jobs)
+    assert order.suggest("t1") == {"trial": "trunk"}
+    assert order.suggest("t2") == {"trial": "other"}
+    order.on_trial_complete("t1", error=True)
+    assert order.suggest("t3") == Searcher.FINISHED
+    assert order.skipped == {"child": "trunk", "lmc": "child"}
+
+
+def test_searcher_state_survives_save_and_restore(tmp_path):
+    order = DependencyOrder([Job("a", ()), Job("b", (), needs=("a",))])
+    order.suggest("t1")
+    order.on_trial_complete("t1", result={})
+    order.save(str(tmp_path / "searcher.pkl"))
+    restored = DependencyOrder([])
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.suggest("t2") == {"trial": "b"}
