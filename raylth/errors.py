@@ -16,3 +16,11 @@ class StoreError(RaylthError):
 
 class DataError(RaylthError):
     """A data set file is missing, unreadable or malformed."""
+
+
+def did_you_mean(name, known) -> str:
+    """' (did you mean 'levels'?)' for a close known name, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

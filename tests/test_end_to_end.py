@@ -157,8 +157,9 @@ def test_instability_sweep_through_tune_and_its_report(tmp_path):
     """The instability quickstart, cut to one seed and one analysed level."""
     sweep = yaml.safe_load((REPO / "sweeps" / "instability_quickstart.yaml").read_text())
     sweep["base"]["levels"] = 3
+    sweep["base"]["train"]["duration"] = "3ep"
     sweep["base"]["lmc"]["levels"] = [3]
-    sweep["grid"] = {"seed": [0], "rewind": ["0it", "2ep"], "method": ["imp"]}
+    sweep["grid"] = {"seed": [0], "rewind": ["0it", "100it"], "method": ["imp"]}
     path = tmp_path / "instability.yaml"
     path.write_text(yaml.safe_dump(sweep))
     done = cli("run", path, "--storage", tmp_path / "s")
@@ -166,13 +167,13 @@ def test_instability_sweep_through_tune_and_its_report(tmp_path):
     assert "8 jobs finished" in done.stdout  # 2 trunks, 4 children, 2 analyses
     frame = raylth.results(tmp_path / "s")
     lmc = frame[frame.stage == "lmc"]
-    assert sorted(lmc.rewind) == ["0it", "2ep"] and (lmc.level == 3).all()
+    assert sorted(lmc.rewind) == ["0it", "100it"] and (lmc.level == 3).all()
     assert lmc.instability_test.between(0, 1).all() and lmc.stable.notna().all()
     report = cli("report", tmp_path / "s", "--out", tmp_path / "report")
     assert report.returncode == 0, report.stderr
     written = {p.name for p in (tmp_path / "report").iterdir()}
-    name = "instability_quickstart-digits-lenet"
+    name = "instability_quickstart-digits-conv3"
     assert {"instability.md", f"instability_vs_sparsity_{name}.png", f"instability_vs_rewind_{name}.png",
-            f"error_vs_alpha_{name}_imp_k0it.png", f"error_vs_alpha_{name}_imp_k2ep.png"} <= written
+            f"error_vs_alpha_{name}_imp_k0it.png", f"error_vs_alpha_{name}_imp_k100it.png"} <= written
     assert sum(n.startswith("landscape_") for n in written) == 2
-    assert "| instability_quickstart | imp | 2ep | 3 |" in (tmp_path / "report" / "instability.md").read_text()
+    assert "| instability_quickstart | imp | 100it | 3 |" in (tmp_path / "report" / "instability.md").read_text()

@@ -133,3 +133,24 @@ def test_landscape_through_two_children_and_their_parent(ctx, ticket):
     assert result.has_file("landscape.png")
     assert len(result.metrics["err"]) == 5 and len(result.metrics["err"][0]) == 5
     assert len(result.metrics["points"]) == 3
+
+
+def test_instability_quickstart_shows_a_dense_network_unstable_at_init_and_stable_later(tmp_path):
+    """The shipped instability quickstart's claim, for seed 0's dense network: children
+    spawned at init end in different basins (> 5 points of test error above the
+    endpoints), children spawned at k = 100it in one (< 2 points)."""
+    from pathlib import Path
+
+    from raylth.sweep.config import load_sweep
+    from raylth.sweep.jobs import trial_jobs
+
+    sweep = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "instability_quickstart.yaml")
+    ctx = StageContext(store=Store(tmp_path), device=torch.device("cpu"))
+    instability = {}
+    for trial in sweep.trials:
+        if trial.label in ("seed=0,rewind=0it,method=dense", "seed=0,rewind=100it,method=dense"):
+            specs = [s for job in trial_jobs(trial) for s in job.specs if s.kind != "landscape"]
+            lmc = [run_stage(spec, ctx) for spec in specs][-1]
+            assert lmc.kind == "lmc"
+            instability[str(trial.spec.prune.rewind)] = lmc.metrics["instability_test"]
+    assert instability["0it"] > 0.05 and instability["100it"] < 0.02, instability

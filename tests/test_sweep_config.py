@@ -46,9 +46,9 @@ def test_shipped_sweeps_parse_and_check():
 
 
 @pytest.mark.parametrize("raw, needle", [
-    (sweep(grdi={"seed": [0]}), "'grdi'"),
-    (sweep(base={"trian": {"lr": 0.1}}), "trian"),
-    (sweep(base={"train": {"lrr": 0.1}}), "train.lrr"),
+    (sweep(grdi={"seed": [0]}), "'grdi' (did you mean 'grid'?)"),
+    (sweep(base={"trian": {"lr": 0.1}}), "trian: unknown key (did you mean 'train'?)"),
+    (sweep(base={"train": {"lrr": 0.1}}), "train.lrr: unknown key (did you mean 'lr'?)"),
     (sweep(base={"prune": {"fraction": 1.5}}), "prune.fraction"),
     (sweep(base={"train": {"duration": "ten epochs"}}), "train.duration"),
     (sweep(grid={"seed": []}), "grid.seed"),
@@ -66,15 +66,16 @@ def test_bad_sweeps_name_the_field(raw, needle):
 
 
 @pytest.mark.parametrize("base, needle", [
-    ({"model": {"name": "resnet99"}}, "model.name: unknown model 'resnet99'"),
-    ({"method": "lottery"}, "method: unknown method 'lottery'"),
+    ({"model": {"name": "resnet_18"}}, "model.name: unknown model 'resnet_18' (did you mean 'resnet18'?)"),
+    ({"method": "lottery"}, "method: unknown method 'lottery'; known methods are"),  # nothing close
     ({"data": {"name": "mnist"}}, "data.name: unknown data set 'mnist'"),
     ({"prune": {"strategy": "smallest"}}, "prune.strategy: unknown strategy 'smallest'"),
 ])
 def test_unknown_names_fail_before_any_work(base, needle, tmp_path):
     s = parse_sweep({"base": {"levels": 1, **base}})
-    with pytest.raises(SpecError, match=needle.replace(".", r"\.")):
+    with pytest.raises(SpecError) as err:
         check_trials(s, tmp_path)
+    assert needle in str(err.value)
 
 
 def test_missing_cifar_offline_names_the_path(tmp_path, monkeypatch):

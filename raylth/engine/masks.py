@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from raylth.engine.models import prunable_weight_names
-from raylth.errors import SpecError
+from raylth.errors import SpecError, did_you_mean
 
 Mask = dict[str, torch.Tensor]
 PRUNING_STRATEGIES: dict[str, Callable[..., Mask]] = {}
@@ -28,7 +28,7 @@ def register_strategy(name: str):
 
 def check_strategy_name(name: str) -> None:
     if name not in PRUNING_STRATEGIES:
-        raise SpecError(f"prune.strategy: unknown strategy {name!r}; known strategies are "
+        raise SpecError(f"prune.strategy: unknown strategy {name!r}{did_you_mean(name, PRUNING_STRATEGIES)}; known strategies are "
                         f"{', '.join(sorted(PRUNING_STRATEGIES))}")
 
 

@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any, ClassVar, Literal
 
-from raylth.errors import SpecError
+from raylth.errors import SpecError, did_you_mean
 from raylth.specs.step import Step
 
 
@@ -64,7 +64,7 @@ class Spec:
         names = {f.name: f for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - set(names))
         if unknown:
-            raise SpecError(f"{_join(where, unknown[0])}: unknown key; known keys "
+            raise SpecError(f"{_join(where, unknown[0])}: unknown key{did_you_mean(unknown[0], names)}; known keys "
                             f"{'here ' if where else ''}are {', '.join(sorted(names))}")
         kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
         return cls(**kwargs)

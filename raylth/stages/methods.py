@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from raylth.errors import SpecError
+from raylth.errors import SpecError, did_you_mean
 from raylth.specs import BranchSpec, ImpLevelSpec, Spec, TrainStageSpec, TrialSpec
 from raylth.stages.branch import run_branch
 from raylth.stages.context import StageContext
@@ -66,7 +66,7 @@ def register_method(method: Method) -> Method:
 
 def check_method_name(name: str) -> None:
     if name not in METHODS:
-        raise SpecError(f"method: unknown method {name!r}; known methods are {', '.join(sorted(METHODS))}")
+        raise SpecError(f"method: unknown method {name!r}{did_you_mean(name, METHODS)}; known methods are {', '.join(sorted(METHODS))}")
 
 
 def trunk_level(trial: TrialSpec, level: int = 1) -> ImpLevelSpec:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from raylth.errors import RaylthError, SpecError
+from raylth.errors import RaylthError, SpecError, did_you_mean
 from raylth.specs import TrialSpec
 
 SWEEP_KEYS = ("kind", "name", "storage", "data_root", "workers", "resources", "max_concurrent", "max_failures",
@@ -84,7 +84,8 @@ def checked_name(raw, keys: tuple[str, ...], what: str, default_name: str, where
         raise SpecError(f"{where}: a {what} is a mapping with keys {', '.join(keys)}")
     unknown = sorted(set(raw) - set(keys))
     if unknown:
-        raise SpecError(f"{where}: unknown key {unknown[0]!r}; {what} keys are {', '.join(keys)}")
+        raise SpecError(f"{where}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], keys)}; "
+                        f"{what} keys are {', '.join(keys)}")
     name = str(raw.get("name") or default_name)
     if not NAME.match(name):
         raise SpecError(f"{where}: name {name!r} may hold only letters, digits, '_', '-' and '.'")
@@ -123,7 +124,8 @@ def checked_block(raw, where: str, block: str, keys, example: str) -> dict:
         raise SpecError(f"{where}: {block} must be a mapping like {example}")
     unknown = sorted(set(raw) - set(keys))
     if unknown:
-        raise SpecError(f"{where}: {block}.{unknown[0]}: unknown key; {block} keys are {', '.join(keys)}")
+        raise SpecError(f"{where}: {block}.{unknown[0]}: unknown key{did_you_mean(unknown[0], keys)}; "
+                        f"{block} keys are {', '.join(keys)}")
     return raw
 
 

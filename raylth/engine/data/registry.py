@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from raylth.errors import SpecError
+from raylth.errors import SpecError, did_you_mean
 from raylth.specs.groups import DataSpec
 
 from .dataset import Dataset
@@ -22,7 +22,7 @@ def register_dataset(name: str):
 
 def check_dataset_name(name: str, field: str = "data.name") -> None:
     if name not in DATASETS:
-        raise SpecError(f"{field}: unknown data set {name!r}; known data sets are "
+        raise SpecError(f"{field}: unknown data set {name!r}{did_you_mean(name, DATASETS)}; known data sets are "
                         f"{', '.join(sorted(DATASETS))}")
 
 

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from raylth.errors import SpecError
+from raylth.errors import SpecError, did_you_mean
 
 # name -> builder(input_shape, num_classes, width=<the family's default>) -> nn.Module
 MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -25,7 +25,7 @@ def register_model(name: str):
 
 def check_model_name(name: str) -> None:
     if name not in MODELS:
-        raise SpecError(f"model.name: unknown model {name!r}; known models are {', '.join(sorted(MODELS))}")
+        raise SpecError(f"model.name: unknown model {name!r}{did_you_mean(name, MODELS)}; known models are {', '.join(sorted(MODELS))}")
 
 
 def build_model(spec, input_shape: tuple[int, int, int], num_classes: int, seed: int) -> nn.Module:
