@@ -139,12 +139,19 @@ def two_node_cluster(tmp_path):
     try:
         yield f"http://127.0.0.1:{dashboard}"
     finally:
-        for proc in psutil.process_iter(["cmdline"]):
-            if any(temp_dir in part or f"127.0.0.1:{port}" in part for part in proc.info["cmdline"] or []):
-                try:
-                    proc.kill()
-                except psutil.Error:
-                    pass
+        # the cluster's processes and their children (agents rename themselves, e.g. ray::DashboardAgent)
+        ours = {proc for proc in psutil.process_iter(["cmdline"])
+                if any(temp_dir in part or f"127.0.0.1:{port}" in part for part in proc.info["cmdline"] or [])}
+        for proc in list(ours):
+            try:
+                ours.update(proc.children(recursive=True))
+            except psutil.Error:
+                pass
+        for proc in ours:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
 
 
 def test_sweep_submitted_to_a_two_node_cluster_spreads_over_both(two_node_cluster, tmp_path):

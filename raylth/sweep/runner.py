@@ -186,15 +186,18 @@ def _working_directory(path: Path):
 
 def _fit(sweep: Sweep, pending: list[Job], trainable, store: Store, stamp: str, outcome: SweepOutcome) -> None:
     from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
 
     from raylth.sweep.schedule import DependencyOrder
 
     order = DependencyOrder(pending)
+    # Tune queues as many trials as the limiter allows (one for a bare searcher): every
+    # job that is ready waits as a trial, so idle nodes take it and autoscaling sees it.
+    limited = ConcurrencyLimiter(order, max_concurrent=sweep.max_concurrent or len(pending))
     tuner = tune.Tuner(
         trainable,
         # reuse_actors: small jobs (children, controls) skip a fresh worker's torch import
-        tune_config=tune.TuneConfig(search_alg=order, num_samples=len(pending),
-                                    max_concurrent_trials=sweep.max_concurrent, reuse_actors=True,
+        tune_config=tune.TuneConfig(search_alg=limited, num_samples=len(pending), reuse_actors=True,
                                     trial_name_creator=lambda t: _short(t.config["trial"]),
                                     trial_dirname_creator=lambda t: f"{t.trial_id}"),
         run_config=tune.RunConfig(name=f"{sweep.name}-{stamp}", **tune_storage(store),
