@@ -30,7 +30,9 @@ def plot_error_vs_alpha(store: Store, rows, path: Path, title: str) -> None:
     plt = pyplot()
     cols = min(4, len(panels))
     nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.9 * nrows), squeeze=False, sharey=True)
+    # at least 6 inches wide: one panel must still fit the title
+    fig, axes = plt.subplots(nrows, cols, figsize=(max(6.0, 3.6 * cols), 2.9 * nrows + 0.4), squeeze=False,
+                             sharey=True)
     for ax, (level, sparsity) in zip(axes.flat, panels):
         for (method, rewind, lvl, _), pairs in sorted(curves.items()):
             if lvl != level:
@@ -52,7 +54,7 @@ def plot_error_vs_alpha(store: Store, rows, path: Path, title: str) -> None:
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
