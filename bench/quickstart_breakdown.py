@@ -97,7 +97,7 @@ def main():
              "start-up, Tune set-up, worker launch, data loading). ray_init_s / ray_init_shutdown_s: "
              "ray.init(num_cpus=2) (+ ray.shutdown()) alone in this process, median after a warm-up. "
              "between_stages_s: time inside the run with no stage training (trial and stage "
-             "hand-overs, checkpoint loading, pruning, the Tune phase change before random_prune).",
+             "hand-overs, checkpoint loading, pruning, jobs waiting for the jobs they read from).",
              "The quickstart is timed cold (no warm-up run): each repeat uses a fresh store."]
     common.publish("quickstart_breakdown", args,
                    f"{common.device_name(args.device)}, {runs[0]['artifacts']} artifacts", figures,
