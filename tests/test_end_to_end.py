@@ -159,12 +159,13 @@ def test_instability_sweep_through_tune_and_its_report(tmp_path):
     sweep["base"]["levels"] = 3
     sweep["base"]["train"]["duration"] = "3ep"
     sweep["base"]["lmc"]["levels"] = [3]
+    sweep["base"]["sharpness"] = {"levels": [3], "probes": 10, "iterations": 5, "batches": 2}
     sweep["grid"] = {"seed": [0], "rewind": ["0it", "100it"], "method": ["imp"]}
     path = tmp_path / "instability.yaml"
     path.write_text(yaml.safe_dump(sweep))
     done = cli("run", path, "--storage", tmp_path / "s")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "8 jobs finished" in done.stdout  # 2 trunks, 4 children, 2 analyses
+    assert "10 jobs finished" in done.stdout  # 2 trunks, 4 children, 2 analyses, 2 sharpness
     frame = raylth.results(tmp_path / "s")
     lmc = frame[frame.stage == "lmc"]
     assert sorted(lmc.rewind) == ["0it", "100it"] and (lmc.level == 3).all()
@@ -177,3 +178,7 @@ def test_instability_sweep_through_tune_and_its_report(tmp_path):
             f"error_vs_alpha_{name}_imp_k0it.png", f"error_vs_alpha_{name}_imp_k100it.png"} <= written
     assert sum(n.startswith("landscape_") for n in written) == 2
     assert "| instability_quickstart | imp | 100it | 3 |" in (tmp_path / "report" / "instability.md").read_text()
+    assert f"pruned_curvature_{name}.png" in written
+    sharpness = (tmp_path / "report" / "sharpness.md").read_text()
+    assert sharpness.count("| instability_quickstart | imp | 0 | train_") == 2  # the dense net at k = 0it, 100it
+    assert ":init | 3 | 48.8% |" in sharpness and ":step_100it | 3 | 48.8% |" in sharpness

@@ -125,6 +125,26 @@ def test_sharpness_splits_the_hessian_diagonal_by_masks(ctx, ticket):
         run_stage(SharpnessSpec(network=dense.id, masks=(dense.id,)), ctx)
 
 
+def test_a_random_mask_prunes_its_share_of_curvature(ctx, ticket):
+    """Random pruning takes weights regardless of curvature: in each layer the share
+    of |diag| it prunes is close to the share of weights it prunes there (a wrong
+    split would not be)."""
+    from raylth.specs import BranchSpec
+
+    dense = ImpLevelSpec(data=DataSpec("digits"), model=ModelSpec("lenet"), train=TRAIN).trunk_root()
+    control = run_stage(BranchSpec(trunk=ImpLevelSpec.from_dict(ticket.spec), method="random_prune"), ctx)
+    result = run_stage(SharpnessSpec(network=f"{dense.id}:init", masks=(control.id,), probes=16, iterations=5,
+                                     batches=2, batch_size=64), ctx)
+    split = result.metrics["masks"][control.id]
+    for name, layer in split["layers"].items():
+        share = layer["pruned_count"] / (layer["pruned_count"] + layer["kept_count"])
+        assert layer["pruned_mass"] / layer["total_mass"] == pytest.approx(share, abs=0.05), name
+    total = split["total"]
+    expected = sum(layer["pruned_count"] / (layer["pruned_count"] + layer["kept_count"]) * layer["total_mass"]
+                   for layer in split["layers"].values()) / total["total_mass"]
+    assert total["pruned_mass"] / total["total_mass"] == pytest.approx(expected, abs=0.03)
+
+
 def test_landscape_through_two_children_and_their_parent(ctx, ticket):
     lmc = run_stage(LmcSpec(parent=ticket.id, noise="both", alphas=3, train_eval=100), ctx)
     a, b = lmc.metrics["children"]

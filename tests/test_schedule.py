@@ -42,6 +42,22 @@ def test_tickets_wait_for_the_distilled_trunk_of_their_seed_and_the_shared_disti
                                                                  "seed=1,method=distilled_imp,prepare"}
 
 
+def test_sharpness_splits_the_trials_dense_network_by_each_selected_levels_mask():
+    sweep = load_sweep(SWEEPS / "distilled_pruning_quickstart.yaml")
+    jobs = {job.label: job for job in sweep_jobs(sweep.trials)}
+    dense = jobs["seed=0,method=dense"].specs[0]
+    for method in ("imp", "random_prune", "distilled_imp"):
+        labels = [label for label in jobs if label.startswith(f"seed=0,method={method},") and "sharpness" in label]
+        assert labels == [f"seed=0,method={method},level={level},sharpness" for level in (2, 4, 6, 8)]
+        spec = jobs[labels[1]].specs[0]
+        assert spec.network == f"{dense.id}:init" and len(spec.masks) == 1
+        # the mask is this trial's level-4 network, and the job waits for the job that makes it
+        maker = next(job for job in jobs.values() if spec.masks[0] in job.ids and "sharpness" not in job.label)
+        assert maker.label in jobs[labels[1]].needs
+    # the dense trial's own: the curvature alone, no mask
+    assert jobs["seed=0,method=dense,level=0,sharpness"].specs[0].masks == ()
+
+
 def test_every_shipped_sweep_has_an_order():
     for path in SWEEPS.glob("*.yaml"):
         sweep = load_sweep(path)

@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import raylth
+
 from raylth.errors import RaylthError, SpecError
 from raylth.sweep.config import load_sweep, parse_sweep
 from raylth.sweep.plan import check_trials
@@ -138,6 +140,19 @@ def test_distillation_inputs_that_need_the_data_fail_before_the_sweep(tmp_path):
     with pytest.raises(RaylthError, match="nope.pt"):
         check_trials(missing, tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_sharpness_without_a_trial_that_trains_the_dense_network_fails_before_storing(tmp_path):
+    raw = {"name": "s", "base": {"levels": 2, "data": {"name": "digits"}, "model": {"name": "lenet"},
+                                 "sharpness": {"levels": [2]}},
+           "grid": {"method": ["random_prune"]}}
+    with pytest.raises(SpecError) as err:
+        raylth.run(raw, storage=tmp_path / "store")
+    message = str(err.value)
+    assert "sharpness: it splits the trial's dense network train_" in message and "add method imp" in message
+    assert "\n" not in message and not (tmp_path / "store").exists()
+    with pytest.raises(SpecError, match="sharpness.probes: 0 must be >= 1"):
+        parse_sweep({"base": {"sharpness": {"probes": 0}}})
 
 
 def test_storage_and_data_root_precedence(tmp_path, monkeypatch):

@@ -121,23 +121,64 @@ def instability_table(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sharpness_table(store: Store, rows) -> str:
-    lines = ["| network | checkpoint | top eigenvalue | Hessian-diagonal trace | mask | sparsity | share of |diag| on pruned weights |",
-             "|---|---|---:|---:|---|---:|---:|"]
+def sharpness_masks(store: Store, rows):
+    """One row per (sharpness artifact, mask): the network's curvature and the
+    share of its |Hessian diagonal| on the weights the mask prunes."""
+    import pandas as pd
+
+    out = []
     for row in rows.itertuples():
         artifact = store.get(row.id)
         if artifact is None:
             continue
         m = artifact.metrics
-        masks = m.get("masks") or {"-": None}
-        for ref, mass in masks.items():
+        for ref, mass in (m.get("masks") or {"-": None}).items():
             total = mass["total"] if mass else None
-            share = f"{100 * total['pruned_mass'] / total['total_mass']:.1f}%" if total else "-"
-            count = (total["kept_count"] + total["pruned_count"]) if total else 0
-            sparsity = f"{100 * total['pruned_count'] / count:.1f}%" if total else "-"
-            lines.append(f"| {m['network']} | {m['checkpoint']} | {m['top_eigenvalue']:.4g} | "
-                         f"{m['trace_estimate']:.4g} | {ref} | {sparsity} | {share} |")
+            count = total["kept_count"] + total["pruned_count"] if total else 0
+            mask = store.get(ref) if total else None
+            out.append({"sweep": row.sweep, "dataset": row.dataset, "model": row.model, "method": row.method,
+                        "seed": row.seed, "network": f"{m['network']}:{m['checkpoint']}", "mask": ref,
+                        "level": mask.metrics.get("level") if mask else None,
+                        "sparsity": total["pruned_count"] / count if total else None,
+                        "pruned_share": total["pruned_mass"] / total["total_mass"] if total else None,
+                        "top_eigenvalue": m["top_eigenvalue"], "trace": m["trace_estimate"]})
+    return pd.DataFrame(out)
+
+
+def sharpness_table(masks) -> str:
+    lines = ["| sweep | method | seed | network | mask level | mask sparsity | share of \\|diag\\| on pruned weights "
+             "| top eigenvalue | Hessian-diagonal trace |", "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+    pct = lambda v: "-" if v is None or v != v else f"{100 * v:.1f}%"  # noqa: E731  (None/NaN: no mask)
+    for r in masks.sort_values(["sweep", "method", "seed", "sparsity"], na_position="first").itertuples():
+        level = "-" if r.level is None or r.level != r.level else int(r.level)
+        lines.append(f"| {r.sweep or '-'} | {r.method} | {r.seed} | {r.network} | {level} | {pct(r.sparsity)} | "
+                     f"{pct(r.pruned_share)} | {r.top_eigenvalue:.4g} | {r.trace:.4g} |")
     return "\n".join(lines) + "\n"
+
+
+def plot_pruned_curvature(masks, path: Path, title: str) -> None:
+    """Share of the dense network's |Hessian diagonal| on the weights each
+    method prunes, against the share of weights pruned (the diagonal: pruned
+    weights as curved as the average)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    top = float(masks.sparsity.max())
+    ax.plot([0, 100 * top], [0, 100 * top], color="grey", linestyle="--", linewidth=1,
+            label="uniform: share of weights pruned")
+    for method, group in masks.groupby("method"):
+        stats = group.groupby("level").agg(sparsity=("sparsity", "mean"), mean=("pruned_share", "mean"),
+                                           std=("pruned_share", "std")).fillna(0.0)
+        line, = ax.plot(100 * stats.sparsity, 100 * stats["mean"], marker="o", markersize=3, label=method)
+        ax.fill_between(100 * stats.sparsity, 100 * (stats["mean"] - stats["std"]),
+                        100 * (stats["mean"] + stats["std"]), color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("weights pruned (%)")
+    ax.set_ylabel("share of |Hessian diagonal| on pruned weights (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def copy_landscapes(store: Store, rows, out: Path) -> list[Path]:

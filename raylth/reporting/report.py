@@ -9,7 +9,7 @@ from raylth.reporting.axes import pyplot, weights_remaining_axis
 from raylth.reporting.distill import write_distill_report
 from raylth.reporting.instability import (copy_landscapes, instability_table, plot_error_vs_alpha,
                                        plot_instability_vs_rewind, plot_instability_vs_sparsity,
-                                       sharpness_table)
+                                       plot_pruned_curvature, sharpness_masks, sharpness_table)
 from raylth.reporting.results import COLUMNS, NETWORK_STAGES, results_frame
 from raylth.store import Store
 
@@ -107,8 +107,14 @@ def _instability_report(store: Store, frame, out: Path) -> dict[str, Path]:
                 written[f"plot:{path.stem}"] = path
     sharp = frame[frame.stage == "sharpness"]
     if not sharp.empty:
-        (out / "sharpness.md").write_text("# Sharpness\n\n" + sharpness_table(store, sharp))
+        masks = sharpness_masks(store, sharp)
+        (out / "sharpness.md").write_text("# Sharpness\n\n" + sharpness_table(masks))
         written["sharpness"] = out / "sharpness.md"
+        for keys, rows in masks[masks.sparsity.notna()].groupby(["sweep", "dataset", "model"], dropna=False):
+            path = out / f"pruned_curvature_{_name(keys)}.png"
+            plot_pruned_curvature(rows, path, f"{keys[0] or 'unswept'}: {keys[2]} on {keys[1]}, "
+                                              "curvature on pruned weights")
+            written[f"plot:{path.stem}"] = path
     for path in copy_landscapes(store, frame[frame.stage == "landscape"], out):
         written[f"plot:{path.stem}"] = path
     return written

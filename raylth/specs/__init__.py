@@ -1,6 +1,6 @@
 """Layer 1: frozen dataclasses for every hyperparameter group, with stable ids."""
 
-from raylth.specs.analysis import ChildSpec, LandscapeSpec, LmcOptions, LmcSpec, SharpnessSpec
+from raylth.specs.analysis import ChildSpec, LandscapeSpec, LmcOptions, LmcSpec, SharpnessOptions, SharpnessSpec
 from raylth.specs.base import Spec
 from raylth.specs.distill import (DistillEvalSpec, DistillSpec, ExpertOptions, ExpertsSpec, MaskImpSpec,
                                   TicketSpec)
@@ -16,6 +16,6 @@ STAGE_SPECS = {cls.kind: cls for cls in (TrainStageSpec, ImpLevelSpec, BranchSpe
 __all__ = [
     "Spec", "Step", "DataSpec", "ModelSpec", "TrainSpec", "PruneSpec", "Seeds",
     "TrainStageSpec", "ImpLevelSpec", "BranchSpec", "TrialSpec", "STAGE_SPECS",
-    "ChildSpec", "LmcSpec", "LmcOptions", "SharpnessSpec", "LandscapeSpec",
+    "ChildSpec", "LmcSpec", "LmcOptions", "SharpnessOptions", "SharpnessSpec", "LandscapeSpec",
     "DistillSpec", "ExpertOptions", "ExpertsSpec", "DistillEvalSpec", "TicketSpec", "MaskImpSpec",
 ]

@@ -104,6 +104,12 @@ class LmcSpec(Spec):
                    threshold=options.threshold)
 
 
+def _check_sharpness_counts(spec) -> None:
+    for name in ("probes", "iterations", "batches", "batch_size"):
+        if getattr(spec, name) < 1:
+            raise SpecError(f"sharpness.{name}: {getattr(spec, name)} must be >= 1")
+
+
 @dataclass(frozen=True)
 class SharpnessSpec(Spec):
     kind = "sharpness"
@@ -120,9 +126,31 @@ class SharpnessSpec(Spec):
         check_network(self.network, "network")
         for i, ref in enumerate(self.masks):
             check_network(ref, f"masks[{i}]")
-        for name in ("probes", "iterations", "batches", "batch_size"):
-            if getattr(self, name) < 1:
-                raise SpecError(f"sharpness.{name}: {getattr(self, name)} must be >= 1")
+        _check_sharpness_counts(self)
+
+
+@dataclass(frozen=True)
+class SharpnessOptions(Spec):
+    """Sharpness in a sweep (a trial's ``sharpness:``): the Hessian of the trial's
+    dense network (at the rewind point k, or trained), its diagonal's mass split
+    by the mask of each of the trial's pruned networks. Trials of different
+    methods (imp, distilled_imp, random_prune) with the same seeds split the
+    same network: the paper's comparison."""
+    kind = "sharpness_options"
+    checkpoint: str = choice("rewind", ["rewind", "final"])
+    levels: tuple[int, ...] = ()  # which levels' masks (empty: all)
+    probes: int = 100
+    iterations: int = 20
+    batches: int = 4
+    batch_size: int = 128
+    seed: int = 0
+
+    def validate(self):
+        _check_sharpness_counts(self)
+
+    def of(self, network: str, masks: tuple[str, ...]) -> SharpnessSpec:
+        return SharpnessSpec(network=network, masks=masks, probes=self.probes, iterations=self.iterations,
+                             batches=self.batches, batch_size=self.batch_size, seed=self.seed)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from raylth.errors import SpecError
-from raylth.specs.analysis import LmcOptions
+from raylth.specs.analysis import LmcOptions, SharpnessOptions
 from raylth.specs.base import Spec
 from raylth.specs.distill import DistillEvalSpec, DistillSpec, check_distilled_trial
 from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
@@ -24,6 +24,7 @@ class TrialSpec(Spec):
     seeds: Seeds = field(default_factory=Seeds)
     branch_seed: int = 0          # random_prune / reinit draws
     lmc: LmcOptions | None = None  # instability analysis of this trial's networks
+    sharpness: SharpnessOptions | None = None  # Hessian of the dense network split by this trial's masks
     distill: DistillSpec | None = None  # distill / distilled_imp / mask_then_imp: the distillation of `data`
     inner: TrainSpec | None = None      # distilled_imp / mask_then_imp: each level's training on the distilled set
     distill_eval: DistillEvalSpec | None = None  # distill: the evaluation protocol (default DistillEvalSpec())

@@ -6,7 +6,9 @@ job per artifact for a ``parallel`` method, after a ``prepare`` job when the
 method has one (stored first, not results rows: e.g. distilled_imp's
 distillation and distilled trunk, then one job per level's ticket). With
 ``lmc:`` options it also gives, for each selected network of the trial, one
-job per child (so children train in parallel) and then one analysis job.
+job per child (so children train in parallel) and then one analysis job; with
+``sharpness:`` options, one job per selected level splitting the Hessian of
+the trial's dense network by that level's mask.
 
 A job needs another when one of its stages reads an artifact the other
 produces (a branch reads its trunk level, a child its parent, an analysis its
@@ -81,6 +83,8 @@ def trial_jobs(trial: Trial) -> list[Job]:
         jobs += [Job(f"{trial.label},level={level_of(n)}", (n,)) for n in networks]
     else:
         jobs.append(Job(trial.label, tuple(networks)))
+    if spec.sharpness is not None:
+        jobs += _sharpness_jobs(trial, networks)
     options = spec.lmc
     if options is None:
         return jobs
@@ -98,6 +102,25 @@ def trial_jobs(trial: Trial) -> list[Job]:
             analyses.append(LandscapeSpec(networks=(f"{lmc.child(0).id}:final", f"{lmc.child(1).id}:final",
                                                     f"{network.id}:{checkpoint_name(spawn)}")))
         jobs.append(Job(f"{where},lmc", tuple(analyses)))
+    return jobs
+
+
+PRUNABLE_KINDS = ("train", "imp", "branch", "ticket", "maskimp")  # networks with a mask (or dense)
+
+
+def _sharpness_jobs(trial: Trial, networks: list[Spec]) -> list[Job]:
+    spec, options = trial.spec, trial.spec.sharpness
+    dense = METHODS["dense"].artifacts(spec)[0]
+    checkpoint = checkpoint_name(spec.prune.rewind) if options.checkpoint == "rewind" else "final"
+    jobs = []
+    for network in networks:
+        level = level_of(network)
+        if network.kind not in PRUNABLE_KINDS or (spec.method != "dense" and level == 0):
+            continue
+        if options.levels and level not in options.levels and spec.method != "dense":
+            continue
+        masks = () if network.kind == "train" else (network.id,)
+        jobs.append(Job(f"{trial.label},level={level},sharpness", (options.of(f"{dense.id}:{checkpoint}", masks),)))
     return jobs
 
 

@@ -61,6 +61,20 @@ def check_distillations(sweep: Sweep, data_root: Path) -> None:
             raise type(err)(f"{sweep.name} [{label}]: {err}") from None
 
 
+def check_sharpness_networks(sweep: Sweep, store: Store) -> None:
+    """A sharpness job reads its trial's dense network, which the stage cannot
+    train: a trial of the sweep must make it, or the store hold it."""
+    jobs = sweep_jobs(sweep.trials)
+    made = {i for job in jobs for i in job.ids}
+    for job in jobs:
+        for spec in job.specs:
+            network = spec.network.split(":")[0] if spec.kind == "sharpness" else None
+            if network and network not in made and not store.has(network):
+                raise SpecError(f"{sweep.name} [{job.label}]: sharpness: it splits the trial's dense network "
+                                f"{network}, which no trial of this sweep trains and the store does not hold; "
+                                "add method imp (or dense) with the same seeds to the grid")
+
+
 def check_steps(spec: TrialSpec, n_train: int, where: str) -> None:
     """Steps written in other units than the duration are checked once the
     data set's size (hence iterations per epoch) is known."""
