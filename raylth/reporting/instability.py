@@ -157,22 +157,21 @@ def sharpness_table(masks) -> str:
 
 
 def plot_pruned_curvature(masks, path: Path, title: str) -> None:
-    """Share of the dense network's |Hessian diagonal| on the weights each
-    method prunes, against the share of weights pruned (the diagonal: pruned
-    weights as curved as the average)."""
+    """How curved the weights each method prunes are, relative to the average
+    weight: (share of |Hessian diagonal| on pruned weights) / (share of weights
+    pruned), against sparsity. 1: as curved as the average; above: sharper."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    top = float(masks.sparsity.max())
-    ax.plot([0, 100 * top], [0, 100 * top], color="grey", linestyle="--", linewidth=1,
-            label="uniform: share of weights pruned")
+    ax.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="as curved as the average weight")
+    masks = masks.assign(relative=masks.pruned_share / masks.sparsity)
     for method, group in masks.groupby("method"):
-        stats = group.groupby("level").agg(sparsity=("sparsity", "mean"), mean=("pruned_share", "mean"),
-                                           std=("pruned_share", "std")).fillna(0.0)
-        line, = ax.plot(100 * stats.sparsity, 100 * stats["mean"], marker="o", markersize=3, label=method)
-        ax.fill_between(100 * stats.sparsity, 100 * (stats["mean"] - stats["std"]),
-                        100 * (stats["mean"] + stats["std"]), color=line.get_color(), alpha=0.2)
+        stats = group.groupby("level").agg(sparsity=("sparsity", "mean"), mean=("relative", "mean"),
+                                           std=("relative", "std")).fillna(0.0)
+        line, = ax.plot(100 * stats.sparsity, stats["mean"], marker="o", markersize=3, label=method)
+        ax.fill_between(100 * stats.sparsity, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                        color=line.get_color(), alpha=0.2)
     ax.set_xlabel("weights pruned (%)")
-    ax.set_ylabel("share of |Hessian diagonal| on pruned weights (%)")
+    ax.set_ylabel("mean |Hessian diagonal| of pruned weights\n/ mean over all weights")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
