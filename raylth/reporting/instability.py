@@ -126,7 +126,7 @@ def sharpness_masks(store: Store, rows):
     share of its |Hessian diagonal| on the weights the mask prunes."""
     import pandas as pd
 
-    out = []
+    nan, out = float("nan"), []
     for row in rows.itertuples():
         artifact = store.get(row.id)
         if artifact is None:
@@ -138,21 +138,25 @@ def sharpness_masks(store: Store, rows):
             mask = store.get(ref) if total else None
             out.append({"sweep": row.sweep, "dataset": row.dataset, "model": row.model, "method": row.method,
                         "seed": row.seed, "network": f"{m['network']}:{m['checkpoint']}", "mask": ref,
-                        "level": mask.metrics.get("level") if mask else None,
-                        "sparsity": total["pruned_count"] / count if total else None,
-                        "pruned_share": total["pruned_mass"] / total["total_mass"] if total else None,
+                        "level": mask.metrics.get("level", nan) if mask else nan,
+                        "sparsity": total["pruned_count"] / count if total else nan,
+                        "pruned_share": total["pruned_mass"] / total["total_mass"] if total else nan,
                         "top_eigenvalue": m["top_eigenvalue"], "trace": m["trace_estimate"]})
     return pd.DataFrame(out)
 
 
 def sharpness_table(masks) -> str:
-    lines = ["| sweep | method | seed | network | mask level | mask sparsity | share of \\|diag\\| on pruned weights "
-             "| top eigenvalue | Hessian-diagonal trace |", "|---|---|---:|---|---:|---:|---:|---:|---:|"]
-    pct = lambda v: "-" if v is None or v != v else f"{100 * v:.1f}%"  # noqa: E731  (None/NaN: no mask)
+    def shown(value, form: str) -> str:  # NaN: a dense network's row has no mask
+        return "-" if value != value else form.format(value)
+
+    lines = ["| sweep | method | seed | network | mask level | mask sparsity | "
+             "share of \\|diag\\| on pruned weights | relative curvature of pruned weights | top eigenvalue | "
+             "Hessian-diagonal trace |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    masks = masks.assign(relative=masks.pruned_share / masks.sparsity)
     for r in masks.sort_values(["sweep", "method", "seed", "sparsity"], na_position="first").itertuples():
-        level = "-" if r.level is None or r.level != r.level else int(r.level)
-        lines.append(f"| {r.sweep or '-'} | {r.method} | {r.seed} | {r.network} | {level} | {pct(r.sparsity)} | "
-                     f"{pct(r.pruned_share)} | {r.top_eigenvalue:.4g} | {r.trace:.4g} |")
+        lines.append(f"| {r.sweep or '-'} | {r.method} | {r.seed} | {r.network} | {shown(r.level, '{:.0f}')} | "
+                     f"{shown(100 * r.sparsity, '{:.1f}%')} | {shown(100 * r.pruned_share, '{:.1f}%')} | "
+                     f"{shown(r.relative, '{:.3f}')} | {r.top_eigenvalue:.4g} | {r.trace:.4g} |")
     return "\n".join(lines) + "\n"
 
 

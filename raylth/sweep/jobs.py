@@ -120,7 +120,8 @@ def _sharpness_jobs(trial: Trial, networks: list[Spec]) -> list[Job]:
         if options.levels and level not in options.levels and spec.method != "dense":
             continue
         masks = () if network.kind == "train" else (network.id,)
-        jobs.append(Job(f"{trial.label},level={level},sharpness", (options.of(f"{dense.id}:{checkpoint}", masks),)))
+        sharpness = options.of(f"{dense.id}:{checkpoint}", masks)
+        jobs.append(Job(f"{trial.label},level={level},sharpness", (sharpness,)))
     return jobs
 
 

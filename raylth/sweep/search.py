@@ -274,7 +274,8 @@ def _space(raw, where, objective) -> list[Param]:
             raise SpecError(f"{at}: expected a mapping such as {{type: float, low: 0.1, high: 10, log: true}}")
         unknown = sorted(set(spec) - set(PARAM_KEYS))
         if unknown:
-            raise SpecError(f"{at}.{unknown[0]}: unknown key{did_you_mean(unknown[0], PARAM_KEYS)}; parameter keys are {', '.join(PARAM_KEYS)}")
+            raise SpecError(f"{at}.{unknown[0]}: unknown key{did_you_mean(unknown[0], PARAM_KEYS)}; "
+                            f"parameter keys are {', '.join(PARAM_KEYS)}")
         kind = spec.get("type")
         if kind not in ("float", "int", "categorical"):
             raise SpecError(f"{at}.type: {kind!r} is not float, int or categorical")
