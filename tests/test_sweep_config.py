@@ -58,6 +58,8 @@ def test_shipped_sweeps_parse_and_check():
     (sweep(resources={"gpus": 1}), "resources.gpus"),
     (sweep(resources={"gpu": -1}), "resources.gpu"),
     (sweep(max_failures=-1), "max_failures"),
+    (sweep(base={"levels": 2, "lmc": {"levels": [3]}}), "lmc.levels: 3 is not a level of this trial (0..2)"),
+    (sweep(base={"levels": 2, "sharpness": {"levels": [4]}}), "sharpness.levels: 4 is not a level"),
     (sweep(name="a b"), "name"),
 ])
 def test_bad_sweeps_name_the_field(raw, needle):

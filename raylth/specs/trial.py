@@ -33,4 +33,9 @@ class TrialSpec(Spec):
     def validate(self):
         if self.levels < 0:
             raise SpecError(f"levels: {self.levels} must be >= 0")
+        for block, options in (("lmc", self.lmc), ("sharpness", self.sharpness)):
+            outside = [level for level in (options.levels if options else ()) if not 0 <= level <= self.levels]
+            if outside:
+                raise SpecError(f"{block}.levels: {outside[0]} is not a level of this trial (0..{self.levels}); "
+                                "pick levels it trains, or raise levels")
         check_distilled_trial(self)
