@@ -91,8 +91,8 @@ def trial_jobs(trial: Trial) -> list[Job]:
     spawn = spec.prune.rewind
     for network in networks:
         level = level_of(network)
-        if options.levels and level not in options.levels and spec.method != "dense":
-            continue  # `levels` picks among a trunk's levels; a dense trial has just its one network
+        if not _selected(level, options.levels, spec.method):
+            continue
         lmc = LmcSpec.of(network.id, spawn, options)
         where = f"{trial.label},level={level}"
         jobs += [Job(f"{where},child={i}", (lmc.child(i),))
@@ -103,6 +103,11 @@ def trial_jobs(trial: Trial) -> list[Job]:
                                                     f"{network.id}:{checkpoint_name(spawn)}")))
         jobs.append(Job(f"{where},lmc", tuple(analyses)))
     return jobs
+
+
+def _selected(level: int, levels: tuple[int, ...], method: str) -> bool:
+    """`levels` picks among a trunk's levels; a dense trial has just its one network."""
+    return method == "dense" or not levels or level in levels
 
 
 PRUNABLE_KINDS = ("train", "imp", "branch", "ticket", "maskimp")  # networks with a mask (or dense)
@@ -117,7 +122,7 @@ def _sharpness_jobs(trial: Trial, networks: list[Spec]) -> list[Job]:
         level = level_of(network)
         if network.kind not in PRUNABLE_KINDS or (spec.method != "dense" and level == 0):
             continue
-        if options.levels and level not in options.levels and spec.method != "dense":
+        if not _selected(level, options.levels, spec.method):
             continue
         masks = () if network.kind == "train" else (network.id,)
         sharpness = options.of(f"{dense.id}:{checkpoint}", masks)
