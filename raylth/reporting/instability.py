@@ -122,8 +122,9 @@ def instability_table(rows) -> str:
 
 
 def sharpness_masks(store: Store, rows):
-    """One row per (sharpness artifact, mask): the network's curvature and the
-    share of its |Hessian diagonal| on the weights the mask prunes."""
+    """One row per (sharpness artifact, mask): the network's curvature, the
+    share of its |Hessian diagonal| on the weights the mask prunes, and that
+    share over the share of weights pruned (``relative``: 1 = average curvature)."""
     import pandas as pd
 
     nan, out = float("nan"), []
@@ -142,7 +143,9 @@ def sharpness_masks(store: Store, rows):
                         "sparsity": total["pruned_count"] / count if total else nan,
                         "pruned_share": total["pruned_mass"] / total["total_mass"] if total else nan,
                         "top_eigenvalue": m["top_eigenvalue"], "trace": m["trace_estimate"]})
-    return pd.DataFrame(out)
+    frame = pd.DataFrame(out, columns=["sweep", "dataset", "model", "method", "seed", "network", "mask", "level",
+                                       "sparsity", "pruned_share", "top_eigenvalue", "trace"])
+    return frame.assign(relative=frame.pruned_share / frame.sparsity)
 
 
 def sharpness_table(masks) -> str:
@@ -152,7 +155,6 @@ def sharpness_table(masks) -> str:
     lines = ["| sweep | method | seed | network | mask level | mask sparsity | "
              "share of \\|diag\\| on pruned weights | relative curvature of pruned weights | top eigenvalue | "
              "Hessian-diagonal trace |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    masks = masks.assign(relative=masks.pruned_share / masks.sparsity)
     for r in masks.sort_values(["sweep", "method", "seed", "sparsity"], na_position="first").itertuples():
         lines.append(f"| {r.sweep or '-'} | {r.method} | {r.seed} | {r.network} | {shown(r.level, '{:.0f}')} | "
                      f"{shown(100 * r.sparsity, '{:.1f}%')} | {shown(100 * r.pruned_share, '{:.1f}%')} | "
@@ -167,7 +169,6 @@ def plot_pruned_curvature(masks, path: Path, title: str) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="as curved as the average weight")
-    masks = masks.assign(relative=masks.pruned_share / masks.sparsity)
     for method, group in masks.groupby("method"):
         stats = group.groupby("level").agg(sparsity=("sparsity", "mean"), mean=("relative", "mean"),
                                            std=("relative", "std")).fillna(0.0)

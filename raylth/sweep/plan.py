@@ -17,6 +17,7 @@ from raylth.engine.models import check_model_name
 from raylth.errors import RaylthError, SpecError
 from raylth.specs import TrialSpec
 from raylth.stages import METHODS, check_method_name
+from raylth.stages.networks import split_ref
 from raylth.store import Store
 from raylth.sweep.config import Sweep, Trial
 from raylth.sweep.jobs import Job, sweep_jobs, trial_jobs
@@ -64,11 +65,11 @@ def check_distillations(sweep: Sweep, data_root: Path) -> None:
 def check_sharpness_networks(sweep: Sweep, store: Store) -> None:
     """A sharpness job reads its trial's dense network, which the stage cannot
     train: a trial of the sweep must make it, or the store hold it."""
-    jobs = sweep_jobs(sweep.trials)
+    jobs = [job for trial in sweep.trials for job in trial_jobs(trial)]
     made = {i for job in jobs for i in job.ids}
     for job in jobs:
         for spec in job.specs:
-            network = spec.network.split(":")[0] if spec.kind == "sharpness" else None
+            network = split_ref(spec.network)[0] if spec.kind == "sharpness" else None
             if network and network not in made and not store.has(network):
                 raise SpecError(f"{sweep.name} [{job.label}]: sharpness: it splits the trial's dense network "
                                 f"{network}, which no trial of this sweep trains and the store does not hold; "
