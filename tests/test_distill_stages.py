@@ -145,27 +145,65 @@ def test_import_of_an_mtt_release_evaluates_as_is(ctx, tmp_path):
     assert torch.allclose(run_stage(pixel_spec, ctx).load("distilled.pt")["images"], images, atol=1e-5)
 
 
-def test_import_of_a_zca_whitened_idc_release(ctx, tmp_path):
-    digits, x, images, labels = _subset()
-    zca = D.fit_zca(x, 0.1)
-    whitened = zca.apply(images)
-    path = tmp_path / "idc.pt"
-    torch.save([whitened, labels], path)  # IDC: [images, labels]
-    spec = DistillSpec(data=DIGITS, method="import", path=str(path), ipc=2, zca=True)
+@pytest.mark.parametrize("zca_space", ["pixels", "normalized"])
+def test_import_of_a_zca_whitened_release_in_two_files(ctx, tmp_path, zca_space):
+    """MTT's release: images_best.pt (whitened from raw [0, 1] pixels, fitted
+    on the whole training split) and labels_best.pt; ``normalized`` is the
+    space raylth whitened in before, still importable as such."""
+    digits, _, _, labels = _subset()
+    zca = D.fit_zca_space(digits, zca_space, 0.1)
+    raw = D.random_subset(digits.train_x, digits.train_y, 2, torch.Generator().manual_seed(3))[0]
+    whitened = zca.apply(D.space_input(digits, raw, zca_space))
+    torch.save(whitened, tmp_path / "images_best.pt")
+    torch.save(labels, tmp_path / "labels_best.pt")
+    spec = DistillSpec(data=DIGITS, method="import", path=str(tmp_path / "images_best.pt"),
+                       labels=str(tmp_path / "labels_best.pt"), ipc=2, zca=True, zca_space=zca_space)
     evaluation = run_stage(DistillEvalSpec(model=LENET, epochs=60, seeds=(1,)).of(spec), ctx)
     expected = D.evaluate_images(whitened, labels, digits, lenet, epochs=60, lr=0.01, batch_size=256, seeds=[1],
                                  zca=zca)
     assert evaluation.metrics["test_acc"] == pytest.approx(expected["mean"], abs=1e-9)
-    # as training data the real test split is whitened with the same ZCA
+    # as training data the real test split is whitened with the same ZCA, from the same space
     data = ctx.dataset(spec.dataset())
-    assert torch.allclose(data.test_x, zca.apply(digits.normalize(digits.test_x.float())), atol=1e-5)
+    assert torch.allclose(data.test_x, zca.apply(D.space_input(digits, digits.test_x, zca_space)), atol=1e-5)
     assert torch.equal(data.train_x, whitened)
+
+
+def test_import_of_an_idc_release_in_one_file(ctx, tmp_path):
+    digits, _, images, labels = _subset()
+    path = tmp_path / "idc.pt"
+    torch.save([images, labels], path)  # IDC: [images, labels]
+    spec = DistillSpec(data=DIGITS, method="import", path=str(path), ipc=2)
+    run_stage(spec, ctx)
+    assert torch.equal(ctx.dataset(spec.dataset()).train_x, images)
+
+
+def test_sets_stored_with_a_normalised_space_zca_load_as_they_were_made(ctx):
+    """A record written before ZCA spaces (no zca_input_scale) keeps whitening
+    normalised images; its spec (zca_space: normalized) keeps its old id."""
+    old = DistillSpec(data=DIGITS, method="dm", ipc=1, iterations=2, model=LENET, zca=True, zca_space="normalized")
+    assert "zca_space" not in old.canonical()
+    new = old.replace(zca_space="pixels")
+    assert '"zca_space":"pixels"' in new.canonical() and new.id != old.id
+    assert DistillSpec(data=DIGITS, zca=False, zca_space="pixels").id == DistillSpec(data=DIGITS).id
+    record = run_stage(old, ctx).load("distilled.pt")
+    assert "zca_input_scale" not in record
+    digits = load_dataset(DIGITS)
+    zca = D.fit_zca(digits.normalize(digits.train_x.float()), 0.1)
+    assert torch.allclose(ctx.dataset(old.dataset()).test_x, zca.apply(digits.normalize(digits.test_x.float())),
+                          atol=1e-4)
+    assert float(run_stage(new, ctx).load("distilled.pt")["zca_input_scale"]) == 16.0
 
 
 # -- bad inputs --------------------------------------------------------------------------------
 def _bad_file(tmp_path, name, images, labels):
     path = tmp_path / name
     torch.save({"images": images, "labels": labels}, path)
+    return str(path)
+
+
+def _tensor_file(tmp_path, name, tensor):
+    path = tmp_path / name
+    torch.save(tensor, path)
     return str(path)
 
 
@@ -179,6 +217,10 @@ BAD = {
     "label out of range": (lambda tmp: DistillSpec(data=DIGITS, method="import", ipc=1, path=_bad_file(
         tmp, "labels.pt", torch.zeros(10, 1, 8, 8), torch.arange(10) + 3)), DataError,
                            ["labels.pt", "outside 0..9"]),
+    "labels count differs": (lambda tmp: DistillSpec(
+        data=DIGITS, method="import", ipc=1, path=_tensor_file(tmp, "images_best.pt", torch.zeros(10, 1, 8, 8)),
+        labels=_tensor_file(tmp, "labels_best.pt", torch.arange(9))), DataError,
+        ["distill.labels", "labels_best.pt", "9 labels", "10 images"]),
     "mtt experts too short": (lambda tmp: DistillSpec(data=DIGITS, method="mtt", max_start_epoch=10,
                                                       experts=ExpertOptions(epochs=4)),
                               SpecError, ["distill.experts.epochs"]),

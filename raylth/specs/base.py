@@ -19,9 +19,23 @@ from raylth.errors import SpecError, did_you_mean
 from raylth.specs.step import Step
 
 
-def choice(default, options, doc: str = ""):
-    """A field restricted to ``options`` (checked when the spec is built)."""
-    return dataclasses.field(default=default, metadata={"choices": tuple(options), "doc": doc})
+def choice(default, options, doc: str = "", id_default=dataclasses.MISSING):
+    """A field restricted to ``options`` (checked when the spec is built).
+
+    ``id_default``: the value left out of the canonical string when it
+    differs from ``default``. Used where a new default changes what an
+    existing spec computes: the old behaviour keeps its old ids (they were
+    written without the field), and the new default is always written out,
+    so its ids are new and never mixed with results stored before."""
+    metadata = {"choices": tuple(options), "doc": doc}
+    if id_default is not dataclasses.MISSING:
+        metadata["id_default"] = id_default
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def id_default(f: dataclasses.Field):
+    """The value of field ``f`` that canonical strings leave out."""
+    return f.metadata["id_default"] if "id_default" in f.metadata else _default_of(f)
 
 
 class Spec:
@@ -71,16 +85,22 @@ class Spec:
 
     # -- rendering -----------------------------------------------------------
     def to_dict(self, omit_defaults: bool = False) -> dict:
+        """Every field, or (``omit_defaults``) those that differ from their
+        defaults: a dict that ``from_dict`` reads back to this spec."""
+        return self._render(omit_defaults, for_id=False)
+
+    def _render(self, omit_defaults: bool, for_id: bool) -> dict:
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if omit_defaults and _is_default(f, value):
+            if omit_defaults and _is_default(f, value, for_id):
                 continue
-            out[f.name] = _plain(value, omit_defaults)
+            out[f.name] = _plain(value, omit_defaults, for_id)
         return out
 
     def canonical(self) -> str:
-        return json.dumps(self.to_dict(omit_defaults=True), sort_keys=True, separators=(",", ":"))
+        """Fields that differ from their id defaults, sorted: what the id hashes."""
+        return json.dumps(self._render(True, for_id=True), sort_keys=True, separators=(",", ":"))
 
     def spec_hash(self) -> str:
         return hashlib.sha256(f"{self.kind}:{self.canonical()}".encode()).hexdigest()[:16]
@@ -113,18 +133,18 @@ def _default_of(f: dataclasses.Field):
     return dataclasses.MISSING
 
 
-def _is_default(f: dataclasses.Field, value) -> bool:
-    default = _default_of(f)
+def _is_default(f: dataclasses.Field, value, for_id: bool) -> bool:
+    default = id_default(f) if for_id else _default_of(f)
     return default is not dataclasses.MISSING and value == default
 
 
-def _plain(value, omit_defaults: bool):
+def _plain(value, omit_defaults: bool, for_id: bool = False):
     if isinstance(value, Spec):
-        return value.to_dict(omit_defaults)
+        return value._render(omit_defaults, for_id)
     if isinstance(value, Step):
         return str(value)
     if isinstance(value, (tuple, list)):
-        return [_plain(v, omit_defaults) for v in value]
+        return [_plain(v, omit_defaults, for_id) for v in value]
     return value
 
 

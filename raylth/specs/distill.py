@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass, field, fields
 
 from raylth.errors import SpecError
-from raylth.specs.base import Spec, choice
+from raylth.specs.base import Spec, choice, id_default
 from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
 from raylth.specs.stages import ImpLevelSpec
 from raylth.specs.step import Step
@@ -43,8 +43,10 @@ METHOD_FIELDS = {
     "gm": ("outer_loop", "inner_loop", "lr_net", "batch_real"),
     "mtt": ("syn_steps", "expert_epochs", "max_start_epoch", "lr_lr", "lr_init", "batch_syn",
             "low_memory", "experts"),
-    "import": ("path", "space"),
+    "import": ("path", "labels", "space"),
 }
+ZCA_SPACES = ("pixels", "normalized")         # engine.distill.zca.ZCA_SPACES (specs import no engine)
+ZCA_FIELDS = ("zca_space",)                  # reset without zca (zca_eps is kept: old ids)
 FACTOR_METHODS = ("gm", "import")            # IDC multi-formation
 SYNTHESIS_FIELDS = ("iterations", "lr_img", "init", "seed", "model")  # not for import
 DEFAULT_LR_IMG = {"dm": 1.0, "gm": 0.1, "mtt": 100.0}
@@ -57,6 +59,8 @@ def uses_field(method: str, name: str) -> bool:
         return method in FACTOR_METHODS
     if method == "import" and name in SYNTHESIS_FIELDS + ("dsa",):
         return False
+    if name in ZCA_FIELDS:
+        return True  # reset with zca: false by reset_unused_zca
     owners = [m for m, names in METHOD_FIELDS.items() if name in names]
     return not owners or method in owners
 
@@ -91,6 +95,9 @@ class DistillSpec(Spec):
     dsa: bool = True                 # differentiable siamese augmentation while distilling
     zca: bool = False                # distil (and evaluate) in ZCA-whitened space
     zca_eps: float = 0.1
+    # what ZCA whitens: raw [0, 1] pixels (MTT/KIP), or per-channel normalised
+    # images (raylth before; sets stored then keep their ids and load as made)
+    zca_space: str = choice("pixels", ZCA_SPACES, id_default="normalized")
     model: ModelSpec = field(default_factory=lambda: ModelSpec("conv3"))  # the distillation network
     batch_real: int = 256            # real images per class per matching step (dm, gm)
     # gradient matching (DC/DSA; IDC with factor > 1)
@@ -110,6 +117,7 @@ class DistillSpec(Spec):
     seed: int = 0
     # import: an external file (images, labels; as MTT/IDC release them)
     path: str | None = None
+    labels: str | None = None        # import: a separate labels file (MTT: images_best.pt + labels_best.pt)
     space: str = choice("normalized", ["normalized", "pixel"])  # the file's images: normalised or pixels
 
     def validate(self):
@@ -117,6 +125,7 @@ class DistillSpec(Spec):
         for f in fields(self):
             if not uses_field(self.method, f.name) and getattr(self, f.name) != _default(f):
                 object.__setattr__(self, f.name, _default(f))
+        reset_unused_zca(self)
         w = "distill"
         if self.ipc < 1:
             raise SpecError(f"{w}.ipc: {self.ipc} must be at least 1 (images per class)")
@@ -152,10 +161,11 @@ class DistillSpec(Spec):
                     f"{self.expert_epochs} need {needed} epochs of expert trajectory")
         if self.method == "import":
             if not self.path:
-                raise SpecError(f"{w}.path: method import needs path: FILE.pt (images and labels tensors)")
+                raise SpecError(f"{w}.path: method import needs path: FILE.pt (images and labels tensors, "
+                                "or images only with labels: LABELS.pt)")
             if self.space == "pixel" and self.zca:
-                raise SpecError(f"{w}.space: a ZCA-whitened file is normalised, not in pixel space; "
-                                "use space: normalized with zca: true")
+                raise SpecError(f"{w}.space: a ZCA-whitened file holds whitened images, not pixels; "
+                                "leave space out with zca: true")
 
     @property
     def lr_img_value(self) -> float:
@@ -171,7 +181,7 @@ class DistillSpec(Spec):
         return ExpertsSpec(data=self.data, model=self.model, n=e.n,
                            epochs=min(e.epochs, self.max_start_epoch + self.expert_epochs),
                            lr=e.lr, batch=e.batch, dsa=self.dsa, zca=self.zca, zca_eps=self.zca_eps,
-                           seed=e.seed)
+                           zca_space=self.zca_space, seed=e.seed)
 
     def dataset(self, augment: bool | None = None) -> DataSpec:
         """This set as training data (resolved by StageContext from the store)."""
@@ -181,11 +191,21 @@ class DistillSpec(Spec):
 
     def baseline_key(self) -> "DistillSpec":
         """What a random real subset of the same size depends on."""
-        return DistillSpec(data=self.data, ipc=self.ipc, zca=self.zca, zca_eps=self.zca_eps)
+        return DistillSpec(data=self.data, ipc=self.ipc, zca=self.zca, zca_eps=self.zca_eps,
+                           zca_space=self.zca_space)
 
 
 def _default(f):
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def reset_unused_zca(spec) -> None:
+    """Without ZCA its options mean nothing: set them to their id defaults
+    so that equal computations share one id."""
+    if not spec.zca:
+        for f in fields(spec):
+            if f.name in ZCA_FIELDS and getattr(spec, f.name) != id_default(f):
+                object.__setattr__(spec, f.name, id_default(f))
 
 
 @dataclass(frozen=True)
@@ -201,9 +221,11 @@ class ExpertsSpec(Spec):
     dsa: bool = True
     zca: bool = False
     zca_eps: float = 0.1
+    zca_space: str = choice("pixels", ZCA_SPACES, id_default="normalized")
     seed: int = 0
 
     def validate(self):
+        reset_unused_zca(self)
         ExpertOptions(n=self.n, epochs=self.epochs, lr=self.lr, batch=self.batch, seed=self.seed)
 
 

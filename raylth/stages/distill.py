@@ -28,7 +28,8 @@ import torch
 
 from raylth.engine.data import Dataset, load_dataset, seed_for
 from raylth.engine.distill import (Zca, distill_dm, distill_gm, distill_mtt, distilled_record,
-                                   evaluate_images, fit_zca, random_subset, train_experts)
+                                   evaluate_images, fit_zca_space, random_subset, space_input,
+                                   train_experts)
 from raylth.engine.distill.init import class_labels
 from raylth.engine.models import build_model, check_model_name
 from raylth.errors import DataError, SpecError, StoreError
@@ -58,10 +59,8 @@ def load_distilled(store: Store, spec: DataSpec, data_root=None) -> Dataset:
     real = load_dataset(real_spec, data_root)
     record = artifact.load(RECORD)
     images, labels = record["images"].float(), record["labels"].long()
-    test_x = real.normalize(real.test_x.float())
     zca = record_zca(record)
-    if zca is not None:
-        test_x = zca.apply(test_x)
+    test_x = zca.whiten(real.test_x, real) if zca is not None else real.normalize(real.test_x.float())
     channels = images.shape[1]
     data = Dataset("distilled", images, labels, test_x, real.test_y.clone(), (0.0,) * channels,
                    (1.0,) * channels, real.num_classes, augment=False)
@@ -79,7 +78,16 @@ def record_zca(record: dict) -> Zca | None:
         return None
     shape = tuple(record["images"].shape[1:])
     return Zca.from_dict({"mean": record["zca_mean"], "matrix": record["zca_matrix"], "shape": list(shape),
-                          "eps": float(record["zca_eps"])})
+                          "eps": float(record["zca_eps"]), "input_scale": record.get("zca_input_scale")})
+
+
+def distill_space(spec, real: Dataset) -> tuple[torch.Tensor, Zca | None]:
+    """The real training images in the space ``spec`` (a DistillSpec or
+    ExpertsSpec) distils in: normalised, or ZCA-whitened from its zca_space."""
+    if not spec.zca:
+        return real.normalize(real.train_x.float()), None
+    zca = fit_zca_space(real, spec.zca_space, spec.zca_eps)
+    return zca.apply(space_input(real, real.train_x, spec.zca_space)), zca
 
 
 # -- checks, before anything is stored -------------------------------------------------
@@ -114,20 +122,24 @@ def check_class_sizes(real: Dataset, needed: int, name: str, field: str, ipc: in
                         f"use ipc <= {smallest // (factor ** 2 if factor > 1 else 1)}")
 
 
-def _import_path(spec: DistillSpec, ctx_root) -> Path:
-    path = Path(spec.path).expanduser()
+def _import_path(spec: DistillSpec, ctx_root, name: str | None = None) -> Path:
+    path = Path(spec.path if name is None else name).expanduser()
     if not path.is_absolute() and ctx_root is not None and not path.exists():
         path = Path(ctx_root) / path
     return path
 
 
-def read_import(spec: DistillSpec, real: Dataset, data_root=None):
-    """(images, labels, zca) of an imported set in the distillation space,
-    every problem a DataError naming the file."""
-    path = _import_path(spec, data_root)
+def import_files(spec: DistillSpec, data_root=None) -> list[Path]:
+    """The files an import reads: path, and labels when given."""
+    paths = [_import_path(spec, data_root)]
+    if spec.labels:
+        paths.append(_import_path(spec, data_root, spec.labels))
+    return paths
 
+
+def _read_tensors(path: Path, field: str):
     def fail(what: str):
-        raise DataError(f"distill.path: {path}: {what}")
+        raise DataError(f"distill.{field}: {path}: {what}")
 
     if not path.is_file():
         fail("no such file")
@@ -135,16 +147,43 @@ def read_import(spec: DistillSpec, real: Dataset, data_root=None):
         if path.suffix.lower() == ".npz":
             import numpy as np
             with np.load(path, allow_pickle=False) as z:
-                items = {k: torch.as_tensor(z[k]) for k in z.files}
-        else:
-            items = torch.load(path, map_location="cpu", weights_only=True)
+                return {k: torch.as_tensor(z[k]) for k in z.files}, fail
+        return torch.load(path, map_location="cpu", weights_only=True), fail
     except Exception as err:  # torch raises many types for a foreign file
         fail(f"cannot read it ({type(err).__name__}: {' '.join(str(err).split())[:200]})")
+
+
+def _released_items(spec: DistillSpec, data_root):
+    """(images, labels, items, fail) from one file ({images, labels} or IDC's
+    [images, labels]) or two (MTT's images_best.pt and labels_best.pt)."""
+    items, fail = _read_tensors(_import_path(spec, data_root), "path")
+    if spec.labels:
+        labels, fail_labels = _read_tensors(_import_path(spec, data_root, spec.labels), "labels")
+        if isinstance(items, dict) and "images" in items:
+            items = items["images"]
+        if isinstance(labels, dict) and "labels" in labels:
+            labels = labels["labels"]
+        if not isinstance(items, torch.Tensor):
+            fail("expected a tensor of images (labels come from distill.labels)")
+        if not isinstance(labels, torch.Tensor):
+            fail_labels("expected a tensor of class indices")
+        if len(labels) != len(items):
+            fail_labels(f"holds {len(labels)} labels for the {len(items)} images of {spec.path}; "
+                        "pass the labels file saved with these images")
+        return items, labels, {}, fail
     if isinstance(items, (list, tuple)) and len(items) >= 2:  # IDC: [images, labels]
         items = {"images": items[0], "labels": items[1]}
     if not isinstance(items, dict) or "images" not in items or "labels" not in items:
-        fail("expected a dict with images and labels tensors (or [images, labels])")
-    images, labels = torch.as_tensor(items["images"]), torch.as_tensor(items["labels"])
+        fail("expected a dict with images and labels tensors (or [images, labels]); "
+             "for images and labels in two files give labels: LABELS.pt too")
+    return items["images"], items["labels"], items, fail
+
+
+def read_import(spec: DistillSpec, real: Dataset, data_root=None):
+    """(images, labels, zca) of an imported set in the distillation space,
+    every problem a DataError naming the file."""
+    images, labels, items, fail = _released_items(spec, data_root)
+    images, labels = torch.as_tensor(images), torch.as_tensor(labels)
     shape = tuple(real.input_shape)
     if images.dim() != 4 or tuple(images.shape[1:]) != shape or len(images) == 0:
         fail(f"images have shape {list(images.shape)}; expected (N, {', '.join(map(str, shape))}) like "
@@ -175,9 +214,10 @@ def read_import(spec: DistillSpec, real: Dataset, data_root=None):
     if spec.zca:
         if "zca_matrix" in items and "zca_mean" in items:  # raylth's own record
             zca = Zca.from_dict({"mean": items["zca_mean"], "matrix": items["zca_matrix"],
-                                 "shape": list(shape), "eps": float(items.get("zca_eps", spec.zca_eps))})
-        else:  # as MTT/KIP: fitted on the normalised real training set
-            zca = fit_zca(real.normalize(real.train_x.float()), spec.zca_eps)
+                                 "shape": list(shape), "eps": float(items.get("zca_eps", spec.zca_eps)),
+                                 "input_scale": items.get("zca_input_scale")})
+        else:  # as MTT/KIP: fitted on the whole real training set, in zca_space
+            zca = fit_zca_space(real, spec.zca_space, spec.zca_eps)
     return images, labels, zca
 
 
@@ -216,14 +256,13 @@ def _compute_distill(spec: DistillSpec, ctx: StageContext, real: Dataset, monito
     learned_lr, losses, extra = None, [], {}
     if spec.method == "import":
         images, labels, zca = read_import(spec, real, ctx.data_root)
-        path = _import_path(spec, ctx.data_root)
-        extra = {"source_file": str(path), "source_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        paths = import_files(spec, ctx.data_root)
+        extra = {"source_file": str(paths[0]), "source_sha256": hashlib.sha256(paths[0].read_bytes()).hexdigest()}
+        if len(paths) > 1:
+            extra.update(labels_file=str(paths[1]), labels_sha256=hashlib.sha256(paths[1].read_bytes()).hexdigest())
     else:
-        x = real.normalize(real.train_x.float())
+        x, zca = distill_space(spec, real)
         y = real.train_y
-        zca = fit_zca(x, spec.zca_eps) if spec.zca else None
-        if zca is not None:
-            x = zca.apply(x)
         generator = torch.Generator(device=device).manual_seed(seed_for(spec.seed, 0, "distill"))
 
         def model_fn(seed: int):
@@ -283,9 +322,7 @@ def _compute_experts(spec: ExpertsSpec, ctx: StageContext) -> Artifact | None:
     started = time.time()
     check_model_name(spec.model.name)
     real = ctx.dataset(spec.data)
-    x = real.normalize(real.train_x.float())
-    if spec.zca:
-        x = fit_zca(x, spec.zca_eps).apply(x)
+    x, _ = distill_space(spec, real)
 
     def model_fn(seed: int):
         return build_model(spec.model, real.input_shape, real.num_classes, seed=seed)
@@ -343,10 +380,7 @@ def check_baseline(d: DistillSpec, ctx: StageContext) -> Dataset:
 
 def random_baseline(d: DistillSpec, real: Dataset, subset_seed: int):
     """A random real subset of d.ipc images per class in d's space, and its ZCA."""
-    x = real.normalize(real.train_x.float())
-    zca = fit_zca(x, d.zca_eps) if d.zca else None
-    if zca is not None:
-        x = zca.apply(x)
+    x, zca = distill_space(d, real)
     generator = torch.Generator().manual_seed(seed_for(subset_seed, d.ipc, "random-subset"))
     images, labels = random_subset(x, real.train_y, d.ipc, generator, real.num_classes)
     return images, labels, zca

@@ -26,6 +26,7 @@ class Dataset:
     std: tuple[float, ...]
     num_classes: int
     augment: bool = False  # crop + flip by default
+    pixel_max: float = 255.0  # x.float() / pixel_max is the image in [0, 1] (ZCA's pixel space)
     _stats: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property

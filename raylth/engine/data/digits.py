@@ -55,4 +55,4 @@ def load_digits(spec, root=None) -> Dataset:
         train_x=train_x, train_y=labels[train],
         test_x=images[test], test_y=labels[test],
         mean=(float(train_x.double().mean()),), std=(float(train_x.double().std()),),
-        num_classes=10, augment=False)
+        num_classes=10, augment=False, pixel_max=16.0)

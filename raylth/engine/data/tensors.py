@@ -154,4 +154,4 @@ def _with_real_test(spec, root, f: _File, x, stats) -> Dataset:
         mr, sr = (torch.tensor(s, dtype=torch.float64).view(shape) for s in (real.mean, real.std))
         x = ((x.double() - mf) / sf * sr + mr).float()
     return Dataset("tensors", x, y, real.test_x, real.test_y, real.mean, real.std,
-                   real.num_classes, augment=False)
+                   real.num_classes, augment=False, pixel_max=real.pixel_max)

@@ -40,11 +40,10 @@ def test_accuracy(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 102
 
 
 def prepare_test(test, device, zca: Zca | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The real test split in the distillation space: normalised, then
-    ZCA-whitened when ``zca`` is given."""
-    x = test.normalize(test.test_x.to(device).float())
-    if zca is not None:
-        x = zca.apply(x)
+    """The real test split in the distillation space: normalised, or
+    ZCA-whitened (through the space ``zca`` was fitted in) when it is given."""
+    x = test.test_x.to(device)
+    x = zca.whiten(x, test) if zca is not None else test.normalize(x.float())
     return x, test.test_y.to(device)
 
 
@@ -80,8 +79,8 @@ def evaluate_images(images: torch.Tensor, labels: torch.Tensor, test, model_fn: 
     decay 5e-4, batch_size, ``epochs`` epochs, lr multiplied by ``lr_decay``
     from epoch epochs // 2 on (DC's evaluate_synset: x0.1, with a fresh
     optimizer, after epoch Epoch // 2 + 1 of Epoch + 1), DSA per example; then
-    test on ``test`` (anything with test_x, test_y, normalize: a Dataset),
-    normalised the same way and ZCA-whitened when ``zca`` is given.
+    test on ``test`` (a Dataset), normalised the same way, or ZCA-whitened
+    through ``zca`` when it is given.
     ``factor`` > 1: images are IDC mosaics, decoded first. Runs on the
     images' device. Returns {'mean', 'std', 'accs'}: accuracies as fractions,
     std over seeds (population, as numpy's default in the papers' reports)."""

@@ -8,9 +8,11 @@ to the real set's units (x * std_real + mean_real), and the trainer's
 normalisation brings them back exactly. ``source_mean``/``source_std`` keep
 the real data's statistics that the distillation assumed. With factor > 1
 ``images``/``labels`` are the decoded training set and ``stored_images`` the
-mosaics. ZCA is stored flat (``zca_mean``, ``zca_matrix``, ``zca_eps``): a
-consumer must whiten the real test images with it (the ``tensors`` loader
-does not)."""
+mosaics. ZCA is stored flat (``zca_mean``, ``zca_matrix``, ``zca_eps`` and,
+for a ZCA fitted on raw pixels, ``zca_input_scale``: its input is
+x / zca_input_scale; without it, as in sets stored before, the input is the
+normalised image): a consumer must whiten the real test images with it (the
+``tensors`` loader does not)."""
 
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ def distilled_record(images: torch.Tensor, labels: torch.Tensor, mean: Sequence[
     if zca is not None:
         z = zca.to_dict()
         out.update(zca_mean=z["mean"], zca_matrix=z["matrix"], zca_eps=torch.tensor(z["eps"]))
+        if zca.input_scale is not None:
+            out["zca_input_scale"] = torch.tensor(float(zca.input_scale))
     if lr is not None:
         out["lr"] = torch.tensor(float(lr))
     return out

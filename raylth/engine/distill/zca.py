@@ -1,8 +1,18 @@
 """ZCA whitening of flattened images, as used by KIP and MTT (kornia's
-``ZCAWhitening``): with the covariance of the (already normalised) training
-images C = U diag(S) U^T,  W = U diag(1 / sqrt(S + eps)) U^T  and
+``ZCAWhitening``): with the covariance of the training images
+C = U diag(S) U^T,  W = U diag(1 / sqrt(S + eps)) U^T  and
 zca(x) = (flatten(x) - mean) @ W, reshaped back. W is symmetric; eps = 0.1
-is MTT's setting and regularises the directions of tiny variance."""
+is MTT's setting and regularises the directions of tiny variance.
+
+The space the whitening is fitted in matters as much as eps: MTT and KIP
+whiten raw pixels in [0, 1] (``ToTensor`` only, no mean/std normalisation),
+and their hyperparameters (MTT's ``lr_img: 1000``) are tuned there.
+Per-channel normalisation first multiplies the variance by ~16 on CIFAR-10
+and so makes eps ~16x weaker. ``ZCA_SPACES``: ``pixels`` (the references';
+images divided by the data set's ``pixel_max``) or ``normalized`` (what
+raylth did before; kept so sets stored then load as they were made). A
+fitted ``Zca`` remembers its space (``input_scale``), and ``whiten`` takes
+images in the data set's own units through it."""
 
 from __future__ import annotations
 
@@ -17,12 +27,18 @@ class Zca:
     matrix: torch.Tensor    # (D, D) float32, symmetric
     shape: tuple[int, ...]  # (C, H, W) of one image
     eps: float
+    input_scale: float | None = None  # pixels: x / input_scale is the input; None: data.normalize(x)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Whiten (N, C, H, W) images; runs on x's device."""
         self._check(x)
         mean, matrix = self.mean.to(x.device, x.dtype), self.matrix.to(x.device, x.dtype)
         return ((x.reshape(len(x), -1) - mean) @ matrix).reshape(x.shape)
+
+    def whiten(self, x: torch.Tensor, data) -> torch.Tensor:
+        """Whiten images given in ``data``'s units (``x.float()``; data is the
+        real Dataset), through the space this ZCA was fitted in."""
+        return self.apply(space_input(data, x, "normalized" if self.input_scale is None else "pixels"))
 
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
         """Undo ``apply`` (for looking at whitened images)."""
@@ -31,11 +47,14 @@ class Zca:
         return (x.reshape(len(x), -1) @ inv + self.mean.to(x.device, x.dtype)).reshape(x.shape)
 
     def to(self, device) -> "Zca":
-        return Zca(self.mean.to(device), self.matrix.to(device), self.shape, self.eps)
+        return Zca(self.mean.to(device), self.matrix.to(device), self.shape, self.eps, self.input_scale)
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean.detach().cpu(), "matrix": self.matrix.detach().cpu(),
-                "shape": list(self.shape), "eps": float(self.eps)}
+        out = {"mean": self.mean.detach().cpu(), "matrix": self.matrix.detach().cpu(),
+               "shape": list(self.shape), "eps": float(self.eps)}
+        if self.input_scale is not None:
+            out["input_scale"] = float(self.input_scale)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "Zca":
@@ -45,7 +64,9 @@ class Zca:
         if matrix.shape != (mean.numel(), mean.numel()) or mean.numel() != _prod(shape):
             raise ValueError(f"ZCA: mean {list(mean.shape)}, matrix {list(matrix.shape)} and image "
                              f"shape {list(shape)} do not fit together")
-        return cls(mean, matrix, shape, float(torch.as_tensor(d["eps"])))
+        scale = d.get("input_scale")
+        return cls(mean, matrix, shape, float(torch.as_tensor(d["eps"])),
+                   None if scale is None else float(torch.as_tensor(scale)))
 
     def _check(self, x):
         if tuple(x.shape[1:]) != self.shape:
@@ -59,8 +80,30 @@ def _prod(shape) -> int:
     return out
 
 
+ZCA_SPACES = ("pixels", "normalized")
+
+
+def space_input(data, x: torch.Tensor, space: str) -> torch.Tensor:
+    """Images in ``data``'s units -> the ZCA's input space: raw pixels in
+    [0, 1] (``pixels``) or per-channel normalised (``normalized``)."""
+    if space == "pixels":
+        return x.float() / float(data.pixel_max)
+    if space == "normalized":
+        return data.normalize(x.float())
+    raise ValueError(f"ZCA space {space!r} is not one of {', '.join(ZCA_SPACES)}")
+
+
+def fit_zca_space(data, space: str, eps: float = 0.1) -> Zca:
+    """ZCA fitted on ``data``'s whole training split in ``space``, as MTT
+    fits kornia's on the whole training set."""
+    zca = fit_zca(space_input(data, data.train_x, space), eps)
+    if space == "pixels":
+        zca.input_scale = float(data.pixel_max)
+    return zca
+
+
 def fit_zca(x: torch.Tensor, eps: float = 0.1) -> Zca:
-    """Fit on (N, C, H, W) normalised float images (computed in float64 on
+    """Fit on (N, C, H, W) float images as given (computed in float64 on
     x's device; the result is float32 on that device)."""
     if x.dim() < 2 or len(x) < 2:
         raise ValueError(f"ZCA needs at least two images, got shape {list(x.shape)}")
