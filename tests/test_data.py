@@ -284,7 +284,8 @@ def _epoch(data, seeds, augment=True, epoch=0, start_batch=0, bs=8):
 
 
 def test_steps_and_seed_for():
-    assert steps_per_epoch(50, 8) == 6 and steps_per_epoch(5, 8) == 1 and steps_per_epoch(16, 8) == 2
+    assert steps_per_epoch(50, 8) == 7 and steps_per_epoch(5, 8) == 1 and steps_per_epoch(16, 8) == 2
+    assert steps_per_epoch(50, 8, drop_last=True) == 6 and steps_per_epoch(5, 8, drop_last=True) == 1
     s = seed_for(1, 2, "order")
     assert s == seed_for(1, 2, "order") and 0 <= s < 2**63
     assert len({s, seed_for(1, 2, "augment"), seed_for(1, 3, "order"), seed_for(2, 2, "order")}) == 4
@@ -296,7 +297,7 @@ def test_steps_and_seed_for():
 def test_batches_deterministic_and_order_independent_of_augment():
     data = _indexed()
     a, b = _epoch(data, Seeds(order=1, augment=2)), _epoch(data, Seeds(order=1, augment=2))
-    assert len(a) == 6 and all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+    assert len(a) == 7 and all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
     c = _epoch(data, Seeds(order=9, augment=2))
     order = lambda bs: torch.cat([y for _, y in bs])  # noqa: E731
     assert not torch.equal(order(a), order(c))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from raylth.engine import distill as D
-from raylth.engine.distill.augment import DsaParams
+from raylth.engine.data.dsa import DsaParams
 from raylth.engine.distill.gm import layer_distance, match_distance
 from raylth.engine.models import build_model
 from raylth.specs import ModelSpec

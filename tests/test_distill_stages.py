@@ -6,7 +6,7 @@ Measured here (2 busy cores; see the assertions' messages for a run's own number
 ipc-1 sets under 300 epochs x 3 seeds of evaluation: random subset 0.68, DM 0.875,
 GM 0.882, MTT 0.866. distilled_imp (DM ipc 10, 4 epochs of batch 1 per level =
 400 points) at level 8 (83.2% sparse): within 0.2-1.1 points of dense over 6 seeds
-(mean 0.65), ordinary IMP uses 24,320 points per level: 60.8x more.
+(mean 0.65), ordinary IMP uses 25,160 points per level (1,258 images x 20 epochs): 62.9x more.
 """
 
 import math
@@ -143,6 +143,11 @@ def test_import_of_an_mtt_release_evaluates_as_is(ctx, tmp_path):
     torch.save({"images": images * digits.std[0] + digits.mean[0], "labels": labels}, pixels)
     pixel_spec = DistillSpec(data=DIGITS, method="import", path=str(pixels), ipc=2, space="pixel")
     assert torch.allclose(run_stage(pixel_spec, ctx).load("distilled.pt")["images"], images, atol=1e-5)
+    # unit: [0, 1] images, as IDC releases its sets (digits' pixel_max is 16)
+    unit = tmp_path / "unit.pt"
+    torch.save([(images * digits.std[0] + digits.mean[0]) / 16, labels], unit)
+    unit_spec = DistillSpec(data=DIGITS, method="import", path=str(unit), ipc=2, space="unit")
+    assert torch.allclose(run_stage(unit_spec, ctx).load("distilled.pt")["images"], images, atol=1e-5)
 
 
 @pytest.mark.parametrize("zca_space", ["pixels", "normalized"])
@@ -288,8 +293,8 @@ def test_distilled_tickets_match_dense_with_50x_fewer_points(pruned):
     distilled_points = tickets[0]["points_seen"]
     imp_points = sum(a.metrics["points_seen"] for a in pruned["imp"])  # levels 0..8 on the real data
     assert distilled_points == 9 * 100 * 4  # 100 distilled images x 4 epochs, levels 0..8
-    assert imp_points == 9 * 19 * 64 * 20
-    assert tickets[0]["train_points_seen"] == 19 * 64 * 20  # the ticket's own training, on the real data
+    assert imp_points == 9 * 1258 * 20  # every image of every epoch: the partial batch counts
+    assert tickets[0]["train_points_seen"] == 1258 * 20  # the ticket's own training, on the real data
     note = f"gaps {[round(100 * g, 2) for g in gaps]} points; {imp_points} vs {distilled_points} points"
     assert sum(gaps) / len(gaps) <= 0.015, note
     assert imp_points >= 50 * distilled_points, note
@@ -324,7 +329,7 @@ def test_distilled_imp_jobs_results_and_report(pruned, ctx, tmp_path):
     assert set(frame.stage) == {"train", "ticket", "distill", "distill_eval"}  # the distilled trunk is no row
     written = write_report(ctx.store.root, tmp_path / "report", "dp")
     table = (tmp_path / "report" / "distilled_pruning.md").read_text()
-    assert "| distilled_imp | 8 | 83.2% |" in table and "| 3,600 | 24,320 | 2 |" in table
+    assert "| distilled_imp | 8 | 83.2% |" in table and "| 3,600 | 25,160 | 2 |" in table
     assert "| dp | digits | dm | 10 | lenet | lenet |" in (tmp_path / "report" / "distillation.md").read_text()
     for png in (written["plot:distilled_pruning_dp-digits-lenet"], written["plot:distillation_dp-digits-ipc10"]):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -345,7 +350,7 @@ def test_mask_then_imp_starts_from_the_ticket(pruned, ctx):
     for art, mask in ((level5, mask5), (level6, mask6)):
         init = art.weights("init")
         assert all(torch.equal(init[k], ticket_init[k] * mask[k] if k in mask else ticket_init[k]) for k in init)
-        assert art.metrics["start"] == start.id and art.metrics["steps"] == 20 * 19
+        assert art.metrics["start"] == start.id and art.metrics["steps"] == 20 * 20
     assert level6.metrics["sparsity"] > level5.metrics["sparsity"] > start.metrics["sparsity"]
     assert level6.metrics["test_acc"] > 0.9
     jobs = trial_jobs(Trial("mti", t))
@@ -356,3 +361,23 @@ def test_a_ticket_needs_its_distilled_set_stored(tmp_path):
     fresh = StageContext(store=Store(tmp_path / "empty"), device=CPU)
     with pytest.raises(RaylthError, match=r"data\.path: distill_[0-9a-f]{16}: no such distilled set"):
         run_stage(ticket(trial(), 1), fresh)
+
+
+def test_shorter_expert_needs_reuse_stored_longer_trajectories(ctx, monkeypatch):
+    import raylth.stages.distill as stage
+
+    trained = []
+    original = stage._compute_experts
+    monkeypatch.setattr(stage, "_compute_experts", lambda spec, c: (trained.append(spec.epochs), original(spec, c))[1])
+    base = dict(data=DIGITS, method="mtt", ipc=1, iterations=1, syn_steps=2, expert_epochs=1, model=LENET,
+                experts=ExpertOptions(n=1, epochs=10))
+    long, short = DistillSpec(max_start_epoch=4, **base), DistillSpec(max_start_epoch=2, **base)
+    assert long.experts_spec().epochs == 5 and short.experts_spec().epochs == 3
+    run_stage(long, ctx)
+    run_stage(short, ctx)
+    assert trained == [5]  # the 3-epoch need is served by the 5-epoch trajectories
+    assert run_stage(short, ctx).metrics["experts"] == long.experts_spec().id
+    # and those are what a 3-epoch training would have stored: prefixes
+    fresh = stage._compute_experts(short.experts_spec(), ctx)
+    prefix = stage.load_experts(ctx.store.get(long.experts_spec().id))[0][:4]
+    assert all(torch.equal(a, b) for a, b in zip(prefix, stage.load_experts(fresh)[0]))

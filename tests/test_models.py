@@ -120,3 +120,24 @@ def test_width_changes_param_count(name, width):
 def test_lenet_width_keeps_ratio():
     model = build_model(ModelSpec(name="lenet", width=600), (1, 8, 8), 10, seed=0)
     assert [m.out_features for m in model if isinstance(m, nn.Linear)] == [600, 200, 10]
+
+
+def test_resnet18_idc_is_the_network_the_paper_prunes():
+    """IDC's CIFAR ResNet-18 (models/resnet.py, 'batch' norm): conv1 3->32
+    3x3 s1 p1 no bias, 4 stages of 2 BasicBlocks at 32/64/128/256 with 1x1
+    projection shortcuts where the shape changes, global average pool, fc;
+    2,797,610 parameters; conv weights N(0, 2 / (9 * out_channels))."""
+    from torch import nn
+
+    model = build_model(ModelSpec("resnet18_idc"), (3, 32, 32), 10, seed=0)
+    assert sum(p.numel() for p in model.parameters()) == 2_797_610
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs][:3] == [
+        (3, 32, 3, 1), (32, 32, 3, 1), (32, 32, 3, 1)]
+    assert sorted({c.out_channels for c in convs}) == [32, 64, 128, 256] and all(c.bias is None for c in convs)
+    assert sum(c.kernel_size[0] == 1 for c in convs) == 3  # projection shortcuts of stages 2-4
+    assert model.fc.in_features == 256
+    same = build_model(ModelSpec("resnet18", width=32), (3, 32, 32), 10, seed=0)
+    assert [p.shape for p in model.parameters()] == [p.shape for p in same.parameters()]
+    big = convs[-2].weight  # 256 out channels, 3x3
+    assert float(big.std()) == pytest.approx((2 / (9 * 256)) ** 0.5, rel=0.05)

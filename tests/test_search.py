@@ -242,3 +242,33 @@ def test_search_killed_halfway_resumes_the_same_study_and_its_best_sweep_runs(tm
     frame = raylth.results(storage, sweep="tiny_best")
     evals = frame[frame.stage == "distill_eval"].test_acc.tolist()
     assert len(evals) == 2 and study.best_value in evals  # the search's evaluation, reused; and the baseline
+
+
+def test_pruning_values_use_the_final_evaluation_and_its_learned_lr(tmp_path, monkeypatch):
+    """An MTT trial's intermediate values train the evaluation networks with
+    the student lr learned so far, as the final objective does with the
+    stored one (not at a fixed 0.01)."""
+    import raylth.engine.distill as D
+    from raylth.stages import StageContext, run_stage
+    from raylth.specs import DistillSpec
+
+    mtt = {"data": {"name": "digits"}, "method": "mtt", "ipc": 1, "iterations": 2, "syn_steps": 2,
+           "expert_epochs": 1, "max_start_epoch": 1, "lr_lr": 1e-4, "model": {"name": "lenet"},
+           "experts": {"n": 1, "epochs": 2}}
+    raw = with_(base__distill=mtt, base__eval={"model": {"name": "lenet"}, "epochs": 5, "seeds": [0]},
+                study__intermediate=1, space={"distill.lr_init": {"type": "float", "low": 0.01, "high": 0.02}})
+    url, study = _study(tmp_path, raw)
+    trial = study.ask()
+    lrs = []
+    original = D.evaluate_images
+    monkeypatch.setattr(D, "evaluate_images", lambda *a, **k: (lrs.append(k["lr"]), original(*a, **k))[1])
+    result = run_trial(raw, "tiny", url, trial.number, {"distill.lr_init": 0.01}, str(tmp_path / "store"),
+                       str(tmp_path / "data"))
+    assert result["state"] == "complete" and len(lrs) == 1
+    # the lr after the first of the two iterations: a one-iteration run of the same distillation
+    ctx = StageContext(store=raylth.store.Store(tmp_path / "store"))
+    first = DistillSpec.from_dict(mtt | {"iterations": 1, "lr_init": 0.01})
+    learned_then = float(run_stage(first, ctx).load("distilled.pt")["lr"])
+    assert learned_then != 0.01 and lrs[0] == pytest.approx(learned_then, rel=1e-6)
+    final = raylth.store.Store(tmp_path / "store").get(result["artifacts"][-1])
+    assert final.metrics["lr"] != 0.01

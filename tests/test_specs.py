@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from raylth.errors import SpecError
-from raylth.specs import (STAGE_SPECS, BranchSpec, DataSpec, ImpLevelSpec, ModelSpec, PruneSpec,
+from raylth.specs import (STAGE_SPECS, BranchSpec, DataSpec, DistillSpec, ImpLevelSpec, ModelSpec, PruneSpec,
                           Seeds, Step, TrainSpec, TrainStageSpec, TrialSpec)
 
 
@@ -18,20 +18,40 @@ def _lenet_digits_train_stage(**train):
 # These ids name stored results (artifact folders, results rows). They were
 # computed once and must NEVER change: a change silently orphans every stored
 # artifact. If one of these fails, fix the code, not the string.
+#
+# One deliberate change (README, "Ids that changed"): train.last_batch's default
+# became keep (a DataLoader's partial batch), which changes what every training
+# computes, so every spec holding a TrainSpec got a new id (NEW below). The ids
+# stored before are exactly those of last_batch: drop (OLD below): they still
+# name the same computation.
+
+DROP = TrainSpec(last_batch="drop")
 
 PINNED = [
-    (lambda: TrainStageSpec(), "train_464fab266c311b0c", "{}"),
-    (lambda: _lenet_digits_train_stage(), "train_8863f8cfea5936dc",
+    # OLD: unchanged, reached with last_batch: drop
+    (lambda: TrainStageSpec(train=DROP), "train_464fab266c311b0c", "{}"),
+    (lambda: _lenet_digits_train_stage(last_batch="drop"), "train_8863f8cfea5936dc",
      '{"train":{"duration":"20ep","lr":0.05}}'),
-    (lambda: ImpLevelSpec(level=3, prune=PruneSpec(rewind=Step.parse("500it"))),
+    (lambda: ImpLevelSpec(level=3, train=DROP, prune=PruneSpec(rewind=Step.parse("500it"))),
      "imp_edbe86c0529dc079", '{"level":3,"prune":{"rewind":"500it"}}'),
-    (lambda: TrialSpec(), "trial_3429e745661dc785", "{}"),
-    (lambda: TrialSpec(method="random_prune", levels=5, model=ModelSpec("resnet20"),
+    (lambda: TrialSpec(train=DROP), "trial_3429e745661dc785", "{}"),
+    (lambda: TrialSpec(method="random_prune", levels=5, model=ModelSpec("resnet20"), train=DROP,
                        data=DataSpec("cifar10"), branch_seed=2, seeds=Seeds.all(1)),
      "trial_fd3c05a9faa9ec12",
      '{"branch_seed":2,"data":{"name":"cifar10"},"levels":5,"method":"random_prune",'
      '"model":{"name":"resnet20"},"seeds":{"augment":1,"init":1,"order":1}}'),
-    (lambda: BranchSpec(), "branch_cf9a95ea5cf000b4", "{}"),
+    (lambda: BranchSpec(trunk=ImpLevelSpec(train=DROP)), "branch_cf9a95ea5cf000b4", "{}"),
+    # NEW: the defaults since last_batch: keep
+    (lambda: TrainStageSpec(), "train_0a91327cb4e77fe8", '{"train":{"last_batch":"keep"}}'),
+    (lambda: _lenet_digits_train_stage(), "train_066c8c03031e4cf8",
+     '{"train":{"duration":"20ep","last_batch":"keep","lr":0.05}}'),
+    (lambda: ImpLevelSpec(level=3, prune=PruneSpec(rewind=Step.parse("500it"))), "imp_77683a960c14a43b",
+     '{"level":3,"prune":{"rewind":"500it"},"train":{"last_batch":"keep"}}'),
+    (lambda: TrialSpec(), "trial_7e13cb82bf9a3f85", '{"train":{"last_batch":"keep"}}'),
+    (lambda: BranchSpec(), "branch_97d62c32fd65f501", '{"trunk":{"train":{"last_batch":"keep"}}}'),
+    # distill: only zca: true specs changed (zca_space: pixels); zca_space: normalized is the old id
+    (lambda: DistillSpec(), "distill_ae8bf7305ca79db7", "{}"),
+    (lambda: DistillSpec(zca=True), "distill_4cc38905312bf098", '{"zca":true,"zca_space":"pixels"}'),
 ]
 
 
@@ -59,14 +79,15 @@ def test_explicit_defaults_give_the_same_id():
         data=DataSpec(name="digits", path=None, augment=None),
         model=ModelSpec(name="lenet", width=None),
         train=TrainSpec(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
-                        duration=Step(30, "ep"), schedule="cosine", warmup=Step(0, "it")),
+                        duration=Step(30, "ep"), schedule="cosine", warmup=Step(0, "it"), augment=None,
+                        last_batch="keep"),
         seeds=Seeds(init=0, order=0, augment=0), save_at=())
-    assert explicit.canonical() == "{}"
+    assert explicit.canonical() == '{"train":{"last_batch":"keep"}}'
     assert explicit.id == TrainStageSpec().id
 
     partly = TrainStageSpec(data=DataSpec("digits"), model=ModelSpec("lenet"),
                             train=TrainSpec(lr=0.05, duration=Step(20, "ep"), momentum=0.9,
-                                            optimizer="sgd"))
+                                            optimizer="sgd", last_batch="drop"))
     assert partly.id == "train_8863f8cfea5936dc"
     assert ImpLevelSpec(level=1, prune=PruneSpec(fraction=0.2)).id == ImpLevelSpec().id
 
@@ -74,7 +95,7 @@ def test_explicit_defaults_give_the_same_id():
 def test_canonical_is_independent_of_key_order():
     a = TrialSpec.from_dict({"train": {"lr": 0.05, "duration": "20ep"}, "levels": 3})
     b = TrialSpec.from_dict({"levels": 3, "train": {"duration": "20ep", "lr": 0.05}})
-    assert a.canonical() == b.canonical() == '{"levels":3,"train":{"duration":"20ep","lr":0.05}}'
+    assert a.canonical() == b.canonical() == '{"levels":3,"train":{"duration":"20ep","last_batch":"keep","lr":0.05}}'
     assert a.id == b.id
 
 
@@ -92,16 +113,17 @@ def test_adding_a_defaulted_field_keeps_old_ids():
 
     assert NewTrain().id == TrainSpec().id
     assert NewTrain(lr=0.05).id == TrainSpec(lr=0.05).id
-    assert NewStage().id == "train_464fab266c311b0c"
+    assert NewStage().id == "train_0a91327cb4e77fe8" == TrainStageSpec().id
     new = NewStage(data=DataSpec("digits"), model=ModelSpec("lenet"),
-                   train=NewTrain(lr=0.05, duration=Step.parse("20ep"), label_smoothing=0.0))
+                   train=NewTrain(lr=0.05, duration=Step.parse("20ep"), label_smoothing=0.0, last_batch="drop"))
     assert new.id == "train_8863f8cfea5936dc"
     # parsed from a dict that names the new field at its default: same id too
-    parsed = NewStage.from_dict({"train": {"lr": 0.05, "duration": "20ep", "label_smoothing": 0}})
+    parsed = NewStage.from_dict({"train": {"lr": 0.05, "duration": "20ep", "label_smoothing": 0,
+                                           "last_batch": "drop"}})
     assert parsed.id == "train_8863f8cfea5936dc"
 
     # the new field is part of the id once it is not at its default
-    changed = NewStage(train=NewTrain(lr=0.05, duration=Step.parse("20ep"), label_smoothing=0.1))
+    changed = NewStage(train=NewTrain(lr=0.05, duration=Step.parse("20ep"), label_smoothing=0.1, last_batch="drop"))
     assert changed.id != "train_8863f8cfea5936dc"
     assert NewStage(ema=True).id != TrainStageSpec().id
 
@@ -241,7 +263,7 @@ def test_yaml_style_string_floats_are_numbers():
     assert spec.weight_decay == 5e-4 and isinstance(spec.weight_decay, float)
     assert spec.lr == 0.01 and spec.gamma == 0.5
     # 5e-4 is the default, so it does not appear in the canonical string
-    assert spec.canonical() == '{"gamma":0.5,"lr":0.01}'
+    assert spec.canonical() == '{"gamma":0.5,"last_batch":"keep","lr":0.01}'
     assert TrainSpec.from_dict({"weight_decay": "5e-4"}).id == TrainSpec().id
     # integers for float fields become floats: same id as the float spelling
     assert TrainSpec.from_dict({"lr": 1}).id == TrainSpec.from_dict({"lr": 1.0}).id

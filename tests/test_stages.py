@@ -1,6 +1,6 @@
 """Stages: train / IMP level / branch artifacts, reuse, and resumption after a crash.
 
-CPU only: LeNet on digits, 2-4 epochs of 19 steps (batch 64)."""
+CPU only: LeNet on digits, 2-4 epochs of 20 steps (batch 64: 19 full and one of 42)."""
 
 import pytest
 import torch
@@ -38,9 +38,9 @@ def count_steps(monkeypatch):
     calls = []
     original = Trainer._train_step
 
-    def step(self, x, y):
+    def step(self, batch):
         calls.append(self.step)
-        return original(self, x, y)
+        return original(self, batch)
 
     monkeypatch.setattr(Trainer, "_train_step", step)
     return calls
@@ -50,11 +50,11 @@ def test_train_stage_is_computed_once(tmp_path, monkeypatch, count_steps):
     spec = TrainStageSpec(data=DATA, model=MODEL, train=TRAIN)
     ctx = _ctx(tmp_path)
     first = run_stage(spec, ctx)
-    assert len(count_steps) == 38
+    assert len(count_steps) == 40
     assert first.id == spec.id and first.path == tmp_path / spec.id
-    assert first.metrics["steps"] == 38 and first.metrics["level"] == 0
+    assert first.metrics["steps"] == 40 and first.metrics["level"] == 0
     assert first.metrics["sparsity"] == 0.0 and 0.8 < first.metrics["test_acc"] <= 1.0
-    assert [h["step"] for h in first.metrics["history"]] == [19, 38]
+    assert [h["step"] for h in first.metrics["history"]] == [20, 40]
     assert first.metrics["test_acc"] == first.metrics["history"][-1]["test_acc"]
     assert first.has_file("weights/init.pt") and first.has_file("weights/final.pt")
     assert first.mask() is None
@@ -69,7 +69,7 @@ def test_train_stage_is_computed_once(tmp_path, monkeypatch, count_steps):
     for again_ctx in (ctx, _ctx(tmp_path)):  # same process and a fresh context
         again = run_stage(spec, again_ctx)
         assert again.path == first.path and again.metrics == first.metrics
-    assert len(count_steps) == 38
+    assert len(count_steps) == 40
 
 
 def test_imp_levels_build_on_each_other(tmp_path, count_steps):
@@ -77,7 +77,7 @@ def test_imp_levels_build_on_each_other(tmp_path, count_steps):
     level2 = _imp(level=2)
     art2 = run_stage(level2, ctx)
     root_id, level1_id = level2.trunk_root().id, level2.at_level(1).id
-    assert len(count_steps) == 3 * 38
+    assert len(count_steps) == 3 * 40
     assert ctx.store.get(root_id) is not None and ctx.store.get(level1_id) is not None
     assert sorted(a.id for a in ctx.store.artifacts()) == sorted([root_id, level1_id, level2.id])
     art1 = ctx.store.get(level1_id)
@@ -85,7 +85,7 @@ def test_imp_levels_build_on_each_other(tmp_path, count_steps):
 
     # level 3 reuses levels 0-2: it trains once more
     art3 = run_stage(_imp(level=3), ctx)
-    assert len(count_steps) == 4 * 38
+    assert len(count_steps) == 4 * 40
 
     masks = {1: art1.mask(), 2: art2.mask(), 3: art3.mask()}
     full = full_mask(build_model(MODEL, (1, 8, 8), 10, seed=0))
@@ -96,7 +96,7 @@ def test_imp_levels_build_on_each_other(tmp_path, count_steps):
         assert abs(sparsity(mask) - (1 - 0.8 ** level)) < level / N_WEIGHTS
         art = {1: art1, 2: art2, 3: art3}[level]
         assert art.metrics["sparsity"] == sparsity(mask) and art.metrics["level"] == level
-        assert art.metrics["steps"] == 38
+        assert art.metrics["steps"] == 40
         final = art.weights("final")
         for n, m in mask.items():
             assert bool((final[n][~m] == 0).all()) and bool((final[n][m] != 0).all())
@@ -138,9 +138,9 @@ def test_late_rewinding_starts_from_the_rewind_step(tmp_path, count_steps):
     for name in rewind:
         expected = rewind[name] * mask[name] if name in mask else rewind[name]
         assert torch.equal(start[name], expected), name
-    assert ticket.metrics["steps"] == 38 - 10
-    assert len(count_steps) == 38 + 28
-    assert count_steps[38] == 10  # the ticket's first update is step 10 of the schedule
+    assert ticket.metrics["steps"] == 40 - 10
+    assert len(count_steps) == 40 + 30
+    assert count_steps[40] == 10  # the ticket's first update is step 10 of the schedule
 
 
 def test_random_prune_branch(tmp_path):
@@ -182,7 +182,7 @@ def test_reinit_branch(tmp_path):
             m = mask[name]
             assert bool((start[name][~m] == 0).all())
             assert not torch.equal(start[name][m], init[name][m])
-    assert branch.metrics["steps"] == 38
+    assert branch.metrics["steps"] == 40
 
 
 class _Killed(RuntimeError):
@@ -224,20 +224,20 @@ def test_killed_stage_resumes_from_its_partial_state(tmp_path, monkeypatch, coun
         saves = _kill_after_second_resume_save(patch)
         with pytest.raises(_Killed):
             run_stage(spec, ctx)
-    assert saves == [19, 38]
-    assert len(count_steps) == 38
+    assert saves == [20, 40]
+    assert len(count_steps) == 40
     assert ctx.store.get(spec.id) is None  # nothing finished-looking was left behind
     assert (ctx.store.root / ".partial" / spec.id / "resume.pt").is_file()
 
     count_steps.clear()
     resumed = run_stage(spec, _ctx(tmp_path / "crashed"))  # a fresh process, same store
-    assert count_steps[0] == 38 and len(count_steps) == 38  # only epochs 3 and 4
+    assert count_steps[0] == 40 and len(count_steps) == 40  # only epochs 3 and 4
     assert not (ctx.store.root / ".partial" / spec.id).exists()
     assert _same(resumed.weights("final"), reference.weights("final"))
     assert _same(resumed.weights("init"), reference.weights("init"))
     assert resumed.metrics["test_acc"] == reference.metrics["test_acc"]
     assert resumed.metrics["history"] == reference.metrics["history"]
-    assert resumed.metrics["steps"] == reference.metrics["steps"] == 76
+    assert resumed.metrics["steps"] == reference.metrics["steps"] == 80
     if stage == "imp":
         assert _same(resumed.mask(), reference.mask())
 

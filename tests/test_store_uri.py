@@ -121,15 +121,15 @@ def test_a_run_killed_on_one_node_resumes_on_another_from_the_mirrored_state(s3,
         patch.setattr(Partial, "save", save_then_die)
         with pytest.raises(KeyboardInterrupt):
             run_stage(SPEC, ctx(uri))
-    assert saves == [19] and Remote(uri).size(f".partial/{SPEC.id}/resume.pt")
+    assert saves == [20] and Remote(uri).size(f".partial/{SPEC.id}/resume.pt")
 
     node("b")  # a fresh node: nothing local, the resume state comes from the bucket
     steps = []
     from raylth.stages.context import Trainer
     step = Trainer._train_step
-    monkeypatch.setattr(Trainer, "_train_step", lambda self, x, y: (steps.append(self.step), step(self, x, y))[1])
+    monkeypatch.setattr(Trainer, "_train_step", lambda self, batch: (steps.append(self.step), step(self, batch))[1])
     resumed = run_stage(SPEC, ctx(uri))
-    assert steps[0] == 19 and len(steps) == 38  # epochs 2 and 3 only
+    assert steps[0] == 20 and len(steps) == 40  # epochs 2 and 3 only
     assert same(resumed.weights("final"), reference.weights("final"))
     assert resumed.metrics["history"] == reference.metrics["history"]
     assert not Remote(uri).exists(f".partial/{SPEC.id}")

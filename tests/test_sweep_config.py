@@ -113,7 +113,7 @@ def test_steps_past_the_end_of_training_fail_up_front(changes, needle, tmp_path)
     s = parse_sweep({"base": {"levels": 1, **changes}})  # batch 128: 1258 digits = 9 steps/epoch
     with pytest.raises(SpecError) as err:
         check_trials(s, tmp_path)
-    assert needle in str(err.value) and "2ep = 18 iterations" in str(err.value)
+    assert needle in str(err.value) and "2ep = 20 iterations" in str(err.value)
 
 
 def test_a_job_larger_than_a_local_cluster_fails_instead_of_waiting(caplog):

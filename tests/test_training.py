@@ -11,7 +11,7 @@ from raylth.engine.masks import full_mask, prune
 from raylth.engine.models import build_model
 from raylth.engine.optim import lr_factor
 from raylth.engine.train import Trainer, evaluate
-from raylth.specs import ModelSpec, Seeds, Step, TrainSpec
+from raylth.specs import AugmentSpec, ModelSpec, Seeds, Step, TrainSpec
 
 CPU = torch.device("cpu")
 
@@ -24,6 +24,9 @@ def _spec(**kw):
 
 def _model(data, seed=0):
     return build_model(ModelSpec("lenet"), data.input_shape, data.num_classes, seed=seed)
+
+
+PAPER_AUGMENT = AugmentSpec(name="dsa", ops="color_crop_flip_scale_rotate", mode="idc", cutmix=0.5)
 
 
 def _trainer(data, spec=None, seeds=Seeds(), init=0, augment=False, mask=None):
@@ -46,10 +49,11 @@ def _snapshot(trainer):
 def test_steps_and_history(digits_data):
     trainer = _trainer(digits_data)
     assert len(digits_data.train_y) == 1258
-    assert trainer.steps_per_epoch == 1258 // 64 == 19 and trainer.total_steps == 38
+    # 19 full batches of 64 and the last partial one of 42, as a DataLoader
+    assert trainer.steps_per_epoch == 20 and trainer.total_steps == 40
     history = trainer.run()
-    assert trainer.step == 38
-    assert [h["step"] for h in history] == [19, 38]
+    assert trainer.step == 40 and trainer.points_seen() == 2 * 1258
+    assert [h["step"] for h in history] == [20, 40]
     assert [h["epoch"] for h in history] == [1.0, 2.0]
     for h in history:
         assert 0.0 <= h["test_acc"] <= 1.0 and h["train_loss"] > 0 and h["test_loss"] > 0
@@ -63,7 +67,7 @@ def test_iteration_duration_and_eval_every(digits_data):
     history = trainer.run(on_epoch=lambda t: epochs.append(t.step))
     assert trainer.step == 30
     assert [h["step"] for h in history] == [10, 20, 30]
-    assert epochs == [19]  # only completed epochs
+    assert epochs == [20]  # only completed epochs
 
 
 def test_save_at_hands_out_weights(digits_data):
@@ -77,7 +81,7 @@ def test_save_at_hands_out_weights(digits_data):
     assert not _same_weights(saved[19], trainer.weights())
 
 
-@pytest.mark.parametrize("augment", [False, True])
+@pytest.mark.parametrize("augment", [False, True, PAPER_AUGMENT], ids=["none", "crop_flip", "dsa_cutmix"])
 def test_same_seeds_same_run(digits_data, augment):
     a, b = _trainer(digits_data, augment=augment), _trainer(digits_data, augment=augment)
     ha, hb = a.run(), b.run()
@@ -113,7 +117,7 @@ def test_augment_seed_matters_only_with_augmentation(digits_data):
     assert not _same_weights(runs[False, 0], runs[True, 0])
 
 
-@pytest.mark.parametrize("augment", [False, True])
+@pytest.mark.parametrize("augment", [False, True, PAPER_AUGMENT], ids=["none", "crop_flip", "dsa_cutmix"])
 def test_resume_is_bitwise_identical(digits_data, augment):
     spec = _spec(duration=Step(3, "ep"), weight_decay=5e-4, momentum=0.9)
     full = _trainer(digits_data, spec, augment=augment)
@@ -124,17 +128,17 @@ def test_resume_is_bitwise_identical(digits_data, augment):
             captured["state"] = _snapshot(t)
 
     full_history = full.run(on_epoch=on_epoch)
-    assert captured["state"]["step"] == 19 and len(captured["state"]["history"]) == 1
+    assert captured["state"]["step"] == 20 and len(captured["state"]["history"]) == 1
 
     # a fresh trainer (even from another init) continues from the saved state
     resumed = _trainer(digits_data, spec, init=7, augment=augment)
     resumed.load_state_dict(captured["state"])
-    assert resumed.step == 19
+    assert resumed.step == 20
     steps = []
     original = resumed._train_step
-    resumed._train_step = lambda x, y: (steps.append(1), original(x, y))
+    resumed._train_step = lambda batch: (steps.append(1), original(batch))
     history = resumed.run()
-    assert len(steps) == 38
+    assert len(steps) == 40
     assert history == full_history
     assert _same_weights(resumed.weights(), full.weights())
 
@@ -142,7 +146,7 @@ def test_resume_is_bitwise_identical(digits_data, augment):
     # detectably different, so the equality above is a real check
     partial = _trainer(digits_data, spec, augment=augment)
     partial.model.load_state_dict(captured["state"]["model"])
-    partial.start_at(19)
+    partial.start_at(20)
     partial.run()
     assert not _same_weights(partial.weights(), full.weights())
 
@@ -171,7 +175,7 @@ def test_resume_with_mask(digits_data):
 ])
 def test_start_at_sets_the_schedules_lr(digits_data, schedule, extra):
     spec = _spec(schedule=schedule, **extra)
-    factor = lr_factor(spec, 19)
+    factor = lr_factor(spec, 20)
     for k in (0, 7, 19, 25):
         trainer = _trainer(digits_data, spec)
         trainer.start_at(k)
@@ -182,12 +186,12 @@ def test_start_at_sets_the_schedules_lr(digits_data, schedule, extra):
     trainer.start_at(7)
     if schedule == "cosine":
         assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(
-            0.05 * 0.5 * (1 + math.cos(math.pi * 7 / 38)), rel=1e-12)
+            0.05 * 0.5 * (1 + math.cos(math.pi * 7 / 40)), rel=1e-12)
     steps = []
     original = trainer._train_step
-    trainer._train_step = lambda x, y: (steps.append(1), original(x, y))
+    trainer._train_step = lambda batch: (steps.append(1), original(batch))
     trainer.run()
-    assert len(steps) == 38 - 7 and trainer.step == 38
+    assert len(steps) == 40 - 7 and trainer.step == 40
 
 
 def test_lr_follows_the_schedule_each_step(digits_data):
@@ -197,9 +201,9 @@ def test_lr_follows_the_schedule_each_step(digits_data):
     seen = []
     original = trainer._train_step
 
-    def step(x, y):
+    def step(batch):
         seen.append(trainer.optimizer.param_groups[0]["lr"])
-        original(x, y)
+        original(batch)
 
     trainer._train_step = step
     trainer.run()

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raylth.engine.data import Dataset, epoch_batches, steps_per_epoch
+from raylth.engine.data import Batch, Dataset, epoch_batches, points_seen, resolve_augment, steps_per_epoch
 from raylth.engine.distributed import Dist
 from raylth.engine.masks import Mask, MaskKeeper
 from raylth.engine.optim import make_optimizer, make_scheduler
@@ -69,14 +69,17 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: i
 
 class Trainer:
     def __init__(self, model: nn.Module, data: Dataset, spec: TrainSpec, seeds: Seeds, *,
-                 augment: bool, mask: Mask | None = None, device: torch.device | None = None,
+                 augment: bool = False, mask: Mask | None = None, device: torch.device | None = None,
                  dist: Dist | None = None, compile: bool = False):
         self.device = device or default_device()
         self.dist = dist or Dist()
         self.model = prepare_model(model, self.device)  # the module: weights, eval, checkpoints
         self.data = data.to(self.device)
-        self.spec, self.seeds, self.augment = spec, seeds, augment
-        self.steps_per_epoch = steps_per_epoch(len(self.data.train_y), spec.batch_size)
+        # the TrainSpec's augmentation, else the data set's default (``augment``)
+        self.spec, self.seeds = spec, seeds
+        self.augment = resolve_augment(spec.augment if spec.augment is not None else augment)
+        self.drop_last = spec.last_batch == "drop"
+        self.steps_per_epoch = steps_per_epoch(len(self.data.train_y), spec.batch_size, self.drop_last)
         self.total_steps = spec.duration.iterations(self.steps_per_epoch)
         self.mask_keeper = MaskKeeper(self.model, mask)
         self.net = self._data_parallel() if self.dist.world > 1 else self.model  # what trains
@@ -100,6 +103,11 @@ class Trainer:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    def points_seen(self, steps: int | None = None) -> int:
+        """Training examples in the first ``steps`` steps (default: so far)."""
+        return points_seen(len(self.data.train_y), self.spec.batch_size,
+                           self.step if steps is None else steps, self.drop_last)
 
     def iterations(self, step) -> int:
         """A Step (or int) -> iteration count for this run."""
@@ -163,9 +171,10 @@ class Trainer:
         self.model.train()
         while self.step < self.total_steps:
             epoch, start_batch = divmod(self.step, self.steps_per_epoch)
-            for x, y in epoch_batches(self.data, self.spec.batch_size, epoch, self.seeds, self.augment,
-                                      start_batch=start_batch, rank=self.dist.rank, world=self.dist.world):
-                self._train_step(x, y)
+            for batch in epoch_batches(self.data, self.spec.batch_size, epoch, self.seeds, self.augment,
+                                       start_batch=start_batch, rank=self.dist.rank, world=self.dist.world,
+                                       drop_last=self.drop_last):
+                self._train_step(batch)
                 if self.step in save_at and on_save:
                     on_save(self.step, self.weights())
                 if self._eval_due():
@@ -177,11 +186,12 @@ class Trainer:
                 on_epoch(self)
         return self.history
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _train_step(self, batch: Batch) -> None:
+        x = batch.x
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device):
-            loss = F.cross_entropy(self.net(x), y)
+            loss = batch.loss(self.net(x).float())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -4,7 +4,7 @@ from raylth.specs.analysis import ChildSpec, LandscapeSpec, LmcOptions, LmcSpec,
 from raylth.specs.base import Spec
 from raylth.specs.distill import (DistillEvalSpec, DistillSpec, ExpertOptions, ExpertsSpec, MaskImpSpec,
                                   TicketSpec)
-from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
+from raylth.specs.groups import AugmentSpec, DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
 from raylth.specs.stages import BranchSpec, ImpLevelSpec, TrainStageSpec
 from raylth.specs.step import Step
 from raylth.specs.trial import TrialSpec

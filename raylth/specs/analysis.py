@@ -132,12 +132,13 @@ class SharpnessSpec(Spec):
 @dataclass(frozen=True)
 class SharpnessOptions(Spec):
     """Sharpness in a sweep (a trial's ``sharpness:``): the Hessian of the trial's
-    dense network (at the rewind point k, or trained), its diagonal's mass split
+    dense network (at the rewind point k, at init, or trained), its diagonal's mass split
     by the mask of each of the trial's pruned networks. Trials of different
     methods (imp, distilled_imp, random_prune) with the same seeds split the
     same network: the paper's comparison."""
     kind = "sharpness_options"
-    checkpoint: str = choice("rewind", ["rewind", "final"])
+    # init: the same network for trials whose rewind points differ (IMP-rewind beside distilled IMP)
+    checkpoint: str = choice("rewind", ["rewind", "final", "init"])
     levels: tuple[int, ...] = ()  # which levels' masks (empty: all)
     probes: int = 100
     iterations: int = 20

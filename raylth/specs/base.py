@@ -34,8 +34,19 @@ def choice(default, options, doc: str = "", id_default=dataclasses.MISSING):
 
 
 def id_default(f: dataclasses.Field):
-    """The value of field ``f`` that canonical strings leave out."""
-    return f.metadata["id_default"] if "id_default" in f.metadata else _default_of(f)
+    """The value of field ``f`` that canonical strings leave out: its
+    ``id_default``, or its default with the id defaults of nested specs
+    (``TrainStageSpec().train`` is left out only where it means what a
+    TrainSpec meant before its id defaults existed)."""
+    if "id_default" in f.metadata:
+        return f.metadata["id_default"]
+    if f not in _ID_DEFAULTS:  # a field's default is fixed: build it once
+        default = _default_of(f)
+        _ID_DEFAULTS[f] = default._with_id_defaults() if isinstance(default, Spec) else default
+    return _ID_DEFAULTS[f]
+
+
+_ID_DEFAULTS: dict = {}
 
 
 class Spec:
@@ -97,6 +108,16 @@ class Spec:
                 continue
             out[f.name] = _plain(value, omit_defaults, for_id)
         return out
+
+    def _with_id_defaults(self) -> "Spec":
+        changes = {}
+        for f in dataclasses.fields(self):
+            value = id_default(f) if "id_default" in f.metadata else getattr(self, f.name)
+            if isinstance(value, Spec):
+                value = value._with_id_defaults()
+            if value != getattr(self, f.name):
+                changes[f.name] = value
+        return dataclasses.replace(self, **changes) if changes else self
 
     def canonical(self) -> str:
         """Fields that differ from their id defaults, sorted: what the id hashes."""

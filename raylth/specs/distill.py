@@ -118,7 +118,8 @@ class DistillSpec(Spec):
     # import: an external file (images, labels; as MTT/IDC release them)
     path: str | None = None
     labels: str | None = None        # import: a separate labels file (MTT: images_best.pt + labels_best.pt)
-    space: str = choice("normalized", ["normalized", "pixel"])  # the file's images: normalised or pixels
+    # the file's images: normalised, in the data set's pixel units (0..255), or in [0, 1] (IDC's data.pt)
+    space: str = choice("normalized", ["normalized", "pixel", "unit"])
 
     def validate(self):
         # reset what the method does not use: equal computations, one id
@@ -163,7 +164,7 @@ class DistillSpec(Spec):
             if not self.path:
                 raise SpecError(f"{w}.path: method import needs path: FILE.pt (images and labels tensors, "
                                 "or images only with labels: LABELS.pt)")
-            if self.space == "pixel" and self.zca:
+            if self.space != "normalized" and self.zca:
                 raise SpecError(f"{w}.space: a ZCA-whitened file holds whitened images, not pixels; "
                                 "leave space out with zca: true")
 

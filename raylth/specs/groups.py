@@ -36,6 +36,53 @@ class ModelSpec(Spec):
             raise SpecError(f"model.width: {self.width} must be a positive integer")
 
 
+DSA_FAMILIES = ("color", "crop", "cutout", "flip", "scale", "rotate")
+DSA_DEFAULT_OPS = "color_crop_cutout_flip_scale_rotate"  # DC/DSA/MTT's dsa_strategy
+AUGMENTATIONS = ("none", "crop_flip", "dsa")
+DSA_MODES = ("single", "multi", "idc")
+
+
+@dataclass(frozen=True)
+class AugmentSpec(Spec):
+    """How training batches are augmented (``train.augment``), drawn from the
+    augment seed per (seed, epoch, batch) and applied to whole batches on the
+    device.
+
+    - ``none``; ``crop_flip``: 4-pixel zero-padded random crop + horizontal flip;
+      ``dsa``: differentiable siamese augmentation's families ``ops`` (joined
+      by ``_``) with per-example draws, ``mode`` ``single`` (DSA's 'S': one
+      family per batch), ``multi`` (DSA's 'M': all, in order) or ``idc`` (IDC's
+      DiffAug, which the paper trains with: flip and color always, then one of
+      the other families per batch).
+    - ``cutmix``: probability per batch of CutMix (Yun et al. 2019, as IDC and
+      the paper: one box per batch, lambda ~ Beta(cutmix_beta, cutmix_beta),
+      partners by a permutation of the batch, loss mixed by the box's area),
+      applied after the other augmentation.
+    """
+    kind = "augment"
+    path_prefix = "train.augment"
+    name: str = choice("crop_flip", AUGMENTATIONS)
+    ops: str = DSA_DEFAULT_OPS        # dsa only
+    mode: str = choice("single", DSA_MODES)  # dsa only
+    cutmix: float = 0.0
+    cutmix_beta: float = 1.0
+
+    def validate(self):
+        w = self.path_prefix
+        if self.name != "dsa":  # what only DSA reads: one id for equal computations
+            object.__setattr__(self, "ops", DSA_DEFAULT_OPS)
+            object.__setattr__(self, "mode", "single")
+        ops = self.ops.split("_") if self.ops else []
+        unknown = [op for op in ops if op not in DSA_FAMILIES]
+        if unknown or not ops:
+            raise SpecError(f"{w}.ops: {unknown[0] if unknown else self.ops!r} is not a DSA augmentation; "
+                            f"join some of {', '.join(DSA_FAMILIES)} with _, e.g. color_crop_flip_scale_rotate")
+        if not 0 <= self.cutmix <= 1:  # NaN fails too
+            raise SpecError(f"{w}.cutmix: {self.cutmix} is a probability per batch; use a value in [0, 1], e.g. 0.5")
+        if not self.cutmix_beta > 0:
+            raise SpecError(f"{w}.cutmix_beta: {self.cutmix_beta} must be positive (CutMix's Beta parameter, e.g. 1.0)")
+
+
 @dataclass(frozen=True)
 class TrainSpec(Spec):
     kind = "train"
@@ -52,6 +99,10 @@ class TrainSpec(Spec):
     gamma: float = 0.1
     warmup: Step = Step(0, "it")        # linear warmup from 0 to lr
     eval_every: Step | None = None      # None: evaluate once per epoch
+    augment: AugmentSpec | None = None  # None: the data set's default (data.augment; CIFAR: crop + flip)
+    # the last partial batch of an epoch: kept, as a PyTorch DataLoader does, or
+    # dropped (raylth before; specs that say drop keep their old ids)
+    last_batch: str = choice("keep", ["keep", "drop"], id_default="drop")
 
     def validate(self):
         if self.lr <= 0:

@@ -129,7 +129,7 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
         "test_acc": final.get("test_acc"), "test_loss": final.get("test_loss"),
         "sparsity": sparsity(mask) if mask is not None else 0.0,
         "steps": trained_steps, "steps_per_epoch": trainer.steps_per_epoch,
-        "points_seen": trained_steps * min(train.batch_size, len(dataset.train_y)),
+        "points_seen": trainer.points_seen(trainer.total_steps) - trainer.points_seen(start),
         "wall_s": time.time() - started, "device": str(ctx.device), "history": history,
         **(extra_metrics or {}),
     }

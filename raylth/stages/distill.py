@@ -210,6 +210,8 @@ def read_import(spec: DistillSpec, real: Dataset, data_root=None):
         fail(f"holds {counts.tolist()} images per class; declare ipc: n for a set of n images of every class")
     if spec.space == "pixel":
         images = real.normalize(images)
+    elif spec.space == "unit":  # IDC's release: unnormalised images in [0, 1]
+        images = real.normalize(images * real.pixel_max)
     zca = None
     if spec.zca:
         if "zca_matrix" in items and "zca_mean" in items:  # raylth's own record
@@ -233,6 +235,13 @@ class Progress:
     factor: int
     zca: Zca | None
     real: Dataset
+    lr: float | None = None  # MTT: the student lr learned so far
+
+
+def evaluation_lr(spec_lr: float | None, learned: float | None) -> float:
+    """The lr a distilled set is evaluated with: the protocol's, else the
+    lr learned with the set (MTT), else DC's 0.01."""
+    return spec_lr or learned or 0.01
 
 
 Monitor = Callable[[Progress], None]
@@ -271,11 +280,11 @@ def _compute_distill(spec: DistillSpec, ctx: StageContext, real: Dataset, monito
         labels = class_labels(k, spec.ipc, device)
         every = max(1, spec.iterations // 200)  # keep about 200 loss values
 
-        def callback(it: int, loss: float, images_now: torch.Tensor) -> None:
+        def callback(it: int, loss: float, images_now: torch.Tensor, lr: float | None = None) -> None:
             if it % every == 0 or it + 1 == spec.iterations:
                 losses.append([it + 1, loss])
             if monitor is not None:
-                monitor(Progress(it + 1, spec.iterations, loss, images_now, labels, spec.factor, zca, real))
+                monitor(Progress(it + 1, spec.iterations, loss, images_now, labels, spec.factor, zca, real, lr))
 
         common = dict(ipc=spec.ipc, iterations=spec.iterations, lr_img=spec.lr_img_value, dsa=spec.dsa,
                       init=spec.init, generator=generator, callback=callback)
@@ -314,8 +323,29 @@ def _compute_distill(spec: DistillSpec, ctx: StageContext, real: Dataset, monito
 def run_experts(spec: ExpertsSpec, ctx: StageContext) -> Artifact:
     """MTT's expert trajectories; each expert has its own generator and is
     kept in the partial folder as it finishes, so an interrupted run resumes
-    at the next expert."""
-    return ensure(ctx, spec, lambda: _compute_experts(spec, ctx))
+    at the next expert. Stored longer trajectories of the same experts serve
+    a shorter need: their first epochs are these (nothing in an expert's
+    training depends on how long it runs)."""
+    return longer_experts(spec, ctx.store) or ensure(ctx, spec, lambda: _compute_experts(spec, ctx))
+
+
+def longer_experts(spec: ExpertsSpec, store: Store) -> Artifact | None:
+    """The stored experts artifact of ``spec``, or the shortest stored one
+    that differs only in holding more epochs."""
+    found = store.get(spec.id)
+    if found is not None:
+        return found
+    candidates = []
+    for artifact_id in store.ids_of(spec.kind):
+        artifact = store.get(artifact_id)
+        if artifact is None:
+            continue
+        other = ExpertsSpec.from_dict(artifact.spec)
+        if other.id != artifact.id:  # stored before one of its fields existed: read it as it was made
+            continue
+        if other.epochs > spec.epochs and other.replace(epochs=spec.epochs) == spec:
+            candidates.append((other.epochs, artifact.id, artifact))
+    return min(candidates)[2] if candidates else None
 
 
 def _compute_experts(spec: ExpertsSpec, ctx: StageContext) -> Artifact | None:
@@ -391,13 +421,12 @@ def _compute_eval(spec: DistillEvalSpec, ctx: StageContext, real: Dataset) -> Ar
     d = spec.distill
     if spec.random:
         images, labels, zca = random_baseline(d, real, spec.subset_seed)
-        lr, source = spec.lr or 0.01, None
+        lr, source = evaluation_lr(spec.lr, None), None
     else:
         source = run_distill(d, ctx)
         record = source.load(RECORD)
         images, labels, zca = record["images"], record["labels"], record_zca(record)
-        learned = float(record["lr"]) if "lr" in record else None
-        lr = spec.lr or learned or 0.01
+        lr = evaluation_lr(spec.lr, float(record["lr"]) if "lr" in record else None)
     images, labels = images.to(ctx.device).float(), labels.to(ctx.device).long()
 
     def model_fn(seed: int):

@@ -13,8 +13,8 @@ mask_then_imp: ordinary IMP on the real data that starts from the ticket of
 ``start_level`` (its mask and its start weights are both the start and the
 rewind point of every later level) and continues to ``levels``.
 
-points_seen (training points = SGD steps x batch, the last partial batch
-of an epoch dropped; for a set smaller than a batch: steps x set size):
+points_seen (training points = the examples of every SGD step, the last partial
+batch of an epoch counted as it is, or dropped with train.last_batch: drop):
 - ``ticket`` rows (distilled_imp): the cumulative points of the distilled
   trunk's levels 0..L, i.e. distilled images x epochs summed over the levels up
   to the ticket's level: the cost of finding it. The ticket's own training on
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from raylth.engine.data import seed_for, steps_per_epoch
+from raylth.engine.data import points_seen, seed_for, steps_per_epoch
 from raylth.engine.masks import prune, rewind_state
 from raylth.specs import ImpLevelSpec, MaskImpSpec, Spec, TicketSpec
 from raylth.stages.context import StageContext, ensure, train_and_store
@@ -52,8 +52,9 @@ def _compute_ticket(spec: TicketSpec, ctx: StageContext) -> Artifact:
     data = ctx.dataset(spec.data)
     model = ctx.model(spec.trunk.model, data, seed=spec.trunk.seeds.init)
     model.load_state_dict(rewind_state(model.state_dict(), rewind, mask, True))
-    n = len(data.train_y)
-    own = spec.train.duration.iterations(steps_per_epoch(n, spec.train.batch_size)) * min(spec.train.batch_size, n)
+    n, drop = len(data.train_y), spec.train.last_batch == "drop"
+    own = points_seen(n, spec.train.batch_size,
+                      spec.train.duration.iterations(steps_per_epoch(n, spec.train.batch_size, drop)), drop)
     return train_and_store(ctx, spec, data=spec.data, model=model, train=spec.train, seeds=spec.seeds,
                            mask=mask, extra_metrics={
                                "level": spec.level, "points_seen": trunk_points(spec.trunk, ctx),

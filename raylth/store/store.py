@@ -243,6 +243,10 @@ class Store:
         return sorted(name for name, is_dir in entries
                       if is_dir and not name.startswith(".") and "_" in name and name not in ("sweeps", "searches"))
 
+    def ids_of(self, kind: str) -> list[str]:
+        """The ids of the artifact folders of ``kind`` (finished or not: ``get`` tells)."""
+        return [name for name in self._artifact_names() if name.startswith(f"{kind}_")]
+
     def artifacts(self):
         """Every finished, readable artifact (unreadable ones are skipped with a warning)."""
         for name in self._artifact_names():

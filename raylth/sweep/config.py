@@ -9,10 +9,13 @@
     max_failures: 2               # retries of a failing trial
     compile: false                # torch.compile training steps (CUDA speed; same results up to float error)
     base: {method: imp, levels: 12, data: {...}, model: {...}, train: {...}, prune: {...}, seed: 0}
+    per_method: {imp: {prune: {rewind: 2000it}}}   # optional: fields for one method's trials
     grid: {seed: [0, 1], method: [dense, imp, random_prune]}
 
 Grid keys are dotted paths into ``base`` (``train.lr``, ``prune.rewind``) or
 the shorthands ``seed`` (sets seeds.init, .order and .augment) and ``rewind``.
+A trial is ``base``, then its method's ``per_method`` block merged in (nested
+mappings field by field), then its grid values.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from raylth.errors import RaylthError, SpecError, did_you_mean
 from raylth.specs import TrialSpec
 
 SWEEP_KEYS = ("kind", "name", "storage", "data_root", "workers", "resources", "max_concurrent", "max_failures",
-              "compile", "base", "grid")
+              "compile", "base", "per_method", "grid")
 RESOURCE_KEYS = ("cpu", "gpu")
 SHORTHANDS = {"rewind": "prune.rewind"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -112,7 +115,7 @@ def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep
         raise SpecError(f"{where}: base must be a mapping of trial fields")
     if not isinstance(grid, dict):
         raise SpecError(f"{where}: grid must be a mapping of key: [values]")
-    trials = expand(base, grid, where)
+    trials = expand(base, grid, where, per_method=_per_method(raw.get("per_method") or {}, where))
     return Sweep(name=name, trials=trials, storage=raw.get("storage"), data_root=raw.get("data_root"),
                  resources=resources, workers=workers, compile=compile_steps, max_concurrent=max_concurrent,
                  max_failures=1 if max_failures is None else max_failures, source=raw)
@@ -150,6 +153,28 @@ def _positive_int(raw, key, where, optional=False, minimum=1):
     return value
 
 
+def _per_method(raw, where: str) -> dict:
+    from raylth.stages import METHODS
+
+    checked_block(raw, where, "per_method", tuple(METHODS), "{imp: {prune: {rewind: 2000it}}}")
+    for method, fields in raw.items():
+        if not isinstance(fields, dict) or "method" in fields:
+            raise SpecError(f"{where}: per_method.{method}: must be a mapping of trial fields (not method), "
+                            "e.g. {prune: {rewind: 2000it}}")
+    return raw
+
+
+def _merged(tree: dict, extra: dict) -> dict:
+    """``tree`` with ``extra`` merged in: nested mappings field by field."""
+    out = copy.deepcopy(tree)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def _set_path(tree: dict, dotted: str, value, where: str) -> None:
     if dotted == "seed":
         tree["seeds"] = {"init": value, "order": value, "augment": value}
@@ -165,8 +190,9 @@ def _set_path(tree: dict, dotted: str, value, where: str) -> None:
     node[leaf] = value
 
 
-def expand(base: dict, grid: dict, where: str = "sweep") -> list[Trial]:
-    """The cartesian product of the grid axes applied to base, as trials."""
+def expand(base: dict, grid: dict, where: str = "sweep", per_method: dict | None = None) -> list[Trial]:
+    """The cartesian product of the grid axes applied to base (and the trial's
+    method's ``per_method`` fields), as trials."""
     base = copy.deepcopy(base)
     if "seed" in base:
         seed = base.pop("seed")
@@ -177,7 +203,8 @@ def expand(base: dict, grid: dict, where: str = "sweep") -> list[Trial]:
     axes = list(grid.items())
     trials, seen = [], set()
     for combo in itertools.product(*(values for _, values in axes)):
-        tree = copy.deepcopy(base)
+        method = dict(zip((key for key, _ in axes), combo)).get("method", base.get("method", "imp"))
+        tree = _merged(base, (per_method or {}).get(method, {})) if isinstance(method, str) else copy.deepcopy(base)
         for (key, _), value in zip(axes, combo):
             _set_path(tree, key, value, f"{where}: grid.{key}")
         try:

@@ -116,7 +116,7 @@ PRUNABLE_KINDS = ("train", "imp", "branch", "ticket", "maskimp")  # networks wit
 def _sharpness_jobs(trial: Trial, networks: list[Spec]) -> list[Job]:
     spec, options = trial.spec, trial.spec.sharpness
     dense = METHODS["dense"].artifacts(spec)[0]
-    checkpoint = checkpoint_name(spec.prune.rewind) if options.checkpoint == "rewind" else "final"
+    checkpoint = checkpoint_name(spec.prune.rewind) if options.checkpoint == "rewind" else options.checkpoint
     jobs = []
     for network in networks:
         level = level_of(network)

@@ -79,7 +79,7 @@ def check_sharpness_networks(sweep: Sweep, store: Store) -> None:
 def check_steps(spec: TrialSpec, n_train: int, where: str) -> None:
     """Steps written in other units than the duration are checked once the
     data set's size (hence iterations per epoch) is known."""
-    per_epoch = steps_per_epoch(n_train, spec.train.batch_size)
+    per_epoch = steps_per_epoch(n_train, spec.train.batch_size, spec.train.last_batch == "drop")
     total = spec.train.duration.iterations(per_epoch)
     named = [("prune.rewind", spec.prune.rewind, total - 1), ("train.warmup", spec.train.warmup, total)]
     named += [(f"train.milestones[{i}]", m, total) for i, m in enumerate(spec.train.milestones)]

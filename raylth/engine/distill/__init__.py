@@ -12,7 +12,7 @@ of the real images. Distillation works on NORMALISED float images
 [0, 1] pixels as MTT/KIP, see ``zca``); the results are in that space.
 """
 
-from .augment import DEFAULT_STRATEGY, DsaParams, apply_dsa, dsa, sample_dsa
+from raylth.engine.data.dsa import DEFAULT_STRATEGY, DsaParams, apply_dsa, dsa, sample_dsa
 from .common import embed
 from .dm import distill_dm
 from .evaluate import evaluate_images, random_subset

@@ -35,7 +35,7 @@ def sgd_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
               batch_size: int, generator: torch.Generator, dsa: bool, dsa_strategy: str) -> None:
     """One pass over (x, y) in an order drawn from ``generator``, each batch
     augmented per example by DSA (when ``dsa``), one SGD step per batch."""
-    from raylth.engine.distill.augment import apply_dsa, sample_dsa
+    from raylth.engine.data.dsa import apply_dsa, sample_dsa
 
     order = torch.randperm(len(y), generator=generator, device=generator.device).to(x.device)
     for start in range(0, len(y), batch_size):

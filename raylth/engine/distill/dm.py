@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from .augment import DEFAULT_STRATEGY, apply_dsa, sample_dsa
+from raylth.engine.data.dsa import DEFAULT_STRATEGY, apply_dsa, sample_dsa
 from .common import ClassSampler, ModelFn, build, check_real, embed
 from .init import init_images
 

@@ -11,7 +11,7 @@ import torch
 
 from raylth.engine.data import seed_for
 
-from .augment import DEFAULT_STRATEGY
+from raylth.engine.data.dsa import DEFAULT_STRATEGY
 from .common import ModelFn, sgd_epoch
 from .init import class_indices, decode_labels, decode_multi
 from .zca import Zca

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import DEFAULT_STRATEGY, apply_dsa, sample_dsa
+from raylth.engine.data.dsa import DEFAULT_STRATEGY, apply_dsa, sample_dsa
 from .common import ClassSampler, ModelFn, build, check_real, has_batchnorm, sgd_epoch
 from .init import decode_labels, decode_multi, init_images
 

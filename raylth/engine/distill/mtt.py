@@ -44,7 +44,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from .augment import DEFAULT_STRATEGY, apply_dsa, sample_dsa
+from raylth.engine.data.dsa import DEFAULT_STRATEGY, apply_dsa, sample_dsa
 from .common import ModelFn, build, check_real, sgd_epoch
 from .init import init_images
 
@@ -130,7 +130,7 @@ def distill_mtt(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int,
     std of 1; lr_img 1000 diverged there (NaN). Use ~1000 with ZCA, as MTT.
     lr_lr 1e-5 and lr_init 0.01 are MTT's (lr_init = the experts' lr).
     batch_syn None: the whole synthetic set each student step (MTT's default).
-    ``callback(iteration, loss, images)``: after each iteration (syncs the device)."""
+    ``callback(iteration, loss, images, lr)``: after each iteration (syncs the device)."""
     check_real(real_x, real_y, num_classes)
     if not experts:
         raise ValueError("no expert trajectories; train some with train_experts")
@@ -182,8 +182,8 @@ def distill_mtt(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int,
         loss.backward()
         optimizer_img.step()
         optimizer_lr.step()
-        if callback is not None:
-            callback(it, float(loss.detach()), images.detach())
+        if callback is not None:  # the learned lr too: an evaluation mid-way trains with it
+            callback(it, float(loss.detach()), images.detach(), float(syn_lr.detach()))
         del flat, loss
     images = images.detach()
     if return_lr:

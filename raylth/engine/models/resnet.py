@@ -1,4 +1,5 @@
-"""CIFAR ResNets: ResNet-18 (4 stages, kuangliu style) and ResNet-20 (He et al. 2016)."""
+"""CIFAR ResNets: ResNet-18 (4 stages, kuangliu style; ``resnet18_idc``: IDC's, which the paper
+prunes) and ResNet-20 (He et al. 2016)."""
 
 from torch import nn
 
@@ -51,3 +52,16 @@ def resnet18(input_shape, num_classes, width=64):
 @register_model("resnet20")
 def resnet20(input_shape, num_classes, width=16):
     return ResNet(input_shape[0], num_classes, [width, 2 * width, 4 * width], [3, 3, 3])
+
+
+@register_model("resnet18_idc")
+def resnet18_idc(input_shape, num_classes, width=32):
+    """The CIFAR ResNet-18 of IDC (``ResNet('cifar10', 18, nclass, 'batch')``),
+    which McDermott & Parhi prune: ``resnet18`` at base width 32 (2,797,610
+    parameters on CIFAR-10), with IDC's initialisation: conv weights
+    N(0, 2 / (k^2 * out_channels)), BatchNorm 1/0, the linear layer PyTorch's default."""
+    model = resnet18(input_shape, num_classes, width)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    return model

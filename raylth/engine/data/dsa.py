@@ -9,7 +9,10 @@ Conventions follow the DSA code (``ParamDiffAug``, ``aug_mode='S'``):
 * ``strategy`` names families joined by ``_`` (``color``, ``crop``,
   ``cutout``, ``flip``, ``scale``, ``rotate``); with ``single=True`` (DSA's
   default 'S' mode) one family is picked per call, otherwise every family is
-  applied in the order given ('M' mode).
+  applied in the order given ('M' mode). ``mode='idc'`` is IDC's DiffAug
+  (``batch=False``), which the paper trains its tickets with: flip, then
+  color, always; then one of the other families per call; cutout last; its
+  scale and rotate sample with ``align_corners=False`` (DSA/MTT: True).
 * The per-example parameters are stored for ``batch_size`` examples. When
   ``apply_dsa`` gets a batch of exactly that size each example gets its own
   parameters; for any other size the FIRST draw is used for the whole batch.
@@ -38,8 +41,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
-FAMILIES = ("color", "crop", "cutout", "flip", "scale", "rotate")
+from raylth.specs.groups import DSA_DEFAULT_OPS as DEFAULT_STRATEGY
+from raylth.specs.groups import DSA_FAMILIES as FAMILIES
 
 BRIGHTNESS = 1.0
 SATURATION = 2.0
@@ -59,6 +62,12 @@ class DsaParams:
     batch_size: int
     ops: tuple[str, ...]
     values: dict[str, torch.Tensor] = field(default_factory=dict)
+    align_corners: bool = True  # of scale and rotate's sampling grid
+
+    def select(self, index: torch.Tensor) -> "DsaParams":
+        """The parameters of examples ``index`` (a shard of the batch)."""
+        values = {k: v[index.to(v.device)] for k, v in self.values.items()}
+        return DsaParams(len(index), self.ops, values, self.align_corners)
 
 
 def parse_strategy(strategy: str) -> tuple[str, ...]:
@@ -77,16 +86,29 @@ def _uniform(n: int, generator: torch.Generator, lo: float = 0.0, hi: float = 1.
     return u * (hi - lo) + lo
 
 
+def _pick(ops, generator: torch.Generator) -> tuple[str, ...]:
+    if not ops:
+        return ()
+    return (ops[int(torch.randint(len(ops), (1,), generator=generator, device=generator.device))],)
+
+
 def sample_dsa(batch_size: int, generator: torch.Generator, strategy: str = DEFAULT_STRATEGY,
-               single: bool = True) -> DsaParams:
+               single: bool = True, mode: str | None = None) -> DsaParams:
     """Draw DSA parameters for ``batch_size`` examples from ``generator``
-    (tensors live on the generator's device; ``apply_dsa`` moves them)."""
+    (tensors live on the generator's device; ``apply_dsa`` moves them).
+    ``mode`` (single, multi or idc) overrides ``single``."""
     if batch_size < 1:
         raise ValueError(f"batch_size {batch_size} must be at least 1")
     ops = parse_strategy(strategy)
-    if single and ops:
-        pick = int(torch.randint(len(ops), (1,), generator=generator, device=generator.device))
-        ops = (ops[pick],)
+    mode = mode or ("single" if single else "multi")
+    if mode == "idc":
+        always = tuple(op for op in ("flip", "color") if op in ops)
+        ops = always + _pick([op for op in ops if op not in ("flip", "color", "cutout")], generator) \
+            + (("cutout",) if "cutout" in ops else ())
+    elif mode == "single":
+        ops = _pick(ops, generator)
+    elif mode != "multi":
+        raise ValueError(f"DSA mode {mode!r} is not one of single, multi, idc")
     n, values = batch_size, {}
     for op in ops:
         if op == "color":
@@ -103,7 +125,7 @@ def sample_dsa(batch_size: int, generator: torch.Generator, strategy: str = DEFA
             values["scale"] = _uniform(2 * n, generator, 1.0 / SCALE, SCALE).view(n, 2)
         elif op == "rotate":
             values["rotate"] = _uniform(n, generator, -ROTATE_DEG, ROTATE_DEG) * (math.pi / 180.0)
-    return DsaParams(batch_size, ops, values)
+    return DsaParams(batch_size, ops, values, align_corners=mode != "idc")
 
 
 def _values_for(params: DsaParams, name: str, x: torch.Tensor) -> torch.Tensor:
@@ -169,7 +191,7 @@ def _scale(x, params):
     theta = torch.zeros(len(x), 2, 3, device=x.device)
     theta[:, 0, 0] = s[:, 0]
     theta[:, 1, 1] = s[:, 1]
-    return _warp(x, theta, "bilinear", align_corners=True)
+    return _warp(x, theta, "bilinear", align_corners=params.align_corners)
 
 
 def _rotate(x, params):
@@ -177,7 +199,7 @@ def _rotate(x, params):
     cos, sin = torch.cos(a), torch.sin(a)
     theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(a)], 1),
                          torch.stack([sin, cos, torch.zeros_like(a)], 1)], 1)
-    return _warp(x, theta, "bilinear", align_corners=True)
+    return _warp(x, theta, "bilinear", align_corners=params.align_corners)
 
 
 APPLY = {"color": _color, "crop": _crop, "cutout": _cutout, "flip": _flip,
