@@ -381,3 +381,29 @@ def test_shorter_expert_needs_reuse_stored_longer_trajectories(ctx, monkeypatch)
     fresh = stage._compute_experts(short.experts_spec(), ctx)
     prefix = stage.load_experts(ctx.store.get(long.experts_spec().id))[0][:4]
     assert all(torch.equal(a, b) for a, b in zip(prefix, stage.load_experts(fresh)[0]))
+
+
+def test_tickets_can_train_on_real_data_whitened_like_the_distilled_set(ctx):
+    """data.zca: the real data in the space of a ZCA-whitened distilled set (the
+    2023 distilled-pruning code); the set itself is distilled from the raw data."""
+    from raylth.specs import TrialSpec
+    from raylth.stages.distill import trial_distill
+    from raylth.stages.ticket import ticket
+
+    trial = TrialSpec.from_dict({
+        "method": "distilled_imp", "levels": 1, "data": {"name": "digits", "zca": True},
+        "model": {"name": "lenet"}, "train": {"lr": 0.05, "duration": "1ep"},
+        "distill": {"method": "dm", "ipc": 1, "iterations": 1, "zca": True, "model": {"name": "lenet"}},
+        "inner": {"lr": 0.02, "batch_size": 10, "duration": "1ep"}})
+    distill = trial_distill(trial)
+    assert not distill.data.zca and ticket(trial, 1).data.zca
+    record = run_stage(distill, ctx).load("distilled.pt")
+    real = ctx.dataset(ticket(trial, 1).data)
+    digits = load_dataset(DIGITS)
+    zca = D.fit_zca_space(digits, "pixels", 0.1)
+    assert torch.allclose(record["zca_matrix"], zca.matrix) and float(record["zca_input_scale"]) == 16.0
+    assert torch.allclose(real.train_x, zca.whiten(digits.train_x, digits), atol=1e-5)
+    assert torch.allclose(real.test_x, zca.whiten(digits.test_x, digits), atol=1e-5)
+    assert real.normalize(real.test_x[:3]).equal(real.test_x[:3])
+    with pytest.raises(SpecError, match="data.zca"):
+        trial.replace(distill=trial.distill.replace(zca_eps=0.2))

@@ -45,7 +45,7 @@ METHOD_FIELDS = {
             "low_memory", "experts"),
     "import": ("path", "labels", "space"),
 }
-ZCA_SPACES = ("pixels", "normalized")         # engine.distill.zca.ZCA_SPACES (specs import no engine)
+ZCA_SPACES = ("pixels", "normalized")         # engine.data.zca.ZCA_SPACES (specs import no engine)
 ZCA_FIELDS = ("zca_space",)                  # reset without zca (zca_eps is kept: old ids)
 FACTOR_METHODS = ("gm", "import")            # IDC multi-formation
 SYNTHESIS_FIELDS = ("iterations", "lr_img", "init", "seed", "model")  # not for import
@@ -332,6 +332,11 @@ def check_distilled_trial(trial) -> None:
                         f"(levels: {trial.levels}); mask_then_imp continues IMP from it up to `levels`")
     if trial.start_level < 0:
         raise SpecError(f"start_level: {trial.start_level} must be >= 0")
+    d = trial.distill
+    if trial.data.zca and d is not None and d.zca and (d.zca_space != "pixels" or d.zca_eps != trial.data.zca_eps):
+        raise SpecError(f"data.zca: the real data is whitened in pixel space with zca_eps {trial.data.zca_eps}, "
+                        f"the distilled set in {d.zca_space} space with {d.zca_eps}; use the same ZCA "
+                        "(distill.zca_space: pixels, equal zca_eps) so tickets train in the set's space")
     if trial.method in ("distilled_imp", "mask_then_imp"):
         rewind, duration = trial.prune.rewind, trial.inner.duration
         if rewind.unit == duration.unit and rewind.amount >= duration.amount:

@@ -17,10 +17,19 @@ class DataSpec(Spec):
     test: str | None = None        # `tensors`: evaluate on this real data set's test split
     augment: bool | None = None    # None: the data set's default (CIFAR: crop + flip)
     train_size: int | None = None  # keep the first N training images (fixed order)
+    # whiten train and test images with MTT's ZCA (fitted on the training split's raw [0, 1]
+    # pixels, eps zca_eps): real data in the space of a ZCA-whitened distilled set, as the
+    # 2023 distilled-pruning code trained its tickets
+    zca: bool = False
+    zca_eps: float = 0.1
 
     def validate(self):
         if self.train_size is not None and self.train_size < 1:
             raise SpecError(f"data.train_size: {self.train_size} must be at least 1 (or left out)")
+        if not self.zca_eps >= 0:
+            raise SpecError(f"data.zca_eps: {self.zca_eps} must be >= 0 (MTT: 0.1)")
+        if self.zca and self.name == "distilled":
+            raise SpecError("data.zca: a distilled set is stored in its own space; whiten it with distill.zca")
         if self.name == "tensors" and not self.path:
             raise SpecError("data.path: the tensors data set needs path: FILE.pt or FILE.npz")
 

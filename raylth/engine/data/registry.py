@@ -8,6 +8,7 @@ from raylth.errors import SpecError, did_you_mean
 from raylth.specs.groups import DataSpec
 
 from .dataset import Dataset
+from .zca import whitened
 
 # name -> loader(spec, root) -> Dataset on the CPU, at full size
 DATASETS: dict[str, Callable[[DataSpec, object], Dataset]] = {}
@@ -36,8 +37,9 @@ def _check_spec(spec: DataSpec) -> None:
 
 
 def load_dataset(spec: DataSpec, root=None) -> Dataset:
-    """Load on the CPU, keep the first spec.train_size training images and
-    set augment (spec.augment, or the set's default when None)."""
+    """Load on the CPU, keep the first spec.train_size training images, set
+    augment (spec.augment, or the set's default when None) and whiten when
+    spec.zca (with a ZCA fitted on those training images)."""
     _check_spec(spec)
     data = DATASETS[spec.name](spec, root)
     if spec.train_size is not None:
@@ -48,6 +50,8 @@ def load_dataset(spec: DataSpec, root=None) -> Dataset:
         data = data.subset(spec.train_size)
     if spec.augment is not None:
         data.augment = spec.augment
+    if spec.zca:
+        data = whitened(data, spec.zca_eps)
     return data
 
 

@@ -14,7 +14,7 @@ from raylth.engine.data import seed_for
 from raylth.engine.data.dsa import DEFAULT_STRATEGY
 from .common import ModelFn, sgd_epoch
 from .init import class_indices, decode_labels, decode_multi
-from .zca import Zca
+from raylth.engine.data.zca import Zca
 
 
 def random_subset(real_x: torch.Tensor, real_y: torch.Tensor, ipc: int,

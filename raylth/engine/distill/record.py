@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 
 from .init import decode_labels, decode_multi
-from .zca import Zca
+from raylth.engine.data.zca import Zca
 
 
 def distilled_record(images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float],
