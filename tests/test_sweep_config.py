@@ -8,6 +8,7 @@ import yaml
 import raylth
 
 from raylth.errors import RaylthError, SpecError
+from raylth.specs import AugmentSpec
 from raylth.sweep.config import load_sweep, parse_sweep
 from raylth.sweep.plan import check_trials
 
@@ -168,3 +169,38 @@ def test_storage_and_data_root_precedence(tmp_path, monkeypatch):
     assert resolve_paths(sweep)[1] == tmp_path / "env"  # $RAYLTH_DATA overrides the file
     assert resolve_paths(sweep, data_root=tmp_path / "flag")[1] == tmp_path / "flag"  # --data-root overrides both
     assert resolve_paths(sweep, storage="s3://b/p?region=x")[0] == "s3://b/p?region=x"  # a URI is kept as given
+
+
+def test_the_paper_sweep_is_the_papers_recipe_with_imp_rewinding():
+    path = REPO / "sweeps" / "paper_resnet18_cifar10.yaml"
+    sweep = load_sweep(path)
+    by_method = {t.spec.method: t.spec for t in sweep.trials if t.spec.seeds.init == 0}
+    assert set(by_method) == {"dense", "imp", "random_prune", "distilled_imp", "mask_then_imp", "distill"}
+    assert str(by_method["imp"].prune.rewind) == "2000it" and str(by_method["random_prune"].prune.rewind) == "2000it"
+    assert by_method["distilled_imp"].prune.rewind.is_zero()  # distilled IMP: rewound to init
+    spec = by_method["distilled_imp"]
+    paper_augment = AugmentSpec(name="dsa", ops="color_crop_flip_scale_rotate", mode="idc", cutmix=0.5)
+    for train, epochs in ((spec.train, 300), (spec.inner, 1000)):
+        assert (train.optimizer, train.lr, train.momentum, train.weight_decay, train.batch_size) == (
+            "sgd", 0.01, 0.9, 5e-4, 64)
+        assert str(train.duration) == f"{epochs}ep" and train.schedule == "multistep" and train.gamma == 0.2
+        assert [m.amount for m in train.milestones] == [2 * epochs // 3, 5 * epochs // 6]
+        assert train.augment == paper_augment and train.last_batch == "keep"
+    assert spec.model.name == "resnet18_idc" and spec.prune.fraction == 0.2 and spec.levels == 10
+    assert (spec.distill.method, spec.distill.factor, spec.distill.ipc, spec.distill.zca) == ("gm", 2, 10, False)
+    header = path.read_text().split("\nname:")[0]
+    assert "GPU-hours" in header and "FLOP-derived" in header
+
+
+def test_per_method_blocks_are_merged_under_the_grid_and_checked():
+    raw = {"base": {"levels": 1, "prune": {"fraction": 0.3}, "train": {"lr": 0.1}},
+           "per_method": {"imp": {"prune": {"rewind": "10it"}, "train": {"lr": 0.2}}},
+           "grid": {"method": ["dense", "imp"], "train.lr": [0.05]}}
+    trials = {t.spec.method: t.spec for t in parse_sweep(raw).trials}
+    assert str(trials["imp"].prune.rewind) == "10it" and trials["imp"].prune.fraction == 0.3
+    assert trials["dense"].prune.rewind.is_zero()
+    assert trials["imp"].train.lr == 0.05  # the grid wins
+    with pytest.raises(SpecError, match="per_method.imq: unknown key.*did you mean 'imp'"):
+        parse_sweep(dict(raw, per_method={"imq": {}}))
+    with pytest.raises(SpecError, match="per_method.imp: must be a mapping of trial fields"):
+        parse_sweep(dict(raw, per_method={"imp": {"method": "dense"}}))

@@ -144,13 +144,13 @@ def epoch_batches(data: Dataset, batch_size: int, epoch: int, seeds, augment: Au
     crop = augment.name == "crop_flip"
     if crop:
         offsets, flips = (t.to(device) for t in epoch_draws(n, seeds.augment, epoch))
+    # per-example work only: each rank takes its shard first; DSA and CutMix draw per batch,
+    # so the global batch is augmented on every rank and then sharded
+    whole = augment.name == "dsa" or augment.cutmix > 0
     for step in range(start_batch, steps_per_epoch(n, batch_size, drop_last)):
         idx = order[step * size:(step + 1) * size]
-        if augment.name != "dsa" and not augment.cutmix:  # per-example work only: shard first
+        if not whole:
             idx = idx[rank::world]
-            x = crop_flip(data.train_x[idx], offsets[idx], flips[idx]) if crop else data.train_x[idx]
-            yield Batch(data.normalize(x.float()), data.train_y[idx])
-            continue
         x = crop_flip(data.train_x[idx], offsets[idx], flips[idx]) if crop else data.train_x[idx]
         x = data.normalize(x.float())
         if augment.name == "dsa":
@@ -161,7 +161,7 @@ def epoch_batches(data: Dataset, batch_size: int, epoch: int, seeds, augment: Au
             rng = np.random.default_rng(seed_for(seeds.augment, epoch, f"cutmix:{step}"))
             if rng.random() < augment.cutmix:
                 batch = cutmix(x, batch.y, rng, augment.cutmix_beta)
-        yield batch.shard(rank, world)
+        yield batch.shard(rank, world) if whole else batch
 
 
 def fixed_batches(data: Dataset, n_batches: int, batch_size: int,
