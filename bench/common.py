@@ -171,8 +171,15 @@ def device_slug(device) -> str:
     return re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
 
 
+def _ray_version() -> str | None:
+    try:  # GPU check machines run the engine without Ray
+        import ray
+    except ImportError:
+        return None
+    return ray.__version__
+
+
 def environment(device) -> dict:
-    import ray
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                 text=True, check=True).stdout.strip()
@@ -181,7 +188,7 @@ def environment(device) -> dict:
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = None, None
     return {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
-            "ray": ray.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "ray": _ray_version(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
             "git_commit": commit, "git_dirty": dirty,
             # 1/5/15-min load averages when the benchmark started and ended: other

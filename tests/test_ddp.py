@@ -72,3 +72,10 @@ def test_batch_must_split_over_workers():
     model = build_model(ModelSpec("lenet"), data.input_shape, data.num_classes, seed=0)
     with pytest.raises(ValueError, match="train.batch_size: 64 does not split evenly over 3 workers"):
         Trainer(model, data, SPEC, Seeds(), augment=False, device=torch.device("cpu"), dist=Dist(0, 3))
+
+
+def test_a_partial_batch_must_split_over_workers_too():
+    data = load_dataset(DataSpec("digits", train_size=1000))  # 15 batches of 64 and one of 40
+    model = build_model(ModelSpec("lenet"), data.input_shape, data.num_classes, seed=0)
+    with pytest.raises(ValueError, match="train.last_batch: the last batch of each epoch holds 40 of the 1000"):
+        Trainer(model, data, SPEC.replace(batch_size=96), Seeds(), device=torch.device("cpu"), dist=Dist(0, 3))

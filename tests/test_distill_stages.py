@@ -407,3 +407,7 @@ def test_tickets_can_train_on_real_data_whitened_like_the_distilled_set(ctx):
     assert real.normalize(real.test_x[:3]).equal(real.test_x[:3])
     with pytest.raises(SpecError, match="data.zca"):
         trial.replace(distill=trial.distill.replace(zca_eps=0.2))
+    with pytest.raises(SpecError, match="data.zca: the real data is ZCA-whitened but the distilled set is not"):
+        trial.replace(distill=trial.distill.replace(zca=False))
+    with pytest.raises(SpecError, match="distill.data.zca: distil the raw data set"):
+        DistillSpec(data=DataSpec("digits", zca=True), method="dm")

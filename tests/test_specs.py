@@ -296,3 +296,38 @@ def test_imp_level_trunk_root():
     # levels of one trunk share its root
     assert spec.at_level(1).trunk_root().id == root.id
     assert spec.at_level(5).level == 5 and spec.at_level(5).id != spec.id
+
+
+def test_dicts_stored_before_id_defaults_read_back_as_they_were_written():
+    """An artifact's stored spec (a full to_dict) and an old sweep record
+    (defaults omitted) lack last_batch / zca_space: they meant drop /
+    normalized, and from_stored reads them so, with their old ids."""
+    old_artifact = {k: v for k, v in TrainStageSpec(train=DROP).to_dict().items()}
+    del old_artifact["train"]["last_batch"]
+    assert TrainStageSpec.from_stored(old_artifact).id == "train_464fab266c311b0c"
+    assert TrainStageSpec.from_dict(old_artifact).id == TrainStageSpec().id  # what from_dict would misread
+    assert TrialSpec.from_stored({"method": "random_prune", "levels": 5, "model": {"name": "resnet20"},
+                                  "data": {"name": "cifar10"}, "branch_seed": 2,
+                                  "seeds": {"augment": 1, "init": 1, "order": 1}}).id == "trial_fd3c05a9faa9ec12"
+    assert DistillSpec.from_stored({"zca": True}).id == DistillSpec(zca=True, zca_space="normalized").id
+    new = TrialSpec.from_dict({"method": "distilled_imp", "distill": {"method": "dm"}, "inner": {"lr": 0.1},
+                               "train": {"augment": {"name": "dsa"}}})
+    assert TrialSpec.from_stored(new.to_dict()) == new  # a dict written now reads back unchanged
+    assert DistillSpec().to_dict(omit_defaults=True) == {}  # zca_space means nothing without zca
+
+
+def test_old_sweep_records_keep_their_trials_ids(tmp_path):
+    import yaml
+
+    from raylth.store import Store
+    from raylth.sweep.config import parse_sweep
+    from raylth.sweep.plan import read_record, write_record
+
+    store = Store(tmp_path)
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "old.yaml").write_text(yaml.safe_dump(
+        {"name": "old", "trials": [{"label": "base", "spec": {}}]}))  # written before record formats
+    assert [t.spec.id for t in read_record(store, "old")] == ["trial_3429e745661dc785"]
+    write_record(store, parse_sweep({"base": {"levels": 2}}, default_name="old"))
+    ids = {t.spec.id for t in read_record(store, "old")}
+    assert "trial_3429e745661dc785" in ids and TrialSpec(levels=2).id in ids

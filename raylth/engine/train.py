@@ -93,10 +93,16 @@ class Trainer:
         self._loss_count = 0
 
     def _data_parallel(self) -> nn.Module:
-        batch = min(self.spec.batch_size, len(self.data.train_y))
+        n = len(self.data.train_y)
+        batch = min(self.spec.batch_size, n)
         if batch % self.dist.world:
             raise ValueError(f"train.batch_size: {batch} does not split evenly over {self.dist.world} "
                              "workers; use a multiple of the worker count")
+        rest = 0 if self.drop_last else n % batch
+        if rest % self.dist.world:  # unequal shards would weight examples unequally (an empty one: NaN)
+            raise ValueError(f"train.last_batch: the last batch of each epoch holds {rest} of the {n} examples, "
+                             f"which does not split evenly over {self.dist.world} workers; use last_batch: drop "
+                             "or a batch_size that leaves a multiple of the worker count")
         if self.device.type == "cuda":
             # SyncBatchNorm: statistics over the global batch, as on one worker. It has
             # no CPU kernel: on CPU each rank normalises by its own shard (plain DDP).

@@ -80,7 +80,7 @@ class _Points:
         artifact = self.store.get(row.id)
         if artifact is None:
             return float("nan")
-        spec = STAGE_SPECS[artifact.kind].from_dict(artifact.spec)
+        spec = STAGE_SPECS[artifact.kind].from_stored(artifact.spec)
         if artifact.kind == "train":
             return self.own(row.id)
         if artifact.kind == "imp":
@@ -201,7 +201,7 @@ def _distillation(store: Store, frame, out: Path) -> dict[str, Path]:
         artifact = store.get(row.id)
         if artifact is None or artifact.metrics.get("random"):
             continue
-        spec = DistillEvalSpec.from_dict(artifact.spec)
+        spec = DistillEvalSpec.from_stored(artifact.spec)
         d = spec.distill
         baseline = store.get(spec.of(d, random=True).id)
         source = store.get(d.id)

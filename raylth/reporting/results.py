@@ -20,7 +20,7 @@ NETWORK_STAGES = ("train", "imp", "branch") + distill_report.NETWORK_KINDS
 
 def _origin(artifacts: dict[str, Artifact], artifact: Artifact) -> dict:
     """Data set, model, seed and rewind step of the network an artifact is about."""
-    spec = STAGE_SPECS[artifact.kind].from_dict(artifact.spec)
+    spec = STAGE_SPECS[artifact.kind].from_stored(artifact.spec)
     if artifact.kind in distill_report.IMPLIED_METHODS:
         return distill_report.origin(spec)
     if artifact.kind in ("child", "lmc"):

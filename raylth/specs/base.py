@@ -1,8 +1,14 @@
 """The Spec base: strict parsing from dicts, a canonical string, a stable id.
 
-A spec's canonical string lists only fields that differ from their defaults,
-with sorted keys, so adding a new field with a default never changes the id of
+A spec's canonical string lists only fields that differ from their id
+defaults (a field's default, unless it declares another ``id_default``), with
+sorted keys, so adding a new field with a default never changes the id of
 anything stored before it.
+
+A field whose default changed what specs compute (``id_default`` differs from
+``default``) makes a dict written before it existed mean its id default, not
+its default: read stored dicts with ``from_stored``, which fills the missing
+keys with their id defaults.
 """
 
 from __future__ import annotations
@@ -49,6 +55,31 @@ def id_default(f: dataclasses.Field):
 _ID_DEFAULTS: dict = {}
 
 
+def _spec_class(hint):
+    """The Spec class of a field's type hint (``TrainSpec | None`` -> TrainSpec), or None."""
+    for option in (hint, *typing.get_args(hint)):
+        if isinstance(option, type) and issubclass(option, Spec):
+            return option
+    return None
+
+
+def _fill_id_defaults(cls, data):
+    if not isinstance(data, dict):
+        return data
+    hints = _hints(cls)
+    out = dict(data)
+    for f in dataclasses.fields(cls):
+        nested = _spec_class(hints[f.name])
+        if f.name in out:
+            if nested is not None and isinstance(out[f.name], dict):
+                out[f.name] = _fill_id_defaults(nested, out[f.name])
+        elif "id_default" in f.metadata:
+            out[f.name] = f.metadata["id_default"]
+        elif nested is not None and isinstance(_default_of(f), Spec):
+            out[f.name] = id_default(f).to_dict()
+    return out
+
+
 class Spec:
     """Mixin for frozen dataclasses of hyperparameters."""
 
@@ -92,7 +123,25 @@ class Spec:
             raise SpecError(f"{_join(where, unknown[0])}: unknown key{did_you_mean(unknown[0], names)}; known keys "
                             f"{'here ' if where else ''}are {', '.join(sorted(names))}")
         kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except SpecError as err:  # messages name fields from the spec's kind: name them from here
+            message, own = str(err), f"{cls.kind}."
+            if where and where != cls.kind and message.startswith(own):
+                raise SpecError(f"{where}.{message[len(own):]}") from None
+            raise
+
+    @classmethod
+    def from_stored(cls, data: dict, where: str | None = None):
+        """A spec from a dict stored by an earlier version (an artifact's spec,
+        an old sweep record): keys it lacks take their id defaults, the
+        values they had when it was written."""
+        return cls.from_dict(_fill_id_defaults(cls, data), where)
+
+    def unused_fields(self) -> tuple[str, ...]:
+        """Fields that mean nothing with this spec's other values; left out
+        of every rendering (overridden by specs)."""
+        return ()
 
     # -- rendering -----------------------------------------------------------
     def to_dict(self, omit_defaults: bool = False) -> dict:
@@ -102,9 +151,10 @@ class Spec:
 
     def _render(self, omit_defaults: bool, for_id: bool) -> dict:
         out = {}
+        unused = self.unused_fields() if omit_defaults else ()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if omit_defaults and _is_default(f, value, for_id):
+            if omit_defaults and (_is_default(f, value, for_id) or f.name in unused):
                 continue
             out[f.name] = _plain(value, omit_defaults, for_id)
         return out

@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass, field, fields
 
 from raylth.errors import SpecError
-from raylth.specs.base import Spec, choice, id_default
+from raylth.specs.base import Spec, choice
 from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
 from raylth.specs.stages import ImpLevelSpec
 from raylth.specs.step import Step
@@ -128,6 +128,7 @@ class DistillSpec(Spec):
                 object.__setattr__(self, f.name, _default(f))
         reset_unused_zca(self)
         w = "distill"
+        check_real_data(self, w)
         if self.ipc < 1:
             raise SpecError(f"{w}.ipc: {self.ipc} must be at least 1 (images per class)")
         if self.iterations < 0:
@@ -168,6 +169,9 @@ class DistillSpec(Spec):
                 raise SpecError(f"{w}.space: a ZCA-whitened file holds whitened images, not pixels; "
                                 "leave space out with zca: true")
 
+    def unused_fields(self) -> tuple[str, ...]:
+        return () if self.zca else ZCA_FIELDS
+
     @property
     def lr_img_value(self) -> float:
         if self.lr_img is not None:
@@ -201,12 +205,19 @@ def _default(f):
 
 
 def reset_unused_zca(spec) -> None:
-    """Without ZCA its options mean nothing: set them to their id defaults
-    so that equal computations share one id."""
+    """Without ZCA its space means nothing: one value (and, by
+    ``unused_fields``, left out of every rendering), so that equal
+    computations are equal specs with one id."""
     if not spec.zca:
         for f in fields(spec):
-            if f.name in ZCA_FIELDS and getattr(spec, f.name) != id_default(f):
-                object.__setattr__(spec, f.name, id_default(f))
+            if f.name in ZCA_FIELDS and getattr(spec, f.name) != _default(f):
+                object.__setattr__(spec, f.name, _default(f))
+
+
+def check_real_data(spec, where: str) -> None:
+    if spec.data is not None and spec.data.zca:
+        raise SpecError(f"{where}.data.zca: distil the raw data set (ZCA is the distillation's own zca: true); "
+                        "data.zca whitens the real data networks train on")
 
 
 @dataclass(frozen=True)
@@ -225,8 +236,12 @@ class ExpertsSpec(Spec):
     zca_space: str = choice("pixels", ZCA_SPACES, id_default="normalized")
     seed: int = 0
 
+    def unused_fields(self) -> tuple[str, ...]:
+        return () if self.zca else ZCA_FIELDS
+
     def validate(self):
         reset_unused_zca(self)
+        check_real_data(self, "experts")
         ExpertOptions(n=self.n, epochs=self.epochs, lr=self.lr, batch=self.batch, seed=self.seed)
 
 
@@ -333,6 +348,9 @@ def check_distilled_trial(trial) -> None:
     if trial.start_level < 0:
         raise SpecError(f"start_level: {trial.start_level} must be >= 0")
     d = trial.distill
+    if trial.data.zca and d is not None and not d.zca:
+        raise SpecError("data.zca: the real data is ZCA-whitened but the distilled set is not; set distill.zca: "
+                        "true (tickets then train in the set's space) or leave data.zca out")
     if trial.data.zca and d is not None and d.zca and (d.zca_space != "pixels" or d.zca_eps != trial.data.zca_eps):
         raise SpecError(f"data.zca: the real data is whitened in pixel space with zca_eps {trial.data.zca_eps}, "
                         f"the distilled set in {d.zca_space} space with {d.zca_eps}; use the same ZCA "

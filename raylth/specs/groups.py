@@ -26,6 +26,8 @@ class DataSpec(Spec):
     def validate(self):
         if self.train_size is not None and self.train_size < 1:
             raise SpecError(f"data.train_size: {self.train_size} must be at least 1 (or left out)")
+        if not self.zca and self.zca_eps != 0.1:  # unused: equal computations, one id
+            object.__setattr__(self, "zca_eps", 0.1)
         if not self.zca_eps >= 0:
             raise SpecError(f"data.zca_eps: {self.zca_eps} must be >= 0 (MTT: 0.1)")
         if self.zca and self.name == "distilled":
@@ -69,7 +71,6 @@ class AugmentSpec(Spec):
       applied after the other augmentation.
     """
     kind = "augment"
-    path_prefix = "train.augment"
     name: str = choice("crop_flip", AUGMENTATIONS)
     ops: str = DSA_DEFAULT_OPS        # dsa only
     mode: str = choice("single", DSA_MODES)  # dsa only
@@ -77,7 +78,7 @@ class AugmentSpec(Spec):
     cutmix_beta: float = 1.0
 
     def validate(self):
-        w = self.path_prefix
+        w = self.kind  # Spec.from_dict names the real path (train.augment, inner.augment)
         if self.name != "dsa":  # what only DSA reads: one id for equal computations
             object.__setattr__(self, "ops", DSA_DEFAULT_OPS)
             object.__setattr__(self, "mode", "single")

@@ -52,7 +52,7 @@ def load_distilled(store: Store, spec: DataSpec, data_root=None) -> Dataset:
                          "stage first (methods distilled_imp and mask_then_imp do)")
     if artifact.kind != "distill":
         raise SpecError(f"data.path: {spec.path} is a {artifact.kind} artifact, not a distill artifact")
-    real_spec = DistillSpec.from_dict(artifact.spec).data
+    real_spec = DistillSpec.from_stored(artifact.spec).data
     if spec.test is not None and spec.test != real_spec.name:
         raise SpecError(f"data.test: {spec.test!r}, but {spec.path} was distilled from {real_spec.name!r}; "
                         f"use test: {real_spec.name}")
@@ -340,7 +340,7 @@ def longer_experts(spec: ExpertsSpec, store: Store) -> Artifact | None:
         artifact = store.get(artifact_id)
         if artifact is None:
             continue
-        other = ExpertsSpec.from_dict(artifact.spec)
+        other = ExpertsSpec.from_stored(artifact.spec)
         if other.id != artifact.id:  # stored before one of its fields existed: read it as it was made
             continue
         if other.epochs > spec.epochs and other.replace(epochs=spec.epochs) == spec:

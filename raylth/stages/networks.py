@@ -85,7 +85,7 @@ def load_network(store: Store, ref: str) -> Network:
     if artifact is None:
         raise StoreError(f"{artifact_id}: no such network in {store.location}; `raylth results "
                          f"{store.location}` lists the stored ids")
-    spec = STAGE_SPECS[artifact.kind].from_dict(artifact.spec)
+    spec = STAGE_SPECS[artifact.kind].from_stored(artifact.spec)
     return Network(artifact, *_recipe(spec, store))
 
 

@@ -157,11 +157,18 @@ def _per_method(raw, where: str) -> dict:
     from raylth.stages import METHODS
 
     checked_block(raw, where, "per_method", tuple(METHODS), "{imp: {prune: {rewind: 2000it}}}")
+    out = {}
     for method, fields in raw.items():
         if not isinstance(fields, dict) or "method" in fields:
             raise SpecError(f"{where}: per_method.{method}: must be a mapping of trial fields (not method), "
                             "e.g. {prune: {rewind: 2000it}}")
-    return raw
+        out[method] = {}
+        for key, value in fields.items():  # the grid's shorthands (seed, rewind) too
+            if key == "seed" or key in SHORTHANDS:
+                _set_path(out[method], key, value, f"{where}: per_method.{method}")
+            else:
+                out[method] = _merged(out[method], {key: value})
+    return out
 
 
 def _merged(tree: dict, extra: dict) -> dict:

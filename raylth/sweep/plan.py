@@ -145,6 +145,11 @@ def record_file(name: str) -> str:
     return f"sweeps/{name}.yaml"
 
 
+# 2: written since fields with id defaults exist (train.last_batch, distill.zca_space);
+# a record without it is read with those fields at their id defaults, as it was written
+RECORD_FORMAT = 2
+
+
 def write_record(store: Store, sweep: Sweep) -> None:
     """Record the sweep's trials. A sweep run again with more grid points keeps
     the trials it had: records only grow, nothing stored is dropped."""
@@ -152,7 +157,7 @@ def write_record(store: Store, sweep: Sweep) -> None:
     trials = {t.spec.id: {"label": t.label, "spec": t.spec.to_dict(omit_defaults=True)} for t in old}
     trials.update({t.spec.id: {"label": t.label, "spec": t.spec.to_dict(omit_defaults=True)}
                    for t in sweep.trials})
-    record = {"name": sweep.name, "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
+    record = {"name": sweep.name, "format": RECORD_FORMAT, "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
               "source": sweep.source, "trials": list(trials.values())}
     store.write_file(record_file(sweep.name), yaml.safe_dump(record, sort_keys=False).encode())
 
@@ -162,7 +167,8 @@ def read_record(store: Store, name: str) -> list[Trial]:
     if text is None:
         return []
     record = yaml.safe_load(text) or {}
-    return [Trial(label=t["label"], spec=TrialSpec.from_dict(t["spec"])) for t in record.get("trials", [])]
+    read = TrialSpec.from_dict if record.get("format", 1) >= RECORD_FORMAT else TrialSpec.from_stored
+    return [Trial(label=t["label"], spec=read(t["spec"])) for t in record.get("trials", [])]
 
 
 def sweep_names(store: Store) -> list[str]:

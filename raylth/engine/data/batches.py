@@ -1,6 +1,7 @@
-"""Seeded training batches: the order and augmentation of an epoch derive from
-(seed, epoch) alone, so a run resumed mid-epoch equals an uninterrupted one
-and CPU and GPU draw the same augmentations."""
+"""Seeded training batches: the order, crops and flips of an epoch derive from
+(seed, epoch), DSA and CutMix draws from (seed, epoch, batch index), so a run
+resumed mid-epoch equals an uninterrupted one and CPU and GPU draw the same
+augmentations."""
 
 from __future__ import annotations
 
