@@ -224,3 +224,34 @@ def print_table(title: str, figures: dict, path: Path | None = None) -> None:
         print(f"{key:<{width}}  {shown:>12}")
     if path:
         print(f"-> {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+
+
+# -- bench/gpu_check.sh's helpers -------------------------------------------------
+def _gpu_check_summary(out: str, logs: str, parts: list[str]) -> Path:
+    """gpu_check-<device>.json: each part's exit status, wall time and log tail,
+    and every benchmark JSON of this device the parts wrote."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    slug = device_slug(device)
+    record = {"benchmark": "gpu_check", "environment": environment(device), "parts": [], "results": {}}
+    for part in parts:
+        name, rc, wall, budget = part.split("|")
+        log = Path(logs) / f"{name}.log"
+        tail = log.read_text(errors="replace").splitlines()[-20:] if log.is_file() else []
+        record["parts"].append({"name": name, "status": "ok" if rc == "0" else "timeout" if rc == "124" else "failed",
+                                "exit_code": int(rc), "wall_s": float(wall), "budget_s": int(budget), "log_tail": tail})
+    for path in sorted(Path(out).glob(f"*-{slug}.json")):
+        if not path.name.startswith("gpu_check-"):
+            record["results"][path.stem] = json.loads(path.read_text())["figures"]
+    path = Path(out) / f"gpu_check-{slug}.json"
+    path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    print(f"-> {path}")
+    return path
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--build-cifar"]:  # bench/gpu_check.sh's data part
+        print(cifar_root(argparse.Namespace(data_root=None, small=sys.argv[2:3] == ["small"])))
+    elif sys.argv[1:2] == ["--summary"]:
+        _gpu_check_summary(sys.argv[2], sys.argv[3], sys.argv[4:])
+    else:
+        raise SystemExit("usage: python bench/common.py --build-cifar [small|full] | --summary OUT LOGS PART...")
