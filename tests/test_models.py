@@ -139,5 +139,5 @@ def test_resnet18_idc_is_the_network_the_paper_prunes():
     assert model.fc.in_features == 256
     same = build_model(ModelSpec("resnet18", width=32), (3, 32, 32), 10, seed=0)
     assert [p.shape for p in model.parameters()] == [p.shape for p in same.parameters()]
-    big = convs[-2].weight  # 256 out channels, 3x3
+    big = convs[-2].weight.detach()  # 256 out channels, 3x3
     assert float(big.std()) == pytest.approx((2 / (9 * 256)) ** 0.5, rel=0.05)
