@@ -2,14 +2,18 @@
 
 A distill artifact holds ``distilled.pt``: a ``distilled_record`` (flat
 tensors: ``images``/``labels`` as training data, decoded when factor > 1,
-in the normalised and, with zca, whitened space; ``mean``/``std`` = 0/1;
-``source_mean``/``source_std`` of the real data; ``zca_*``; ``factor``; the
+in the normalised space or, with zca, the whitened one (ZCA fitted on the
+real training split in ``zca_space``: raw [0, 1] pixels as MTT, or normalised
+images in sets made before); ``mean``/``std`` = 0/1; ``source_mean``/
+``source_std`` of the real data; ``zca_*`` (``zca_input_scale`` for a
+pixel-space ZCA); ``factor``; the
 learned ``lr`` for MTT). Without ZCA it is also loadable by the ``tensors``
 data set (``DataSpec('tensors', path=<artifact>/distilled.pt, test=<real>)``).
 As training data inside raylth it is ``DataSpec(name='distilled', path=<the
 distill artifact id>, test=<real set>)``, resolved by ``StageContext.dataset``
 through ``load_distilled``: training images as stored, the real test split
-normalised and, for a whitened set, ZCA-whitened with the stored matrix.
+normalised or, for a whitened set, ZCA-whitened with the stored matrix from
+the space it was fitted in.
 
 Every input problem (ipc above a class's image count, a model or data set
 that does not exist, an import file with wrong shapes or labels) is raised
@@ -341,7 +345,7 @@ def longer_experts(spec: ExpertsSpec, store: Store) -> Artifact | None:
         if artifact is None:
             continue
         other = ExpertsSpec.from_stored(artifact.spec)
-        if other.id != artifact.id:  # stored before one of its fields existed: read it as it was made
+        if other.id != artifact.id:  # a spec this version cannot read back as it was made
             continue
         if other.epochs > spec.epochs and other.replace(epochs=spec.epochs) == spec:
             candidates.append((other.epochs, artifact.id, artifact))
