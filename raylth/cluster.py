@@ -117,3 +117,17 @@ def validate_cluster_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path}: Ray rejected the cluster config: {_ray_message(exc)}"
         ) from None
     return prepared
+
+
+def jobs_per_node(resources: dict, node: dict) -> int:
+    """How many one-worker jobs asking ``resources`` ({cpu, gpu}, a sweep's
+    per-worker block) one node offering ``node`` ({"CPU": n, "GPU": m}, as in
+    cluster.yaml and ``ray.nodes()``) runs at once: what Ray can pack there."""
+    fits = [int(node.get(key.upper(), 0) / need + 1e-9) for key, need in resources.items() if need > 0]
+    return min(fits) if fits else 0
+
+
+def gpu_node_types(config: dict) -> dict[str, dict]:
+    """The node types of a cluster config that have GPUs: name -> resources."""
+    return {name: spec.get("resources", {}) for name, spec in config.get("available_node_types", {}).items()
+            if spec.get("resources", {}).get("GPU", 0) > 0}

@@ -204,3 +204,38 @@ def test_typos_inside_node_config_and_provider_are_not_caught(tmp_path, shipped)
     spot["node_config"]["InstanceTyp"] = spot["node_config"].pop("InstanceType")
     config["provider"]["cache_stoped_nodes"] = config["provider"].pop("cache_stopped_nodes")
     validate_cluster_config(_write(tmp_path, config))
+
+
+def test_every_shipped_gpu_sweep_fits_every_gpu_node_type_and_packing_sweeps_pack(shipped):
+    """A sweep's per-worker resources against cluster.yaml's GPU node types:
+    at least one job per node, and a sweep asking a fraction g of a GPU gets
+    1/g jobs per GPU there (its CPUs must not be what limits it)."""
+    from raylth.cluster import gpu_node_types, jobs_per_node
+    from raylth.sweep.config import load_sweep
+
+    node_types = gpu_node_types(shipped)
+    assert set(node_types) == {"gpu_spot_1x", "gpu_ondemand_8x"}
+    checked = 0
+    for path in sorted((REPO / "sweeps").glob("*.yaml")):
+        sweep = load_sweep(path)
+        gpu = sweep.resources["gpu"] if hasattr(sweep, "trials") else sweep.resources.get("gpu", 0)
+        if not gpu:
+            continue
+        for name, node in node_types.items():
+            per_node = jobs_per_node(sweep.resources, node)
+            assert per_node >= 1, f"{path.name}: no job fits a {name} node"
+            if gpu < 1:
+                assert per_node == round(node["GPU"] / gpu), (
+                    f"{path.name}: {per_node} jobs on a {name} node, not {node['GPU'] / gpu:g}: "
+                    f"resources.cpu {sweep.resources['cpu']} limits the packing")
+        checked += 1
+    assert checked >= 5
+
+
+def test_jobs_per_node_counts_what_ray_can_pack():
+    from raylth.cluster import jobs_per_node
+
+    assert jobs_per_node({"cpu": 4, "gpu": 0.5}, {"CPU": 4, "GPU": 1}) == 1
+    assert jobs_per_node({"cpu": 2, "gpu": 0.5}, {"CPU": 4, "GPU": 1}) == 2
+    assert jobs_per_node({"cpu": 1, "gpu": 0.25}, {"CPU": 96, "GPU": 8}) == 32
+    assert jobs_per_node({"cpu": 1, "gpu": 1}, {"CPU": 8}) == 0

@@ -128,6 +128,16 @@ def test_a_job_larger_than_a_local_cluster_fails_instead_of_waiting(caplog):
     _check_fits(parse_sweep({"workers": 2, "resources": {"cpu": 0.5}, "base": {"levels": 1}}), {"CPU": 2.0}, True)
     with pytest.raises(RaylthError, match="1 GPU"):
         _check_fits(parse_sweep({"resources": {"gpu": 1}, "base": {"levels": 1}}), {"CPU": 2.0}, True)
+    # enough in total, but no one node holds a worker: one line (a warning on a cluster we joined)
+    nodes = [{"CPU": 4.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 1.0}]
+    wide = parse_sweep({"resources": {"cpu": 6, "gpu": 1}, "base": {"levels": 1}})
+    with pytest.raises(RaylthError, match=r"fit no node of the Ray cluster \(the largest has 4 CPU and 1 GPU\)"):
+        _check_fits(wide, {"CPU": 8.0, "GPU": 2.0}, True, nodes)
+    caplog.clear()
+    _check_fits(wide, {"CPU": 8.0, "GPU": 2.0}, False, nodes)
+    assert "fit no node" in caplog.text and "\n" not in caplog.records[-1].getMessage()
+    _check_fits(parse_sweep({"resources": {"cpu": 2, "gpu": 0.5}, "base": {"levels": 1}}),
+                {"CPU": 8.0, "GPU": 2.0}, True, nodes)
 
 
 def test_distillation_inputs_that_need_the_data_fail_before_the_sweep(tmp_path):

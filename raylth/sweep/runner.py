@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from raylth.cluster import jobs_per_node
 from raylth.errors import RaylthError
 from raylth.specs import Spec, TrialSpec
 from raylth.stages import METHODS, StageContext, run_stage
@@ -117,18 +118,25 @@ def _trial_resources(jobs, workers: int, resources: dict):
     return resources_of
 
 
-def _check_fits(sweep: Sweep, cluster: dict, started_here: bool) -> None:
-    """One job's resources must fit the cluster, or Ray waits for them forever.
+def _check_fits(sweep: Sweep, cluster: dict, started_here: bool, nodes: list[dict] | None = None) -> None:
+    """One job's resources must fit the cluster, and one worker's some node
+    (``nodes``: each node's resources), or Ray waits for them forever.
     A cluster we did not start may be autoscaling: then only warn."""
     workers, per_worker = sweep.workers, sweep.resources
     need = {"CPU": workers * per_worker["cpu"] + (0.01 if workers > 1 else 0),
             "GPU": workers * per_worker["gpu"]}
     short = [f"{need[k]:g} {k}" for k in need if need[k] > cluster.get(k, 0) + 1e-9]
-    if not short:
+    if short:
+        message = (f"{sweep.name}: one job needs {' and '.join(short)} (workers: {workers} x resources "
+                   f"{per_worker}) but the Ray cluster has {cluster.get('CPU', 0):g} CPU and "
+                   f"{cluster.get('GPU', 0):g} GPU; lower workers or resources (fractions allowed)")
+    elif nodes and not any(jobs_per_node(per_worker, node) for node in nodes):
+        largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)))
+        message = (f"{sweep.name}: resources {per_worker} per worker fit no node of the Ray cluster (the "
+                   f"largest has {largest.get('CPU', 0):g} CPU and {largest.get('GPU', 0):g} GPU); lower "
+                   "resources.cpu or resources.gpu to what one node has")
+    else:
         return
-    message = (f"{sweep.name}: one job needs {' and '.join(short)} (workers: {workers} x resources "
-               f"{per_worker}) but the Ray cluster has {cluster.get('CPU', 0):g} CPU and "
-               f"{cluster.get('GPU', 0):g} GPU; lower workers or resources (fractions allowed)")
     if started_here:
         raise RaylthError(message)
     log.warning("%s; waiting for the autoscaler to add nodes", message)
@@ -152,7 +160,8 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
 
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=True)
-    _check_fits(sweep, ray.cluster_resources(), started_here=address is None and not os.environ.get("RAY_ADDRESS"))
+    _check_fits(sweep, ray.cluster_resources(), started_here=address is None and not os.environ.get("RAY_ADDRESS"),
+                nodes=[node["Resources"] for node in ray.nodes() if node.get("Alive")])
     jobs = {job.label: (job.payload(), job.trains) for job in pending}
     trainable = tune.with_resources(
         tune.with_parameters(_tune_trainable, jobs=jobs, storage=str(storage), data_root=str(data_root),
