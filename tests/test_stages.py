@@ -54,7 +54,8 @@ def test_train_stage_is_computed_once(tmp_path, monkeypatch, count_steps):
     assert first.id == spec.id and first.path == tmp_path / spec.id
     assert first.metrics["steps"] == 40 and first.metrics["level"] == 0
     assert first.metrics["sparsity"] == 0.0 and 0.8 < first.metrics["test_acc"] <= 1.0
-    assert [h["step"] for h in first.metrics["history"]] == [20, 40]
+    # digits tests on 539 images: a quarter of 2 x 1,258 training points affords one evaluation
+    assert [h["step"] for h in first.metrics["history"]] == [40]
     assert first.metrics["test_acc"] == first.metrics["history"][-1]["test_acc"]
     assert first.has_file("weights/init.pt") and first.has_file("weights/final.pt")
     assert first.mask() is None

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from raylth.engine.data import Dataset
 from raylth.engine.masks import full_mask, prune
 from raylth.engine.models import build_model
 from raylth.engine.optim import lr_factor
@@ -47,7 +48,7 @@ def _snapshot(trainer):
 
 
 def test_steps_and_history(digits_data):
-    trainer = _trainer(digits_data)
+    trainer = _trainer(digits_data, _spec(eval_every=Step(1, "ep")))
     assert len(digits_data.train_y) == 1258
     # 19 full batches of 64 and the last partial one of 42, as a DataLoader
     assert trainer.steps_per_epoch == 20 and trainer.total_steps == 40
@@ -119,7 +120,7 @@ def test_augment_seed_matters_only_with_augmentation(digits_data):
 
 @pytest.mark.parametrize("augment", [False, True, PAPER_AUGMENT], ids=["none", "crop_flip", "dsa_cutmix"])
 def test_resume_is_bitwise_identical(digits_data, augment):
-    spec = _spec(duration=Step(3, "ep"), weight_decay=5e-4, momentum=0.9)
+    spec = _spec(duration=Step(3, "ep"), weight_decay=5e-4, momentum=0.9, eval_every=Step(1, "ep"))
     full = _trainer(digits_data, spec, augment=augment)
     captured = {}
 
@@ -283,3 +284,23 @@ def test_evaluate_matches_a_manual_computation(digits_data):
         tl = model(digits_data.normalize(digits_data.train_x.float()))
     assert train["acc"] == int((tl.argmax(1) == digits_data.train_y).sum()) / len(digits_data.train_y)
     assert train["acc"] != result["acc"]
+
+
+def test_default_evaluation_stays_under_a_quarter_of_training():
+    """Without eval_every: once per epoch while k evaluations of the test split
+    cost at most a quarter of the training points, else evenly fewer, always
+    at the end; eval_every is kept as given."""
+    def trainer(n_train, n_test, epochs, **kw):
+        x = torch.zeros(n_train + n_test, 1, 2, 2, dtype=torch.uint8)
+        y = torch.arange(n_train + n_test) % 10
+        data = Dataset("t", x[:n_train], y[:n_train], x[n_train:], y[n_train:], (0.0,), (1.0,), 10)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 10))
+        return Trainer(model, data, _spec(duration=Step(epochs, "ep"), **kw), Seeds(), device=CPU)
+
+    distilled = trainer(100, 10_000, 300)  # a distilled level: 600 steps, one evaluation
+    assert distilled.eval_period == distilled.total_steps == 600
+    full = trainer(50_000, 10_000, 30)  # CIFAR-10: 0.25 x 50,000 per epoch > 10,000: every epoch
+    assert full.eval_period == full.steps_per_epoch
+    some = trainer(1_000, 1_000, 40)  # 0.25 x 40,000 / 1,000 = 10 evaluations of 40 epochs
+    assert some.total_steps // some.eval_period == 10
+    assert trainer(100, 10_000, 300, eval_every=Step(250, "ep")).eval_period == 500

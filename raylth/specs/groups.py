@@ -108,7 +108,7 @@ class TrainSpec(Spec):
     step_size: Step | None = None       # step: multiply lr by gamma every step_size
     gamma: float = 0.1
     warmup: Step = Step(0, "it")        # linear warmup from 0 to lr
-    eval_every: Step | None = None      # None: evaluate once per epoch
+    eval_every: Step | None = None      # None: once per epoch while under 1/4 of the training cost (Trainer)
     augment: AugmentSpec | None = None  # None: the data set's default (data.augment; CIFAR: crop + flip)
     # the last partial batch of an epoch: kept, as a PyTorch DataLoader does, or
     # dropped (raylth before; specs that say drop keep their old ids)
