@@ -297,7 +297,7 @@ def test_steps_and_seed_for():
 def test_batches_deterministic_and_order_independent_of_augment():
     data = _indexed()
     a, b = _epoch(data, Seeds(order=1, augment=2)), _epoch(data, Seeds(order=1, augment=2))
-    assert len(a) == 7 and all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+    assert len(a) == 7 and all(torch.equal(p.x, q.x) and torch.equal(p.y, q.y) for p, q in zip(a, b))
     c = _epoch(data, Seeds(order=9, augment=2))
     order = lambda bs: torch.cat([y for _, y in bs])  # noqa: E731
     assert not torch.equal(order(a), order(c))
@@ -317,7 +317,7 @@ def test_start_batch_is_the_tail():
     for k in (0, 1, 5, 6):
         tail = _epoch(data, Seeds.all(4), start_batch=k)
         assert len(tail) == len(full) - k
-        assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(tail, full[k:]))
+        assert all(torch.equal(p.x, q.x) and torch.equal(p.y, q.y) for p, q in zip(tail, full[k:]))
 
 
 def test_no_augment_is_just_normalised_pixels():

@@ -215,7 +215,7 @@ class Trainer:
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device):
-            loss = batch.loss(self.net(x).float())
+            loss = batch.loss(self.net(x))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

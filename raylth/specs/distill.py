@@ -46,7 +46,7 @@ METHOD_FIELDS = {
     "import": ("path", "labels", "space"),
 }
 ZCA_SPACES = ("pixels", "normalized")         # engine.data.zca.ZCA_SPACES (specs import no engine)
-ZCA_FIELDS = ("zca_space",)                  # reset without zca (zca_eps is kept: old ids)
+ZCA_FIELDS = ("zca_space",)                  # meaningless without zca (zca_eps is kept: old ids)
 FACTOR_METHODS = ("gm", "import")            # IDC multi-formation
 SYNTHESIS_FIELDS = ("iterations", "lr_img", "init", "seed", "model")  # not for import
 DEFAULT_LR_IMG = {"dm": 1.0, "gm": 0.1, "mtt": 100.0}
@@ -59,8 +59,6 @@ def uses_field(method: str, name: str) -> bool:
         return method in FACTOR_METHODS
     if method == "import" and name in SYNTHESIS_FIELDS + ("dsa",):
         return False
-    if name in ZCA_FIELDS:
-        return True  # reset with zca: false by reset_unused_zca
     owners = [m for m, names in METHOD_FIELDS.items() if name in names]
     return not owners or method in owners
 
@@ -209,9 +207,7 @@ def reset_unused_zca(spec) -> None:
     ``unused_fields``, left out of every rendering), so that equal
     computations are equal specs with one id."""
     if not spec.zca:
-        for f in fields(spec):
-            if f.name in ZCA_FIELDS and getattr(spec, f.name) != _default(f):
-                object.__setattr__(spec, f.name, _default(f))
+        object.__setattr__(spec, "zca_space", "pixels")
 
 
 def check_real_data(spec, where: str) -> None:

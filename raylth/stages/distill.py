@@ -32,8 +32,8 @@ import torch
 
 from raylth.engine.data import Dataset, load_dataset, seed_for
 from raylth.engine.distill import (Zca, distill_dm, distill_gm, distill_mtt, distilled_record,
-                                   evaluate_images, fit_zca_space, random_subset, space_input,
-                                   train_experts)
+                                   evaluate_images, fit_zca_space, random_subset, train_experts,
+                                   whitened_train)
 from raylth.engine.distill.init import class_labels
 from raylth.engine.models import build_model, check_model_name
 from raylth.errors import DataError, SpecError, StoreError
@@ -90,8 +90,8 @@ def distill_space(spec, real: Dataset) -> tuple[torch.Tensor, Zca | None]:
     ExpertsSpec) distils in: normalised, or ZCA-whitened from its zca_space."""
     if not spec.zca:
         return real.normalize(real.train_x.float()), None
-    zca = fit_zca_space(real, spec.zca_space, spec.zca_eps)
-    return zca.apply(space_input(real, real.train_x, spec.zca_space)), zca
+    zca, x = whitened_train(real, spec.zca_space, spec.zca_eps)
+    return x, zca
 
 
 # -- checks, before anything is stored -------------------------------------------------
@@ -109,7 +109,7 @@ def check_distill(spec: DistillSpec, ctx: StageContext) -> Dataset:
         raise SpecError(f"distill.factor: {spec.factor} does not divide {spec.data.name}'s image size "
                         f"{height}x{width}")
     if spec.method == "import":
-        read_import(spec, real, ctx.data_root)
+        read_import(spec, real, ctx.data_root, with_zca=False)  # the files only: the ZCA fit is the run's work
     else:
         check_class_sizes(real, spec.ipc * (spec.factor ** 2 if spec.init == "real" else 1),
                           spec.data.name, "distill.ipc", spec.ipc, spec.factor)
@@ -183,9 +183,10 @@ def _released_items(spec: DistillSpec, data_root):
     return items["images"], items["labels"], items, fail
 
 
-def read_import(spec: DistillSpec, real: Dataset, data_root=None):
+def read_import(spec: DistillSpec, real: Dataset, data_root=None, with_zca: bool = True):
     """(images, labels, zca) of an imported set in the distillation space,
-    every problem a DataError naming the file."""
+    every problem a DataError naming the file (``with_zca`` False: no ZCA
+    is fitted, e.g. to check the files)."""
     images, labels, items, fail = _released_items(spec, data_root)
     images, labels = torch.as_tensor(images), torch.as_tensor(labels)
     shape = tuple(real.input_shape)
@@ -217,7 +218,7 @@ def read_import(spec: DistillSpec, real: Dataset, data_root=None):
     elif spec.space == "unit":  # IDC's release: unnormalised images in [0, 1]
         images = real.normalize(images * real.pixel_max)
     zca = None
-    if spec.zca:
+    if spec.zca and with_zca:
         if "zca_matrix" in items and "zca_mean" in items:  # raylth's own record
             zca = Zca.from_dict({"mean": items["zca_mean"], "matrix": items["zca_matrix"],
                                  "shape": list(shape), "eps": float(items.get("zca_eps", spec.zca_eps)),

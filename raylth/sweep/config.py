@@ -154,7 +154,9 @@ def _positive_int(raw, key, where, optional=False, minimum=1):
 
 
 def _per_method(raw, where: str) -> dict:
-    from raylth.stages import METHODS
+    if not raw:
+        return {}
+    from raylth.stages import METHODS  # the method registry (torch): only when the block is there
 
     checked_block(raw, where, "per_method", tuple(METHODS), "{imp: {prune: {rewind: 2000it}}}")
     out = {}

@@ -57,9 +57,6 @@ class Batch:
     def __iter__(self):  # x, y = batch
         return iter((self.x, self.y))
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return (self.x, self.y)[i]
-
     def loss(self, logits: torch.Tensor) -> torch.Tensor:
         loss = F.cross_entropy(logits, self.y)
         if self.y_mix is None:

@@ -64,11 +64,6 @@ class DsaParams:
     values: dict[str, torch.Tensor] = field(default_factory=dict)
     align_corners: bool = True  # of scale and rotate's sampling grid
 
-    def select(self, index: torch.Tensor) -> "DsaParams":
-        """The parameters of examples ``index`` (a shard of the batch)."""
-        values = {k: v[index.to(v.device)] for k, v in self.values.items()}
-        return DsaParams(len(index), self.ops, values, self.align_corners)
-
 
 def parse_strategy(strategy: str) -> tuple[str, ...]:
     if strategy in ("", "none", "None"):

@@ -39,7 +39,8 @@ class Zca:
     def whiten(self, x: torch.Tensor, data) -> torch.Tensor:
         """Whiten images given in ``data``'s units (``x.float()``; data is the
         real Dataset), through the space this ZCA was fitted in."""
-        return self.apply(space_input(data, x, "normalized" if self.input_scale is None else "pixels"))
+        x = x.float() / self.input_scale if self.input_scale is not None else data.normalize(x.float())
+        return self.apply(x)
 
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
         """Undo ``apply`` (for looking at whitened images)."""
@@ -97,10 +98,17 @@ def space_input(data, x: torch.Tensor, space: str) -> torch.Tensor:
 def fit_zca_space(data, space: str, eps: float = 0.1) -> Zca:
     """ZCA fitted on ``data``'s whole training split in ``space``, as MTT
     fits kornia's on the whole training set."""
-    zca = fit_zca(space_input(data, data.train_x, space), eps)
+    return whitened_train(data, space, eps, apply=False)[0]
+
+
+def whitened_train(data, space: str, eps: float = 0.1, apply: bool = True) -> tuple[Zca, torch.Tensor | None]:
+    """The ZCA of ``data``'s training split in ``space`` and (``apply``) that
+    split whitened by it, converting the split once."""
+    x = space_input(data, data.train_x, space)
+    zca = fit_zca(x, eps)
     if space == "pixels":
         zca.input_scale = float(data.pixel_max)
-    return zca
+    return zca, zca.apply(x) if apply else None
 
 
 def fit_zca(x: torch.Tensor, eps: float = 0.1) -> Zca:
@@ -125,7 +133,7 @@ def whitened(data, eps: float = 0.1):
     """``data`` (a Dataset) with train and test images whitened by MTT's ZCA
     fitted on its training split in pixel space: float images already in
     the whitened space (mean 0, std 1 per channel, so normalising is the identity)."""
-    zca = fit_zca_space(data, "pixels", eps)
+    zca, train_x = whitened_train(data, "pixels", eps)
     channels = data.input_shape[0]
-    return dataclasses.replace(data, train_x=zca.whiten(data.train_x, data), test_x=zca.whiten(data.test_x, data),
+    return dataclasses.replace(data, train_x=train_x, test_x=zca.whiten(data.test_x, data),
                                mean=(0.0,) * channels, std=(1.0,) * channels)

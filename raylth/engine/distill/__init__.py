@@ -20,10 +20,10 @@ from .gm import distill_gm, match_distance
 from .init import decode_labels, decode_multi, encode_multi, init_images
 from .mtt import distill_mtt, train_experts
 from .record import distilled_record
-from raylth.engine.data.zca import ZCA_SPACES, Zca, fit_zca, fit_zca_space, space_input
+from raylth.engine.data.zca import ZCA_SPACES, Zca, fit_zca, fit_zca_space, space_input, whitened_train
 
 __all__ = ["DEFAULT_STRATEGY", "DsaParams", "sample_dsa", "apply_dsa", "dsa", "embed",
            "distill_dm", "distill_gm", "match_distance", "train_experts", "distill_mtt",
            "evaluate_images", "random_subset", "init_images", "encode_multi", "decode_multi",
-           "decode_labels", "Zca", "ZCA_SPACES", "fit_zca", "fit_zca_space", "space_input",
+           "decode_labels", "Zca", "ZCA_SPACES", "fit_zca", "fit_zca_space", "space_input", "whitened_train",
            "distilled_record"]
