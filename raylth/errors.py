@@ -18,6 +18,10 @@ class DataError(RaylthError):
     """A data set file is missing, unreadable or malformed."""
 
 
+class WontFitError(RaylthError):
+    """A job needs more memory than the worker it runs on has (an estimate, before it starts)."""
+
+
 def did_you_mean(name, known) -> str:
     """' (did you mean 'levels'?)' for a close known name, else ''."""
     import difflib

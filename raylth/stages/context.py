@@ -17,6 +17,7 @@ from raylth.engine.distributed import Dist
 from raylth.engine.masks import Mask, sparsity
 from raylth.engine.models import build_model
 from raylth.engine.train import Trainer, default_device
+from raylth.stages.memory import check_training
 from raylth.specs import DataSpec, ModelSpec, Seeds, Spec, Step, TrainSpec
 from raylth.store import Artifact, Store
 
@@ -87,6 +88,7 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
     Stores weights at init (or the start step), at each step in ``keep`` and
     at the end, the mask, and metrics with the evaluation history."""
     dataset = ctx.dataset(data)
+    check_training(spec.kind, model, train, dataset, ctx.device)
     trainer = Trainer(model, dataset, train, seeds, augment=dataset.augment, mask=mask, device=ctx.device,
                       dist=ctx.dist, compile=ctx.compile)
     partial = ctx.store.partial(spec.id)

@@ -39,6 +39,7 @@ from raylth.engine.models import build_model, check_model_name
 from raylth.errors import DataError, SpecError, StoreError
 from raylth.specs import DataSpec, DistillEvalSpec, DistillSpec, ExpertsSpec
 from raylth.stages.context import StageContext, ensure
+from raylth.stages.memory import mtt_low_memory
 from raylth.store import Artifact, Store
 
 RECORD = "distilled.pt"
@@ -260,10 +261,12 @@ def run_distill(spec: DistillSpec, ctx: StageContext, monitor: Monitor | None = 
     if done is not None:
         return done
     real = check_distill(spec, ctx)
-    return ensure(ctx, spec, lambda: _compute_distill(spec, ctx, real, monitor))
+    low_memory = mtt_low_memory(spec, real, ctx.device) if spec.method == "mtt" else False
+    return ensure(ctx, spec, lambda: _compute_distill(spec, ctx, real, monitor, low_memory))
 
 
-def _compute_distill(spec: DistillSpec, ctx: StageContext, real: Dataset, monitor) -> Artifact | None:
+def _compute_distill(spec: DistillSpec, ctx: StageContext, real: Dataset, monitor,
+                     low_memory: bool = False) -> Artifact | None:
     started = time.time()
     device = ctx.device
     k = real.num_classes
@@ -305,8 +308,8 @@ def _compute_distill(spec: DistillSpec, ctx: StageContext, real: Dataset, monito
             images, labels, learned_lr = distill_mtt(
                 x, y, k, experts, model_fn, syn_steps=spec.syn_steps, expert_epochs=spec.expert_epochs,
                 max_start_epoch=spec.max_start_epoch, lr_lr=spec.lr_lr, lr_init=spec.lr_init,
-                batch_syn=spec.batch_syn, low_memory=spec.low_memory, return_lr=True, **common)
-            extra = {"experts": experts_artifact.id}
+                batch_syn=spec.batch_syn, low_memory=low_memory, return_lr=True, **common)
+            extra = {"experts": experts_artifact.id, "low_memory_auto": low_memory and not spec.low_memory}
     record = distilled_record(images, labels, real.mean, real.std, zca=zca, factor=spec.factor, lr=learned_lr)
     metrics = {"method": spec.method, "ipc": spec.ipc, "images": len(images), "train_images": len(record["labels"]),
                "factor": spec.factor, "zca": spec.zca,

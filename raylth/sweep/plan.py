@@ -4,6 +4,7 @@ in the store, and tell which trials are finished, running or missing."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,16 +51,32 @@ def check_distillations(sweep: Sweep, data_root: Path) -> None:
     """ipc against the class sizes, import files: what needs the data, now."""
     from raylth.stages import StageContext
     from raylth.stages.distill import check_distill, trial_distill
+    from raylth.stages.memory import mtt_low_memory
 
     distills = {trial_distill(t.spec): t.label for t in sweep.trials if t.spec.distill is not None}
     if not distills:
         return
     ctx = StageContext(store=Store(data_root), data_root=data_root, device=torch.device("cpu"))
+    device = worker_device(sweep)
     for spec, label in distills.items():
         try:
-            check_distill(spec, ctx)
+            real = check_distill(spec, ctx)
+            if spec.method == "mtt" and device is not None:
+                mtt_low_memory(spec, real, device)
         except RaylthError as err:
             raise type(err)(f"{sweep.name} [{label}]: {err}") from None
+
+
+def worker_device(sweep: Sweep) -> torch.device | None:
+    """The device whose memory the sweep's jobs are planned against: the host
+    for CPU sweeps; for GPU sweeps this machine's GPU (or the size that
+    RAYLTH_DEVICE_MEMORY_GIB states), None when neither is known here (the
+    workers then check at the start of each job)."""
+    if not sweep.resources.get("gpu"):
+        return torch.device("cpu")
+    if torch.cuda.is_available() or os.environ.get("RAYLTH_DEVICE_MEMORY_GIB"):
+        return torch.device("cuda")
+    return None
 
 
 def check_sharpness_networks(sweep: Sweep, store: Store) -> None:
