@@ -11,7 +11,9 @@
 #
 # The GPU machine has torch, numpy, pyyaml, matplotlib, pandas, pytest, no Ray, no Optuna
 # and no package registry: raylth is installed with --no-deps (or used from the tree), and
-# everything here runs the engine and the stages without Ray. A part that fails or runs
+# everything here runs the engine and the stages without Ray. device_tests: the
+# determinism, resume and masking tests on CUDA (tests/devices.py: deterministic
+# algorithms, so their bitwise assertions hold unchanged there). A part that fails or runs
 # out of its budget is recorded as such; the others still run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,13 +23,14 @@ RESULTS=${GPU_CHECK_OUT:-bench/results}
 
 # name | budget (s) | command
 PARTS=(
-  "install|30|pip install --no-deps --no-build-isolation -q -e . || echo 'pip failed: using the tree on PYTHONPATH'"
+  "install|20|pip install --no-deps --no-build-isolation -q -e . || echo 'pip failed: using the tree on PYTHONPATH'"
   "data|60|python bench/common.py --build-cifar full"
-  "gpu_tests|60|python -m pytest -q -m gpu -p no:cacheprovider tests/test_cifar_stages.py tests/test_data.py"
-  "epoch_time|140|python bench/epoch_time.py --full --device cuda --compile --repeats 2 --warmup 1 --out $RESULTS"
+  "gpu_tests|50|python -m pytest -q -m gpu -p no:cacheprovider tests/test_cifar_stages.py tests/test_data.py"
+  "device_tests|40|RAYLTH_TEST_DEVICE=cuda python -m pytest -q -m device_portable -p no:cacheprovider tests/test_training.py tests/test_masks.py"
+  "epoch_time|130|python bench/epoch_time.py --full --device cuda --compile --repeats 2 --warmup 1 --out $RESULTS"
   "packing|60|python bench/packing.py --full --device cuda --backend processes --repeats 1 --warmup 0 --out $RESULTS"
   "mtt_memory|40|python bench/mtt_memory.py --full --device cuda --out $RESULTS"
-  "gpu_study|90|python bench/gpu_study.py --full --device cuda --out $RESULTS"
+  "gpu_study|80|python bench/gpu_study.py --full --device cuda --out $RESULTS"
 )
 
 total=0
@@ -43,7 +46,7 @@ case "${1:-}" in
   --dry-run)
     for part in "${PARTS[@]}"; do
       IFS='|' read -r name budget cmd <<<"$part"
-      printf '%-11s %4ss  %s\n' "$name" "$budget" "$cmd"
+      printf '%-12s %4ss  %s\n' "$name" "$budget" "$cmd"
     done
     echo "total budget: ${total}s (limit 480s)"
     [ "$total" -le 480 ] || { echo "over the 8-minute budget" >&2; exit 1; }

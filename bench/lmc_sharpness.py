@@ -20,7 +20,7 @@ from raylth.engine.interpolate import alpha_grid, evaluate_path
 from raylth.engine.models import build_model, prunable_weight_names
 from raylth.engine.data import fixed_batches
 from raylth.engine.sharpness import hessian_diagonal, top_eigenvalue
-from raylth.engine.train import prepare_model
+from raylth.engine.fastpath import FastPath
 from raylth.specs import DataSpec, ModelSpec
 
 # test_images None: the whole test set. eval_batch is also the BN-reset batch.
@@ -120,9 +120,10 @@ def main():
     on_device = data.to(device)
     spec = ModelSpec(name=size["model"], width=size["width"])
     # Two untrained networks (seeds 0 and 1): the cost does not depend on the weights.
-    state_a, state_b = (prepare_model(build_model(spec, data.input_shape, data.num_classes, seed=s), device)
-                        .state_dict() for s in (0, 1))
-    model = prepare_model(build_model(spec, data.input_shape, data.num_classes, seed=0), device)
+    fast = FastPath.for_device(device)
+    state_a, state_b = (fast.prepare(build_model(spec, data.input_shape, data.num_classes, seed=s)).state_dict()
+                        for s in (0, 1))
+    model = fast.prepare(build_model(spec, data.input_shape, data.num_classes, seed=0))
     ref_model = build_model(spec, data.input_shape, data.num_classes, seed=0).to(device)  # NCHW, fp32
     alphas = alpha_grid(size["alphas"])
     eb = size["eval_batch"]

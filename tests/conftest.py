@@ -75,3 +75,14 @@ def digits_data():
     from raylth.specs import DataSpec
 
     return load_dataset(DataSpec("digits"))
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["float32", "fastpath"])
+def fast_path(request):
+    """The stage suite runs twice: float32 as CPU runs by default, then on
+    the fast path CUDA takes (bf16 autocast, channels_last, fused optimizer;
+    RAYLTH_FAST_PATH=1), so that every line of it runs in CI. Module fixtures
+    that hold a store take this one, so each mode computes its own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAYLTH_FAST_PATH", "1" if request.param else "0")
+        yield request.param

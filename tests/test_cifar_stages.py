@@ -7,6 +7,8 @@ from raylth.specs import DataSpec, ImpLevelSpec, ModelSpec, Seeds, Step, TrainSp
 from raylth.stages import StageContext, run_stage
 from raylth.store import Store
 
+pytestmark = pytest.mark.usefixtures("fast_path")  # the stage suite, in both modes (conftest)
+
 
 def level2_spec(width=4):
     return ImpLevelSpec(data=DataSpec("cifar10"), model=ModelSpec("resnet20", width=width),

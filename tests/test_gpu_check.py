@@ -13,7 +13,7 @@ SCRIPT = REPO / "bench" / "gpu_check.sh"
 def test_dry_run_lists_every_part_within_eight_minutes():
     out = subprocess.run(["bash", str(SCRIPT), "--dry-run"], capture_output=True, text=True, check=True).stdout
     parts = [line.split()[0] for line in out.splitlines()[:-1]]
-    assert parts == ["install", "data", "gpu_tests", "epoch_time", "packing", "mtt_memory", "gpu_study"]
+    assert parts == ["install", "data", "gpu_tests", "device_tests", "epoch_time", "packing", "mtt_memory", "gpu_study"]
     budget = int(out.splitlines()[-1].split()[2].rstrip("s"))
     assert budget <= 480
     for script in ("epoch_time", "packing", "mtt_memory", "gpu_study"):

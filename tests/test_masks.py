@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from devices import TEST_DEVICE
 from raylth.engine.masks import (PRUNING_STRATEGIES, MaskKeeper, apply_mask, counts, full_mask, prune,
                                  prunable_names, random_like, rewind_state, sparsity)
 from raylth.engine.models import build_model
@@ -262,44 +263,46 @@ def test_rewind_state(rewind_bn):
 
 # -- MaskKeeper -----------------------------------------------------------------------
 
+@pytest.mark.device_portable
+@pytest.mark.parametrize("fused", [False, True], ids=["foreach", "fused"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_mask_keeper_keeps_pruned_weights_zero(optimizer):
-    model = _lenet()
-    before = _weights(model)
+def test_mask_keeper_keeps_pruned_weights_zero(optimizer, fused):
+    model = _lenet().to(TEST_DEVICE)
+    before = {k: v.cpu() for k, v in _weights(model).items()}
     mask = prune("layerwise_magnitude", before, full_mask(model), 0.5)
     spec = TrainSpec(optimizer=optimizer, lr=0.1 if optimizer == "sgd" else 0.01, momentum=0.9,
                      weight_decay=5e-4, duration=Step(5, "it"))
     keeper = MaskKeeper(model, mask)
     params = dict(model.named_parameters())
     for n, m in mask.items():  # applied on construction
-        assert bool((params[n][~m] == 0).all())
-    opt = make_optimizer(model.parameters(), spec, torch.device("cpu"))
+        assert bool((params[n].cpu()[~m.cpu()] == 0).all())
+    opt = make_optimizer(model.parameters(), spec, {"fused": True} if fused else {"foreach": True})
     g = torch.Generator().manual_seed(0)
     for _ in range(5):
-        x = torch.randn(32, 1, 8, 8, generator=g)
-        y = torch.randint(0, 10, (32,), generator=g)
+        x = torch.randn(32, 1, 8, 8, generator=g).to(TEST_DEVICE)
+        y = torch.randint(0, 10, (32,), generator=g).to(TEST_DEVICE)
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         for n, m in mask.items():  # gradients of pruned weights are masked
-            assert bool((params[n].grad[~m] == 0).all())
+            assert bool((params[n].grad.cpu()[~m.cpu()] == 0).all())
         opt.step()  # no per-step re-masking: masked gradients alone keep pruned weights at 0
 
     for n, m in mask.items():
-        p = params[n].detach()
+        p, m = params[n].detach().cpu(), m.cpu()
         assert bool((p[~m] == 0).all()), n
         assert bool((p[m] != before[n][m]).all()), n  # every kept weight moved
         state = opt.state[params[n]]
         buffers = ([state["momentum_buffer"]] if optimizer == "sgd"
                    else [state["exp_avg"], state["exp_avg_sq"]])
         for buf in buffers:  # no optimizer state builds up for pruned weights
-            assert bool((buf[~m] == 0).all())
+            assert bool((buf.cpu()[~m] == 0).all())
     for n in ("1.bias", "3.bias"):  # not in the mask: trained freely
-        assert not torch.equal(params[n].detach(), before[n])
+        assert not torch.equal(params[n].detach().cpu(), before[n])
 
     keeper.remove()
-    x = torch.randn(8, 1, 8, 8, generator=g)
-    F.cross_entropy(model(x), torch.zeros(8, dtype=torch.long)).backward()
-    assert bool((params["1.weight"].grad[~mask["1.weight"]] != 0).any())  # hooks gone
+    x = torch.randn(8, 1, 8, 8, generator=g).to(TEST_DEVICE)
+    F.cross_entropy(model(x), torch.zeros(8, dtype=torch.long, device=TEST_DEVICE)).backward()
+    assert bool((params["1.weight"].grad.cpu()[~mask["1.weight"].cpu()] != 0).any())  # hooks gone
 
 
 def test_mask_keeper_without_mask_is_a_no_op():

@@ -14,6 +14,8 @@ from raylth.stages import context as context_module
 from raylth.stages.context import Trainer
 from raylth.store import Partial, Store
 
+pytestmark = pytest.mark.usefixtures("fast_path")  # the stage suite, in both modes (conftest)
+
 CPU = torch.device("cpu")
 TRAIN = TrainSpec(lr=0.05, batch_size=64, duration=Step(2, "ep"))
 DATA, MODEL = DataSpec("digits"), ModelSpec("lenet")

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from devices import TEST_DEVICE
 from raylth.engine.data import Dataset
 from raylth.engine.masks import full_mask, prune
 from raylth.engine.models import build_model
@@ -30,9 +31,9 @@ def _model(data, seed=0):
 PAPER_AUGMENT = AugmentSpec(name="dsa", ops="color_crop_flip_scale_rotate", mode="idc", cutmix=0.5)
 
 
-def _trainer(data, spec=None, seeds=Seeds(), init=0, augment=False, mask=None):
+def _trainer(data, spec=None, seeds=Seeds(), init=0, augment=False, mask=None, fast=None):
     return Trainer(_model(data, init), data, spec or _spec(), seeds, augment=augment, mask=mask,
-                   device=CPU)
+                   device=TEST_DEVICE, fast=fast)
 
 
 def _same_weights(a, b):
@@ -82,14 +83,17 @@ def test_save_at_hands_out_weights(digits_data):
     assert not _same_weights(saved[19], trainer.weights())
 
 
+@pytest.mark.device_portable
+@pytest.mark.parametrize("fast", [None, True], ids=["default", "fastpath"])
 @pytest.mark.parametrize("augment", [False, True, PAPER_AUGMENT], ids=["none", "crop_flip", "dsa_cutmix"])
-def test_same_seeds_same_run(digits_data, augment):
-    a, b = _trainer(digits_data, augment=augment), _trainer(digits_data, augment=augment)
+def test_same_seeds_same_run(digits_data, augment, fast):
+    a, b = _trainer(digits_data, augment=augment, fast=fast), _trainer(digits_data, augment=augment, fast=fast)
     ha, hb = a.run(), b.run()
     assert ha == hb
     assert _same_weights(a.weights(), b.weights())
 
 
+@pytest.mark.device_portable
 def test_different_order_seed_differs(digits_data):
     a = _trainer(digits_data, seeds=Seeds(order=0))
     b = _trainer(digits_data, seeds=Seeds(order=1))
@@ -98,6 +102,7 @@ def test_different_order_seed_differs(digits_data):
     assert a.history != b.history
 
 
+@pytest.mark.device_portable
 def test_different_init_seed_differs(digits_data):
     a, b = _trainer(digits_data, init=0), _trainer(digits_data, init=1)
     assert not torch.equal(a.weights()["1.weight"], b.weights()["1.weight"])
@@ -105,6 +110,7 @@ def test_different_init_seed_differs(digits_data):
     assert not torch.equal(a.weights()["1.weight"], b.weights()["1.weight"])
 
 
+@pytest.mark.device_portable
 def test_augment_seed_matters_only_with_augmentation(digits_data):
     runs = {}
     for augment in (False, True):
@@ -118,10 +124,12 @@ def test_augment_seed_matters_only_with_augmentation(digits_data):
     assert not _same_weights(runs[False, 0], runs[True, 0])
 
 
+@pytest.mark.device_portable
+@pytest.mark.parametrize("fast", [None, True], ids=["default", "fastpath"])
 @pytest.mark.parametrize("augment", [False, True, PAPER_AUGMENT], ids=["none", "crop_flip", "dsa_cutmix"])
-def test_resume_is_bitwise_identical(digits_data, augment):
+def test_resume_is_bitwise_identical(digits_data, augment, fast):
     spec = _spec(duration=Step(3, "ep"), weight_decay=5e-4, momentum=0.9, eval_every=Step(1, "ep"))
-    full = _trainer(digits_data, spec, augment=augment)
+    full = _trainer(digits_data, spec, augment=augment, fast=fast)
     captured = {}
 
     def on_epoch(t):
@@ -132,7 +140,7 @@ def test_resume_is_bitwise_identical(digits_data, augment):
     assert captured["state"]["step"] == 20 and len(captured["state"]["history"]) == 1
 
     # a fresh trainer (even from another init) continues from the saved state
-    resumed = _trainer(digits_data, spec, init=7, augment=augment)
+    resumed = _trainer(digits_data, spec, init=7, augment=augment, fast=fast)
     resumed.load_state_dict(captured["state"])
     assert resumed.step == 20
     steps = []
@@ -145,13 +153,14 @@ def test_resume_is_bitwise_identical(digits_data, augment):
 
     # restoring only the weights and the step (not the optimizer's momentum) is
     # detectably different, so the equality above is a real check
-    partial = _trainer(digits_data, spec, augment=augment)
+    partial = _trainer(digits_data, spec, augment=augment, fast=fast)
     partial.model.load_state_dict(captured["state"]["model"])
     partial.start_at(20)
     partial.run()
     assert not _same_weights(partial.weights(), full.weights())
 
 
+@pytest.mark.device_portable
 def test_resume_with_mask(digits_data):
     model = _model(digits_data)
     mask = prune("global_magnitude", dict(model.state_dict()), full_mask(model), 0.5)
@@ -304,3 +313,28 @@ def test_default_evaluation_stays_under_a_quarter_of_training():
     some = trainer(1_000, 1_000, 40)  # 0.25 x 40,000 / 1,000 = 10 evaluations of 40 epochs
     assert some.total_steps // some.eval_period == 10
     assert trainer(100, 10_000, 300, eval_every=Step(250, "ep")).eval_period == 500
+
+
+def test_the_fast_path_runs_on_cpu(digits_data):
+    """What CUDA takes by default, CPU takes on request: bf16 autocast,
+    channels_last weights and the fused optimizer kernel."""
+    model = build_model(ModelSpec("conv3", width=8), (1, 8, 8), 10, seed=0)
+    trainer = Trainer(model, digits_data, _spec(duration=Step(2, "it")), Seeds(), device=CPU, fast=True)
+    dtypes = []
+    trainer.model.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    trainer.run()
+    assert trainer.fast.on and dtypes and set(dtypes) == {torch.bfloat16}
+    assert trainer.optimizer.defaults["fused"] is True
+    conv = next(p for p in trainer.model.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    exact = Trainer(build_model(ModelSpec("conv3", width=8), (1, 8, 8), 10, seed=0), digits_data,
+                    _spec(duration=Step(2, "it")), Seeds(), device=CPU)
+    assert not exact.fast.on and exact.optimizer.defaults["foreach"] is True
+
+
+def test_a_bad_fast_path_setting_is_one_line(monkeypatch, digits_data):
+    from raylth.errors import RaylthError
+
+    monkeypatch.setenv("RAYLTH_FAST_PATH", "yes")
+    with pytest.raises(RaylthError, match=r"^RAYLTH_FAST_PATH='yes': use 1"):
+        _trainer(digits_data)

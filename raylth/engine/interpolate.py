@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from raylth.engine.data import Dataset, fixed_batches
-from raylth.engine.train import autocast, evaluate
+from raylth.engine.fastpath import FastPath
+from raylth.engine.train import evaluate
 
 State = dict[str, torch.Tensor]
 BN_MODES = ("interpolate", "reset")
@@ -39,7 +40,7 @@ def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 @torch.no_grad()
 def reset_bn_statistics(model: nn.Module, data: Dataset, batches: int, batch_size: int,
-                        seed: int) -> None:
+                        seed: int, fast: FastPath | None = None) -> None:
     """Re-estimate every BatchNorm's running mean and variance as the plain
     average over ``batches`` fixed training batches (no augmentation; see
     data.fixed_batches), then restore each layer's momentum and the
@@ -50,17 +51,15 @@ def reset_bn_statistics(model: nn.Module, data: Dataset, batches: int, batch_siz
         return
     momenta = [bn.momentum for bn in norms]
     was_training = model.training
-    device = data.train_x.device
+    fast = fast or FastPath.for_device(data.train_x.device)
     try:
         for bn in norms:
             bn.reset_running_stats()
             bn.momentum = None  # cumulative moving average: every batch weighs the same
         model.train()
         for x, _ in fixed_batches(data, batches, batch_size, seed):
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device):  # as in training
-                model(x)
+            with fast.autocast():  # as in training
+                model(fast.layout(x))
     finally:
         for bn, momentum in zip(norms, momenta):
             bn.momentum = momentum
@@ -77,7 +76,8 @@ def alpha_grid(points: int) -> list[float]:
 
 def evaluate_path(model: nn.Module, state_a: State, state_b: State, data: Dataset, alphas,
                   bn: str = "interpolate", train_limit: int | None = None, bn_batches: int = 10,
-                  batch_size: int = 1024, bn_seed: int = 0) -> dict[str, list[float]]:
+                  batch_size: int = 1024, bn_seed: int = 0,
+                  fast: FastPath | None = None) -> dict[str, list[float]]:
     """Loss and error (1 - accuracy, a fraction) on the test set and on the
     first ``train_limit`` training images (all if None) at each alpha of the
     path (1 - alpha) * state_a + alpha * state_b.
@@ -86,6 +86,7 @@ def evaluate_path(model: nn.Module, state_a: State, state_b: State, data: Datase
     bn='reset' re-estimates them at every alpha on the same ``bn_batches``
     training batches of ``batch_size`` (seed ``bn_seed``). The data must be on
     the model's device. The model gets its own state and mode back afterwards.
+    ``fast``: how the model runs (default: its device's default, as in training).
     """
     if bn not in BN_MODES:
         raise ValueError(f"bn={bn!r}: use one of {BN_MODES}")
@@ -99,9 +100,9 @@ def evaluate_path(model: nn.Module, state_a: State, state_b: State, data: Datase
         for alpha in alphas:
             model.load_state_dict(interpolate_state(a, b, alpha))
             if bn == "reset":
-                reset_bn_statistics(model, data, bn_batches, batch_size, bn_seed)
-            test = evaluate(model, data, "test", batch_size)
-            train = evaluate(model, data, "train", batch_size, limit=train_limit)
+                reset_bn_statistics(model, data, bn_batches, batch_size, bn_seed, fast)
+            test = evaluate(model, data, "test", batch_size, fast=fast)
+            train = evaluate(model, data, "train", batch_size, limit=train_limit, fast=fast)
             out["alpha"].append(float(alpha))
             out["test_loss"].append(test["loss"])
             out["test_err"].append(1.0 - test["acc"])

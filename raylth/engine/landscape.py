@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from raylth.engine.data import Dataset
+from raylth.engine.fastpath import FastPath
 from raylth.engine.train import evaluate
 
 State = dict[str, torch.Tensor]
@@ -84,7 +85,7 @@ def _axis(values: list[float], pad: float, resolution: int) -> list[float]:
 
 def evaluate_plane(model: nn.Module, w0: State, w1: State, w2: State, data: Dataset,
                    resolution: int, margin: float, split: str = "test",
-                   limit: int | None = None, batch_size: int = 1024) -> dict:
+                   limit: int | None = None, batch_size: int = 1024, fast: FastPath | None = None) -> dict:
     """Loss and error (1 - accuracy) on a resolution x resolution grid of the
     plane through w0, w1, w2 (running statistics taken from the plane too,
     non-floating buffers from w0). The grid covers the three networks plus
@@ -106,7 +107,7 @@ def evaluate_plane(model: nn.Module, w0: State, w1: State, w2: State, data: Data
 
     def run(x, y):
         model.load_state_dict(p.state_at(x, y))
-        return evaluate(model, data, split, batch_size, limit=limit)
+        return evaluate(model, data, split, batch_size, limit=limit, fast=fast)
 
     try:
         grid = [[run(x, y) for x in xs] for y in ys]

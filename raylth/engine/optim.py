@@ -9,9 +9,9 @@ import torch
 from raylth.specs import TrainSpec
 
 
-def make_optimizer(params, spec: TrainSpec, device: torch.device) -> torch.optim.Optimizer:
-    # fused kernels exist only on CUDA; on CPU the foreach path is the fast one
-    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+def make_optimizer(params, spec: TrainSpec, options: dict | None = None) -> torch.optim.Optimizer:
+    """``options``: the kernel choice, e.g. {"fused": True} (FastPath.optimizer_options)."""
+    fast = options if options is not None else {"foreach": True}
     if spec.optimizer == "sgd":
         return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov,
                                weight_decay=spec.weight_decay, **fast)

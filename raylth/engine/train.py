@@ -8,7 +8,6 @@ order and augmentation come from (seed, epoch), never from a running RNG.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import warnings
 from typing import Callable, Iterable
@@ -19,6 +18,7 @@ from torch import nn
 
 from raylth.engine.data import Batch, Dataset, epoch_batches, points_seen, resolve_augment, steps_per_epoch
 from raylth.engine.distributed import Dist
+from raylth.engine.fastpath import FastPath
 from raylth.engine.masks import Mask, MaskKeeper
 from raylth.engine.optim import make_optimizer, make_scheduler
 from raylth.specs import Seeds, TrainSpec
@@ -31,38 +31,24 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; float32 (no autocast) on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: int = 1024,
-             limit: int | None = None) -> dict[str, float]:
-    """Mean loss and accuracy (a fraction) on a split of a device-resident data set."""
+             limit: int | None = None, fast: FastPath | None = None) -> dict[str, float]:
+    """Mean loss and accuracy (a fraction) on a split of a device-resident
+    data set; ``fast``: how the model runs (default: its device's default)."""
     x_all, y_all = (data.test_x, data.test_y) if split == "test" else (data.train_x, data.train_y)
     if limit is not None:
         x_all, y_all = x_all[:limit], y_all[:limit]
     device = x_all.device
+    fast = fast or FastPath.for_device(device)
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     for start in range(0, len(y_all), batch_size):
-        x = data.normalize(x_all[start:start + batch_size].float())
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = fast.layout(data.normalize(x_all[start:start + batch_size].float()))
         y = y_all[start:start + batch_size]
-        with autocast(device):
+        with fast.autocast():
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
@@ -74,10 +60,11 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: i
 class Trainer:
     def __init__(self, model: nn.Module, data: Dataset, spec: TrainSpec, seeds: Seeds, *,
                  augment: bool = False, mask: Mask | None = None, device: torch.device | None = None,
-                 dist: Dist | None = None, compile: bool = False):
+                 dist: Dist | None = None, compile: bool = False, fast: bool | None = None):
         self.device = device or default_device()
+        self.fast = FastPath.for_device(self.device, fast)  # bf16, channels_last, fused optimizer
         self.dist = dist or Dist()
-        self.model = prepare_model(model, self.device)  # the module: weights, eval, checkpoints
+        self.model = self.fast.prepare(model)  # the module: weights, eval, checkpoints
         self.data = data.to(self.device)
         # the TrainSpec's augmentation, else the data set's default (``augment``)
         self.spec, self.seeds = spec, seeds
@@ -89,7 +76,7 @@ class Trainer:
         self.net = self._data_parallel() if self.dist.world > 1 else self.model  # what trains
         if compile:  # compiled on the first step; benchmarks keep that warm-up out of their timings
             self.net = torch.compile(self.net)
-        self.optimizer = make_optimizer(self.model.parameters(), spec, self.device)
+        self.optimizer = make_optimizer(self.model.parameters(), spec, self.fast.optimizer_options())
         self.scheduler = make_scheduler(self.optimizer, spec, self.steps_per_epoch)
         self.step = 0
         self.history: list[dict] = []
@@ -173,7 +160,7 @@ class Trainer:
         return -(-self.total_steps // max(1, min(epochs, affordable)))
 
     def _record_eval(self) -> None:
-        test = evaluate(self.model, self.data, "test")
+        test = evaluate(self.model, self.data, "test", fast=self.fast)
         if self.dist.world > 1:  # each rank's loss is its shard's mean: average them
             torch.distributed.all_reduce(self._loss_sum)
             self._loss_sum /= self.dist.world
@@ -211,10 +198,8 @@ class Trainer:
         return self.history
 
     def _train_step(self, batch: Batch) -> None:
-        x = batch.x
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device):
+        x = self.fast.layout(batch.x)
+        with self.fast.autocast():
             loss = batch.loss(self.net(x))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -14,6 +14,7 @@ from torch import nn
 
 from raylth.engine.data import Dataset, load_dataset
 from raylth.engine.distributed import Dist
+from raylth.engine.fastpath import FastPath
 from raylth.engine.masks import Mask, sparsity
 from raylth.engine.models import build_model
 from raylth.engine.train import Trainer, default_device
@@ -31,6 +32,7 @@ class StageContext:
     dist: Dist = field(default_factory=Dist)      # this process among DDP workers
     node: str | None = None                       # the cluster node, recorded in metrics
     compile: bool = False                         # torch.compile the training step (not hashed)
+    fast: bool | None = None                      # bf16/channels_last/fused; None: RAYLTH_FAST_PATH, else CUDA
     _data: dict = field(default_factory=dict, repr=False)
 
     def dataset(self, spec: DataSpec) -> Dataset:
@@ -44,8 +46,17 @@ class StageContext:
                 self._data[key] = load_dataset(spec, self.data_root).to(self.device)
         return self._data[key]
 
+    @property
+    def fast_path(self) -> FastPath:
+        """How networks run here (not hashed, like the device; recorded in metrics as ``precision``)."""
+        return FastPath.for_device(self.device, self.fast)
+
     def model(self, spec: ModelSpec, data: Dataset, seed: int) -> nn.Module:
         return build_model(spec, data.input_shape, data.num_classes, seed=seed)
+
+    def evaluation_model(self, spec: ModelSpec, data: Dataset, seed: int) -> nn.Module:
+        """A network to load weights into and evaluate, on the device in the fast path's layout."""
+        return self.fast_path.prepare(self.model(spec, data, seed))
 
 
 def ensure(ctx: StageContext, spec: Spec, compute: Callable[[], Artifact]) -> Artifact:
@@ -90,7 +101,7 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
     dataset = ctx.dataset(data)
     check_training(spec.kind, model, train, dataset, ctx.device)
     trainer = Trainer(model, dataset, train, seeds, augment=dataset.augment, mask=mask, device=ctx.device,
-                      dist=ctx.dist, compile=ctx.compile)
+                      dist=ctx.dist, compile=ctx.compile, fast=ctx.fast_path.on)
     partial = ctx.store.partial(spec.id)
     writer = partial if ctx.dist.is_main else None  # only rank 0 writes
     started = time.time()
@@ -132,7 +143,8 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
         "sparsity": sparsity(mask) if mask is not None else 0.0,
         "steps": trained_steps, "steps_per_epoch": trainer.steps_per_epoch,
         "points_seen": trainer.points_seen(trainer.total_steps) - trainer.points_seen(start),
-        "wall_s": time.time() - started, "device": str(ctx.device), "history": history,
+        "wall_s": time.time() - started, "device": str(ctx.device), "precision": trainer.fast.name,
+        "history": history,
         **(extra_metrics or {}),
     }
     metrics |= {"workers": ctx.dist.world, "node": ctx.node, "resumed_at": resumed_at}

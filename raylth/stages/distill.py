@@ -35,6 +35,7 @@ from raylth.engine.distill import (Zca, distill_dm, distill_gm, distill_mtt, dis
                                    evaluate_images, fit_zca_space, random_subset, train_experts,
                                    whitened_train)
 from raylth.engine.distill.init import class_labels
+from raylth.engine.fastpath import precision
 from raylth.engine.models import build_model, check_model_name
 from raylth.errors import DataError, SpecError, StoreError
 from raylth.specs import DataSpec, DistillEvalSpec, DistillSpec, ExpertsSpec
@@ -253,6 +254,7 @@ def evaluation_lr(spec_lr: float | None, learned: float | None) -> float:
 Monitor = Callable[[Progress], None]
 
 
+@precision("float32")  # the matching losses and the MTT unroll: no TF32
 def run_distill(spec: DistillSpec, ctx: StageContext, monitor: Monitor | None = None) -> Artifact:
     """The stored distilled set of ``spec``; distilled when missing. ``monitor``
     (e.g. a search's pruning check) is called after every iteration of a
@@ -328,6 +330,7 @@ def _compute_distill(spec: DistillSpec, ctx: StageContext, real: Dataset, monito
 
 
 # -- experts ------------------------------------------------------------------------------
+@precision("tf32")  # trained as in the references (cuDNN's default on Ampere/Hopper)
 def run_experts(spec: ExpertsSpec, ctx: StageContext) -> Artifact:
     """MTT's expert trajectories; each expert has its own generator and is
     kept in the partial folder as it finishes, so an interrupted run resumes
@@ -392,6 +395,7 @@ def load_experts(artifact: Artifact) -> list[list[torch.Tensor]]:
 
 
 # -- distill_eval ----------------------------------------------------------------------------
+@precision("tf32")  # trained as in the references (cuDNN's default on Ampere/Hopper)
 def run_distill_eval(spec: DistillEvalSpec, ctx: StageContext) -> Artifact:
     if spec.distill is None:
         raise SpecError("distill_eval.distill: name the distillation to evaluate")

@@ -16,9 +16,10 @@ def run_landscape(spec: LandscapeSpec, ctx: StageContext) -> Artifact:
 
     def compute() -> Artifact:
         data = ctx.dataset(networks[0].data)
-        model = ctx.model(networks[0].model, data, seed=0).to(ctx.device)
+        model = ctx.evaluation_model(networks[0].model, data, seed=0)
         result = evaluate_plane(model, *weights, data, resolution=spec.resolution,
-                                margin=spec.margin, split=spec.split, limit=spec.limit)
+                                margin=spec.margin, split=spec.split, limit=spec.limit,
+                                fast=ctx.fast_path)
         partial = ctx.store.partial(spec.id)
         labels = [f"{a}:{c}" for a, c in refs]
         short = [f"{a.split('_')[0]} {a.split('_')[1][:4]}:{c}" for a, c in refs]

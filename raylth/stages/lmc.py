@@ -43,13 +43,13 @@ def run_lmc(spec: LmcSpec, ctx: StageContext) -> Artifact:
 def _compute_lmc(spec: LmcSpec, parent, ctx: StageContext) -> Artifact:
     children = [run_child(spec.child(i), ctx) for i in range(spec.children)]
     data = ctx.dataset(parent.data)
-    model = ctx.model(parent.model, data, seed=parent.seeds.init).to(ctx.device)
+    model = ctx.evaluation_model(parent.model, data, seed=parent.seeds.init)
     alphas = alpha_grid(spec.alphas)
     weights = [child.weights("final") for child in children]
     pairs = []
     for i, j in itertools.combinations(range(len(children)), 2):
         path = evaluate_path(model, weights[i], weights[j], data, alphas, bn=spec.bn,
-                             train_limit=spec.train_eval)
+                             train_limit=spec.train_eval, fast=ctx.fast_path)
         pairs.append({"children": [i, j], **path,
                       "instability_test": instability(path["test_err"]),
                       "instability_train": instability(path["train_err"]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from raylth.engine.fastpath import precision
 from raylth.errors import SpecError, did_you_mean
 from raylth.specs import BranchSpec, ImpLevelSpec, Spec, TrainStageSpec, TrialSpec
 from raylth.stages.branch import run_branch
@@ -34,8 +35,11 @@ STAGE_RUNNERS: dict[str, Callable[[Spec, StageContext], Artifact]] = {
 
 
 def run_stage(spec: Spec, ctx: StageContext) -> Artifact:
-    """Ask the store for ``spec``'s artifact; compute it (and what it needs) if missing."""
-    return STAGE_RUNNERS[spec.kind](spec, ctx)
+    """Ask the store for ``spec``'s artifact; compute it (and what it needs) if
+    missing. TF32 is allowed unless the runner declares float32 (run_distill,
+    run_sharpness: ``@precision("float32")``)."""
+    with precision("tf32"):
+        return STAGE_RUNNERS[spec.kind](spec, ctx)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from raylth.engine.data import fixed_batches
+from raylth.engine.fastpath import precision
 from raylth.engine.sharpness import hessian_diagonal, mass_by_mask, top_eigenvalue
 from raylth.errors import StoreError
 from raylth.specs import SharpnessSpec
@@ -19,6 +20,7 @@ from raylth.stages.networks import load_network, split_ref
 from raylth.store import Artifact
 
 
+@precision("float32")  # second derivatives: no TF32 (nor bf16)
 def run_sharpness(spec: SharpnessSpec, ctx: StageContext) -> Artifact:
     network_id, checkpoint = split_ref(spec.network)
     network = load_network(ctx.store, network_id)
