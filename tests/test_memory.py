@@ -13,7 +13,7 @@ from raylth.engine.models import build_model
 from raylth.errors import WontFitError
 from raylth.specs import DataSpec, DistillSpec, ExpertOptions, ModelSpec, TrainSpec
 from raylth.stages import StageContext, run_stage
-from raylth.stages.memory import check_training, mtt_low_memory
+from raylth.stages.memory import check_matching, check_training, mtt_low_memory
 from raylth.store import Store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -113,3 +113,11 @@ def test_a_sweep_whose_mtt_cannot_fit_stops_with_one_line_and_stores_nothing(tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "mtt: syn_steps 200 with lenet: needs ~" in err[0] and "GPU memory" in err[0]
     assert not store.exists() or not any(store.rglob("*"))
+
+
+@pytest.mark.parametrize("method", ["dm", "gm"])
+def test_a_matching_distillation_that_cannot_fit_is_refused(method, digits_data):
+    spec = DistillSpec(data=DataSpec("digits"), method=method, model=ModelSpec("lenet"), ipc=10)
+    check_matching(spec, digits_data, torch.device("cpu"), have=GiB)
+    with pytest.raises(WontFitError, match=rf"^{method}: ipc 10 with lenet: needs ~.*lower batch_real"):
+        check_matching(spec, digits_data, torch.device("cpu"), have=1000.0)

@@ -40,7 +40,7 @@ from raylth.engine.models import build_model, check_model_name
 from raylth.errors import DataError, SpecError, StoreError
 from raylth.specs import DataSpec, DistillEvalSpec, DistillSpec, ExpertsSpec
 from raylth.stages.context import StageContext, ensure
-from raylth.stages.memory import mtt_low_memory
+from raylth.stages.memory import check_matching, mtt_low_memory
 from raylth.store import Artifact, Store
 
 RECORD = "distilled.pt"
@@ -264,6 +264,8 @@ def run_distill(spec: DistillSpec, ctx: StageContext, monitor: Monitor | None = 
         return done
     real = check_distill(spec, ctx)
     low_memory = mtt_low_memory(spec, real, ctx.device) if spec.method == "mtt" else False
+    if spec.method in ("dm", "gm"):
+        check_matching(spec, real, ctx.device)
     return ensure(ctx, spec, lambda: _compute_distill(spec, ctx, real, monitor, low_memory))
 
 

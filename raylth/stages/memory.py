@@ -79,3 +79,17 @@ def mtt_low_memory(spec: DistillSpec, real, device: torch.device, have: float | 
     check_fits(f"mtt: syn_steps {spec.syn_steps} with {spec.model.name}", low, have, device,
                f"{fix}; without low_memory it needs ~{gib(plain)}")
     return True
+
+
+def check_matching(spec: DistillSpec, real, device: torch.device, have: float | None = None) -> None:
+    """DM / gradient matching: one matching step holds the activations of a
+    class's real batch and the whole synthetic set (gm: and their gradients'
+    graph, about twice that), next to the real set resident on the device."""
+    net = _network(spec.model, tuple(real.input_shape), real.num_classes)
+    synthetic = spec.ipc * real.num_classes * (spec.factor ** 2 if spec.method == "gm" else 1)
+    resident = sum(t.numel() * t.element_size() for t in (real.train_x, real.train_y))
+    step = training_estimate(net, real.input_shape, spec.batch_real + synthetic, real.num_classes, resident)
+    need = step.device * (2 if spec.method == "gm" else 1)
+    check_fits(f"{spec.method}: ipc {spec.ipc} with {spec.model.name}", need,
+               device_memory(device) if have is None else have, device,
+               f"lower batch_real ({spec.batch_real}) or ipc ({spec.ipc})")
