@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from raylth.errors import SpecError
 from raylth.specs.base import Spec, choice
@@ -159,7 +159,3 @@ class Seeds(Spec):
     @classmethod
     def all(cls, seed: int) -> "Seeds":
         return cls(init=seed, order=seed, augment=seed)
-
-
-def default_spec(cls):
-    return field(default_factory=cls)

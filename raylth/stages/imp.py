@@ -44,11 +44,3 @@ def _compute_level(spec: ImpLevelSpec, ctx: StageContext) -> Artifact:
     return train_and_store(ctx, spec, data=spec.data, model=model, train=spec.train,
                            seeds=spec.seeds, mask=mask, start_step=spec.prune.rewind,
                            extra_metrics={"level": spec.level})
-
-
-def run_imp_trunk(spec: ImpLevelSpec, levels: int, ctx: StageContext) -> list[Artifact]:
-    """Levels 0..levels of the trunk ``spec`` belongs to (its level is ignored)."""
-    artifacts = [run_train(spec.trunk_root(), ctx)]
-    for level in range(1, levels + 1):
-        artifacts.append(run_imp_level(spec.at_level(level), ctx))
-    return artifacts

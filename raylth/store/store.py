@@ -288,9 +288,6 @@ class Store:
             names = [p.name for p in (self.root / folder).glob("*")] if (self.root / folder).is_dir() else []
         return sorted(n for n in names if n.endswith(suffix) and not n.startswith("."))
 
-    def describe(self, rel: str) -> str:
-        return self.remote.url(rel) if self.remote is not None else str(self.root / rel)
-
     # -- writing ---------------------------------------------------------------
     def partial(self, artifact_id: str) -> Partial:
         path, rel = self.root / ".partial" / artifact_id, f".partial/{artifact_id}"

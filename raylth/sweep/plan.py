@@ -108,11 +108,6 @@ def check_steps(spec: TrialSpec, n_train: int, where: str) -> None:
                 "use an earlier step or a longer train.duration")
 
 
-def artifact_ids(spec: TrialSpec) -> list[str]:
-    """Every artifact a trial produces, its analyses included."""
-    return [i for job in trial_jobs(Trial("", spec)) for i in job.ids]
-
-
 @dataclass
 class JobState:
     job: Job

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from raylth.cluster import jobs_per_node
 from raylth.errors import RaylthError
-from raylth.specs import Spec, TrialSpec
-from raylth.stages import METHODS, StageContext, run_stage
+from raylth.specs import Spec
+from raylth.stages import StageContext, run_stage
 from raylth.store import Store
 from raylth.store.remote import is_uri
 from raylth.sweep.config import Sweep
@@ -73,11 +73,6 @@ def run_specs_here(specs: list[Spec], storage, data_root: Path, report=None, nod
     """Run one job's stages in this process (what every Tune trial does)."""
     ctx = StageContext(store=Store(storage), data_root=data_root, report=report, node=node, compile=compile)
     return [run_stage(spec, ctx).id for spec in specs]
-
-
-def run_trial_here(spec: TrialSpec, storage, data_root: Path, report=None) -> list[str]:
-    """A sweep trial's method, in this process, without its analyses."""
-    return run_specs_here(METHODS[spec.method].artifacts(spec), storage, data_root, report)
 
 
 def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_failures, compile):
