@@ -26,39 +26,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from raylth.reporting.axes import pyplot, weights_remaining_axis
+from raylth.stages.registry import method_network_kinds, stage_of, stored_spec
 from raylth.store import Store
 
-NETWORK_KINDS = ("ticket", "maskimp")          # networks with accuracy rows (results.NETWORK_STAGES)
-IMPLIED_METHODS = {"ticket": "distilled_imp", "maskimp": "mask_then_imp", "distill": "distill",
-                   "distill_eval": "distill", "experts": "distill"}
 PRUNING_METHODS = ("dense", "imp", "random_prune", "reinit", "distilled_imp", "mask_then_imp")
 DISTILLED_METHODS = ("distilled_imp", "mask_then_imp")
 
 
-# -- hooks of raylth.reporting.results -------------------------------------------------------
-def origin(spec) -> dict:
-    """Data set, model, seed and rewind step of a distillation or distilled-pruning artifact."""
-    kind = spec.kind
-    if kind == "ticket":
-        trunk = spec.trunk
-        return {"dataset": spec.data.name, "model": trunk.model.name, "seed": trunk.seeds.init,
-                "rewind": str(trunk.prune.rewind)}
-    if kind == "maskimp":
-        return origin(spec.start)
-    if kind == "distill":
-        data = spec.data.name if spec.data is not None else None
-        return {"dataset": data, "model": spec.model.name, "seed": spec.seed, "rewind": ""}
-    if kind == "distill_eval":
-        d = spec.distill
-        return {"dataset": d.data.name if d is not None and d.data is not None else None,
-                "model": spec.model.name, "seed": d.seed if d is not None else None, "rewind": ""}
-    if kind == "experts":
-        return {"dataset": spec.data.name, "model": spec.model.name, "seed": spec.seed, "rewind": ""}
-    return {}
-
-
 # -- loop points ------------------------------------------------------------------------------
-class _Points:
+class Points:
+    """Training points of stored artifacts (their metrics), for the stages'
+    ``loop_points`` facts."""
+
     def __init__(self, store: Store):
         self.store, self.cache = store, {}
 
@@ -75,27 +54,13 @@ class _Points:
         return sum(self.own(s.id) for s in chain)
 
     def loop(self, row) -> float:
-        from raylth.specs import STAGE_SPECS
-
         artifact = self.store.get(row.id)
         if artifact is None:
             return float("nan")
-        spec = STAGE_SPECS[artifact.kind].from_stored(artifact.spec)
-        if artifact.kind == "train":
-            return self.own(row.id)
-        if artifact.kind == "imp":
-            return self.trunk(spec, spec.level)
-        if artifact.kind == "branch":
-            return self.trunk(spec.trunk, spec.trunk.level - 1) + self.own(row.id)
-        if artifact.kind == "ticket":
-            found = self.own(row.id)
-            return found + self.own(row.id, "train_points_seen") if row.method == "mask_then_imp" else found
-        if artifact.kind == "maskimp":
-            start = spec.start.id
-            total = self.own(start) + self.own(start, "train_points_seen")
-            levels = range(spec.start.level + 1, spec.level + 1)
-            return total + sum(self.own(spec.at_level(level).id) for level in levels)
-        return float("nan")
+        facts = stage_of(artifact.kind)
+        if facts.loop_points is None:
+            return float("nan")
+        return facts.loop_points(stored_spec(artifact), self, row.method)
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -111,12 +76,12 @@ def _name(keys) -> str:
 
 
 def _distilled_pruning(store: Store, frame, out: Path) -> dict[str, Path]:
-    nets = frame[frame.method.isin(PRUNING_METHODS) & frame.stage.isin(("train", "imp", "branch") + NETWORK_KINDS)]
+    nets = frame[frame.method.isin(PRUNING_METHODS) & frame.stage.isin(method_network_kinds())]
     groups = [(keys, rows) for keys, rows in nets.groupby(["sweep", "dataset", "model"], dropna=False)
               if rows.method.isin(DISTILLED_METHODS).any()]
     if not groups:
         return {}
-    points = _Points(store)
+    points = Points(store)
     tables, written = [], {}
     for keys, rows in groups:
         rows = rows.drop_duplicates(["method", "id"]).copy()

@@ -10,7 +10,7 @@ from raylth.reporting.distill import write_distill_report
 from raylth.reporting.instability import (copy_landscapes, instability_table, plot_error_vs_alpha,
                                        plot_instability_vs_rewind, plot_instability_vs_sparsity,
                                        plot_pruned_curvature, sharpness_masks, sharpness_table)
-from raylth.reporting.results import COLUMNS, NETWORK_STAGES, results_frame
+from raylth.reporting.results import COLUMNS, network_rows, results_frame
 from raylth.store import Store
 
 GROUP = ["sweep", "dataset", "model", "method", "level"]
@@ -65,7 +65,7 @@ def write_report(storage, out, sweep: str | None = None) -> dict[str, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     frame[COLUMNS].to_csv(out / "results.csv", index=False)
-    summary = summarize(frame[frame.stage.isin(NETWORK_STAGES)])
+    summary = summarize(network_rows(frame))
     written = {"results": out / "results.csv", "table": out / "summary.md"}
     (out / "summary.md").write_text("# Test accuracy vs sparsity\n\n" + markdown_table(summary))
     for keys, rows in summary.groupby(["sweep", "dataset", "model"]):

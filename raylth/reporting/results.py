@@ -6,8 +6,7 @@ appear with an empty ``sweep`` and the method their kind implies.
 
 from __future__ import annotations
 
-from raylth.reporting import distill as distill_report
-from raylth.specs import STAGE_SPECS
+from raylth.stages.registry import method_network_kinds, stage_of, stored_spec
 from raylth.store import Artifact, Store
 from raylth.sweep.jobs import trial_jobs
 from raylth.sweep.plan import read_record, sweep_names
@@ -15,25 +14,13 @@ from raylth.sweep.plan import read_record, sweep_names
 COLUMNS = ["sweep", "stage", "method", "dataset", "model", "seed", "level", "sparsity",
            "test_acc", "rewind", "noise", "instability_test", "instability_train", "loss_barrier",
            "stable", "points_seen", "wall_s", "trial", "id"]
-NETWORK_STAGES = ("train", "imp", "branch") + distill_report.NETWORK_KINDS
 
 
-def _origin(artifacts: dict[str, Artifact], artifact: Artifact) -> dict:
+def _origin(artifacts: dict[str, Artifact], artifact: Artifact | None) -> dict:
     """Data set, model, seed and rewind step of the network an artifact is about."""
-    spec = STAGE_SPECS[artifact.kind].from_stored(artifact.spec)
-    if artifact.kind in distill_report.IMPLIED_METHODS:
-        return distill_report.origin(spec)
-    if artifact.kind in ("child", "lmc"):
-        parent = artifacts.get(spec.parent)
-        info = _origin(artifacts, parent) if parent else {}
-        return info | {"rewind": str(spec.spawn), "noise": spec.noise}
-    if artifact.kind in ("sharpness", "landscape"):
-        ref = spec.network if artifact.kind == "sharpness" else spec.networks[0]
-        other = artifacts.get(ref.split(":")[0])
-        return _origin(artifacts, other) if other else {}
-    core = spec.trunk if artifact.kind == "branch" else spec
-    rewind = str(core.prune.rewind) if artifact.kind != "train" else ""
-    return {"dataset": core.data.name, "model": core.model.name, "seed": core.seeds.init, "rewind": rewind}
+    if artifact is None:
+        return {}
+    return stage_of(artifact.kind).origin(stored_spec(artifact), lambda i: _origin(artifacts, artifacts.get(i)))
 
 
 def _row(artifacts, sweep: str, method: str, trial: str, artifact: Artifact) -> dict:
@@ -48,12 +35,16 @@ def _row(artifacts, sweep: str, method: str, trial: str, artifact: Artifact) -> 
     return row
 
 
-def _implied_method(artifacts, artifact: Artifact) -> str:
-    if artifact.kind == "branch":
-        return artifact.spec["method"]
-    if artifact.kind in ("child", "lmc") and artifact.spec.get("parent") in artifacts:
-        return _implied_method(artifacts, artifacts[artifact.spec["parent"]])
-    return ({"train": "dense", "imp": "imp"} | distill_report.IMPLIED_METHODS).get(artifact.kind, artifact.kind)
+def _implied_method(artifacts, artifact: Artifact | None) -> str | None:
+    if artifact is None:
+        return None
+    return stage_of(artifact.kind).implied_method(stored_spec(artifact),
+                                                  lambda i: _implied_method(artifacts, artifacts.get(i)))
+
+
+def network_rows(frame):
+    """The rows of networks a method gave as its result (with a test accuracy)."""
+    return frame[frame.stage.isin(method_network_kinds())]
 
 
 def result_rows(storage, sweep: str | None = None) -> list[dict]:

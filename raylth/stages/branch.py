@@ -14,6 +14,7 @@ from raylth.engine.masks import random_like, rewind_state
 from raylth.specs import BranchSpec, Step
 from raylth.stages.context import StageContext, ensure, train_and_store
 from raylth.stages.imp import rewind_point, run_imp_level
+from raylth.stages.registry import Stage, network_origin, register_stage
 from raylth.store import Artifact
 
 
@@ -38,3 +39,14 @@ def _compute_branch(spec: BranchSpec, ctx: StageContext) -> Artifact:
     return train_and_store(ctx, spec, data=trunk.data, model=model, train=trunk.train,
                            seeds=trunk.seeds, mask=mask, start_step=start_step,
                            extra_metrics={"level": trunk.level})
+
+
+register_stage(Stage(
+    BranchSpec, run_branch, trains=True, method_network=True,
+    method=lambda spec, method_of: spec.method,
+    recipe=lambda spec, store: (spec.trunk.data, spec.trunk.model, spec.trunk.train, spec.trunk.seeds),
+    level=lambda spec: spec.trunk.level,
+    origin=lambda spec, origin_of: network_origin(spec.trunk.data, spec.trunk.model, spec.trunk.seeds,
+                                                  spec.trunk.prune.rewind),
+    # the trunk's levels 0..L-1 gave its mask (or per-layer counts); then its own training
+    loop_points=lambda spec, points, method: points.trunk(spec.trunk, spec.trunk.level - 1) + points.own(spec.id)))

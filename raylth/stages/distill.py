@@ -41,6 +41,7 @@ from raylth.errors import DataError, SpecError, StoreError
 from raylth.specs import DataSpec, DistillEvalSpec, DistillSpec, ExpertsSpec
 from raylth.stages.context import StageContext, ensure
 from raylth.stages.memory import check_matching, mtt_low_memory
+from raylth.stages.registry import Stage, register_stage
 from raylth.store import Artifact, Store
 
 RECORD = "distilled.pt"
@@ -472,3 +473,20 @@ def distill_method_artifacts(trial) -> list:
     d = trial_distill(trial)
     options = trial.distill_eval or DistillEvalSpec()
     return [d, options.of(d), options.of(d, random=True)]
+
+
+# -- the stages' facts ------------------------------------------------------------------------
+def _distill_origin(spec: DistillSpec, origin_of=None) -> dict:
+    return {"dataset": spec.data.name if spec.data is not None else None, "model": spec.model.name,
+            "seed": spec.seed, "rewind": ""}
+
+
+def _eval_origin(spec: DistillEvalSpec, origin_of=None) -> dict:
+    d = spec.distill
+    return {"dataset": d.data.name if d is not None and d.data is not None else None,
+            "model": spec.model.name, "seed": d.seed if d is not None else None, "rewind": ""}
+
+
+register_stage(Stage(DistillSpec, run_distill, distills=True, method="distill", origin=_distill_origin))
+register_stage(Stage(ExpertsSpec, run_experts, method="distill", origin=_distill_origin))
+register_stage(Stage(DistillEvalSpec, run_distill_eval, method="distill", origin=_eval_origin))

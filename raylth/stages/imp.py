@@ -13,6 +13,7 @@ from raylth.engine.data import seed_for
 from raylth.engine.masks import full_mask, prune, rewind_state
 from raylth.specs import ImpLevelSpec
 from raylth.stages.context import StageContext, checkpoint_name, ensure, train_and_store
+from raylth.stages.registry import Stage, network_origin, register_stage
 from raylth.stages.train import run_train
 from raylth.store import Artifact
 
@@ -44,3 +45,11 @@ def _compute_level(spec: ImpLevelSpec, ctx: StageContext) -> Artifact:
     return train_and_store(ctx, spec, data=spec.data, model=model, train=spec.train,
                            seeds=spec.seeds, mask=mask, start_step=spec.prune.rewind,
                            extra_metrics={"level": spec.level})
+
+
+register_stage(Stage(
+    ImpLevelSpec, run_imp_level, trains=True, method_network=True, method="imp",
+    recipe=lambda spec, store: (spec.data, spec.model, spec.train, spec.seeds),
+    level=lambda spec: spec.level,
+    origin=lambda spec, origin_of: network_origin(spec.data, spec.model, spec.seeds, spec.prune.rewind),
+    loop_points=lambda spec, points, method: points.trunk(spec, spec.level)))

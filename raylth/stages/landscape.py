@@ -6,6 +6,7 @@ from raylth.engine.landscape import evaluate_plane, plot_plane
 from raylth.specs import LandscapeSpec
 from raylth.stages.context import StageContext, ensure
 from raylth.stages.networks import load_network, split_ref
+from raylth.stages.registry import Stage, register_stage
 from raylth.store import Artifact
 
 
@@ -30,3 +31,7 @@ def run_landscape(spec: LandscapeSpec, ctx: StageContext) -> Artifact:
         return ctx.store.finish(spec, partial, metrics)
 
     return ensure(ctx, spec, compute)
+
+
+register_stage(Stage(LandscapeSpec, run_landscape,
+                     origin=lambda spec, origin_of: origin_of(split_ref(spec.networks[0])[0])))

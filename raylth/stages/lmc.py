@@ -15,6 +15,7 @@ from raylth.engine.interpolate import alpha_grid, evaluate_path, instability, lo
 from raylth.specs import ChildSpec, LmcSpec
 from raylth.stages.context import StageContext, ensure, train_and_store
 from raylth.stages.networks import child_seeds, load_network
+from raylth.stages.registry import Stage, register_stage
 from raylth.store import Artifact
 
 
@@ -69,3 +70,21 @@ def _compute_lmc(spec: LmcSpec, parent, ctx: StageContext) -> Artifact:
     if ctx.report:
         ctx.report({k: metrics[k] for k in ("level", "sparsity", "instability_test", "stable")})
     return artifact
+
+
+def _child_recipe(spec: ChildSpec, store):
+    parent = load_network(store, spec.parent)
+    return parent.data, parent.model, parent.train, child_seeds(parent.seeds, spec.noise, spec.index)
+
+
+def _spawned_origin(spec, origin_of) -> dict:
+    return origin_of(spec.parent) | {"rewind": str(spec.spawn), "noise": spec.noise}
+
+
+def _parents_method(spec, method_of) -> str:
+    return method_of(spec.parent) or spec.kind
+
+
+register_stage(Stage(ChildSpec, run_child, trains=True, recipe=_child_recipe, method=_parents_method,
+                     origin=_spawned_origin))
+register_stage(Stage(LmcSpec, run_lmc, method=_parents_method, origin=_spawned_origin))

@@ -11,35 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from raylth.engine.fastpath import precision
 from raylth.errors import SpecError, did_you_mean
 from raylth.specs import BranchSpec, ImpLevelSpec, Spec, TrainStageSpec, TrialSpec
-from raylth.stages.branch import run_branch
 from raylth.stages.context import StageContext
-from raylth.stages.distill import distill_method_artifacts, run_distill, run_distill_eval, run_experts
-from raylth.stages.imp import run_imp_level
-from raylth.stages.landscape import run_landscape
-from raylth.stages.lmc import run_child, run_lmc
-from raylth.stages.sharpness import run_sharpness
+from raylth.stages.distill import distill_method_artifacts
+from raylth.stages.registry import run_stage
 from raylth.stages.ticket import (distilled_imp_artifacts, distilled_imp_prepare, mask_then_imp_artifacts,
-                                  mask_then_imp_prepare, run_maskimp, run_ticket)
-from raylth.stages.train import run_train
+                                  mask_then_imp_prepare)
 from raylth.store import Artifact
-
-STAGE_RUNNERS: dict[str, Callable[[Spec, StageContext], Artifact]] = {
-    "train": run_train, "imp": run_imp_level, "branch": run_branch, "child": run_child,
-    "lmc": run_lmc, "sharpness": run_sharpness, "landscape": run_landscape,
-    "distill": run_distill, "experts": run_experts, "distill_eval": run_distill_eval,
-    "ticket": run_ticket, "maskimp": run_maskimp,
-}
-
-
-def run_stage(spec: Spec, ctx: StageContext) -> Artifact:
-    """Ask the store for ``spec``'s artifact; compute it (and what it needs) if
-    missing. TF32 is allowed unless the runner declares float32 (run_distill,
-    run_sharpness: ``@precision("float32")``)."""
-    with precision("tf32"):
-        return STAGE_RUNNERS[spec.kind](spec, ctx)
 
 
 @dataclass(frozen=True)
@@ -104,4 +83,4 @@ register_method(Method("distilled_imp", artifacts=distilled_imp_artifacts, needs
 register_method(Method("mask_then_imp", artifacts=mask_then_imp_artifacts, needs_levels=True,
                        prepare=mask_then_imp_prepare))
 
-__all__ = ["METHODS", "Method", "register_method", "check_method_name", "run_stage", "TrainStageSpec"]
+__all__ = ["METHODS", "Method", "register_method", "check_method_name", "TrainStageSpec"]

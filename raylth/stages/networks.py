@@ -9,8 +9,9 @@ import torch
 from raylth.engine.data import seed_for
 from raylth.engine.masks import Mask
 from raylth.errors import StoreError
-from raylth.specs import STAGE_SPECS, DataSpec, ModelSpec, Seeds, Spec, Step, TrainSpec
+from raylth.specs import DataSpec, ModelSpec, Seeds, Step, TrainSpec
 from raylth.stages.context import checkpoint_name
+from raylth.stages.registry import recipe_of, stored_spec
 from raylth.store import Artifact, Store
 
 
@@ -62,22 +63,6 @@ class Network:
         return self.artifact.weights(name)
 
 
-def _recipe(spec: Spec, store: Store):
-    """(data, model, train, seeds) a stored stage was trained with."""
-    if spec.kind in ("train", "imp"):
-        return spec.data, spec.model, spec.train, spec.seeds
-    if spec.kind == "branch":
-        return spec.trunk.data, spec.trunk.model, spec.trunk.train, spec.trunk.seeds
-    if spec.kind == "ticket":  # a distilled-pruning mask trained on real data
-        return spec.data, spec.trunk.model, spec.train, spec.seeds
-    if spec.kind == "maskimp":
-        return spec.start.data, spec.start.trunk.model, spec.start.train, spec.start.seeds
-    if spec.kind == "child":
-        parent = load_network(store, spec.parent)
-        return parent.data, parent.model, parent.train, child_seeds(parent.seeds, spec.noise, spec.index)
-    raise StoreError(f"{spec.id}: a {spec.kind} artifact is not a network")
-
-
 def load_network(store: Store, ref: str) -> Network:
     """``ref`` is an artifact id (a ``:checkpoint`` suffix is ignored here)."""
     artifact_id = ref.split(":")[0]
@@ -85,8 +70,7 @@ def load_network(store: Store, ref: str) -> Network:
     if artifact is None:
         raise StoreError(f"{artifact_id}: no such network in {store.location}; `raylth results "
                          f"{store.location}` lists the stored ids")
-    spec = STAGE_SPECS[artifact.kind].from_stored(artifact.spec)
-    return Network(artifact, *_recipe(spec, store))
+    return Network(artifact, *recipe_of(stored_spec(artifact), store))
 
 
 def split_ref(ref: str, default: str = "final") -> tuple[str, str]:

@@ -17,6 +17,7 @@ from raylth.errors import StoreError
 from raylth.specs import SharpnessSpec
 from raylth.stages.context import StageContext, ensure
 from raylth.stages.networks import load_network, split_ref
+from raylth.stages.registry import Stage, register_stage
 from raylth.store import Artifact
 
 
@@ -48,3 +49,7 @@ def run_sharpness(spec: SharpnessSpec, ctx: StageContext) -> Artifact:
         return ctx.store.finish(spec, partial, metrics)
 
     return ensure(ctx, spec, compute)
+
+
+register_stage(Stage(SharpnessSpec, run_sharpness,
+                     origin=lambda spec, origin_of: origin_of(split_ref(spec.network)[0])))

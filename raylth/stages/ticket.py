@@ -32,6 +32,7 @@ from raylth.specs import ImpLevelSpec, MaskImpSpec, Spec, TicketSpec
 from raylth.stages.context import StageContext, ensure, train_and_store
 from raylth.stages.distill import trial_distill
 from raylth.stages.imp import rewind_point, run_imp_level
+from raylth.stages.registry import Stage, network_origin, register_stage
 from raylth.store import Artifact
 
 
@@ -114,3 +115,33 @@ def mask_then_imp_artifacts(trial) -> list[Spec]:
     start = ticket(trial, trial.start_level)
     return [start] + [MaskImpSpec(start=start, prune=trial.prune, level=level)
                       for level in range(trial.start_level + 1, trial.levels + 1)]
+
+
+# -- the stages' facts ------------------------------------------------------------------
+def _ticket_origin(spec: TicketSpec, origin_of=None) -> dict:
+    trunk = spec.trunk
+    return network_origin(spec.data, trunk.model, trunk.seeds, trunk.prune.rewind)
+
+
+def _ticket_points(spec: TicketSpec, points, method: str) -> float:
+    """Its distilled trunk's levels (its ``points_seen``); as the start of
+    mask_then_imp also its own real training."""
+    found = points.own(spec.id)
+    return found + points.own(spec.id, "train_points_seen") if method == "mask_then_imp" else found
+
+
+def _maskimp_points(spec: MaskImpSpec, points, method: str) -> float:
+    start = spec.start.id
+    total = points.own(start) + points.own(start, "train_points_seen")
+    return total + sum(points.own(spec.at_level(level).id) for level in range(spec.start.level + 1, spec.level + 1))
+
+
+register_stage(Stage(
+    TicketSpec, run_ticket, trains=True, method_network=True, method="distilled_imp",
+    recipe=lambda spec, store: (spec.data, spec.trunk.model, spec.train, spec.seeds),
+    level=lambda spec: spec.trunk.level, origin=_ticket_origin, loop_points=_ticket_points))
+register_stage(Stage(
+    MaskImpSpec, run_maskimp, trains=True, method_network=True, method="mask_then_imp",
+    recipe=lambda spec, store: (spec.start.data, spec.start.trunk.model, spec.start.train, spec.start.seeds),
+    level=lambda spec: spec.level, origin=lambda spec, origin_of: _ticket_origin(spec.start),
+    loop_points=_maskimp_points))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from raylth.specs import TrainStageSpec
 from raylth.stages.context import StageContext, ensure, train_and_store
+from raylth.stages.registry import Stage, network_origin, register_stage
 from raylth.store import Artifact
 
 
@@ -15,3 +16,10 @@ def run_train(spec: TrainStageSpec, ctx: StageContext) -> Artifact:
                                seeds=spec.seeds, keep=spec.save_at, extra_metrics={"level": 0})
 
     return ensure(ctx, spec, compute)
+
+
+register_stage(Stage(
+    TrainStageSpec, run_train, trains=True, method_network=True, method="dense",
+    recipe=lambda spec, store: (spec.data, spec.model, spec.train, spec.seeds),
+    origin=lambda spec, origin_of: network_origin(spec.data, spec.model, spec.seeds),
+    loop_points=lambda spec, points, method: points.own(spec.id)))

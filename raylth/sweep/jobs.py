@@ -28,11 +28,9 @@ from dataclasses import dataclass
 from raylth.errors import RaylthError
 from raylth.specs import STAGE_SPECS, LandscapeSpec, LmcSpec, Spec
 from raylth.stages import METHODS
+from raylth.stages.registry import level_of, method_network_kinds, trains
 from raylth.stages.context import checkpoint_name
 from raylth.sweep.config import Trial
-
-
-TRAINING_KINDS = ("train", "imp", "branch", "child", "ticket", "maskimp")
 
 
 @dataclass(frozen=True)
@@ -47,8 +45,7 @@ class Job:
         """Whether it trains networks (DDP-able) rather than analysing stored ones.
         A job that distils runs in one process (DDP would repeat the distillation
         on every rank; the trunk trained on the distilled set is small)."""
-        kinds = {s.kind for s in self.specs}
-        return bool(kinds & set(TRAINING_KINDS)) and "distill" not in kinds
+        return trains(self.specs)
 
     @property
     def ids(self) -> list[str]:
@@ -60,16 +57,6 @@ class Job:
     @staticmethod
     def specs_from(payload) -> list[Spec]:
         return [STAGE_SPECS[kind].from_dict(data) for kind, data in payload]
-
-
-def level_of(spec: Spec) -> int:
-    if spec.kind == "imp":
-        return spec.level
-    if spec.kind in ("branch", "ticket"):
-        return spec.trunk.level
-    if spec.kind == "maskimp":
-        return spec.level
-    return 0
 
 
 def trial_jobs(trial: Trial) -> list[Job]:
@@ -110,9 +97,6 @@ def _selected(level: int, levels: tuple[int, ...], method: str) -> bool:
     return method == "dense" or not levels or level in levels
 
 
-PRUNABLE_KINDS = ("train", "imp", "branch", "ticket", "maskimp")  # networks with a mask (or dense)
-
-
 def _sharpness_jobs(trial: Trial, networks: list[Spec]) -> list[Job]:
     spec, options = trial.spec, trial.spec.sharpness
     dense = METHODS["dense"].artifacts(spec)[0]
@@ -120,11 +104,11 @@ def _sharpness_jobs(trial: Trial, networks: list[Spec]) -> list[Job]:
     jobs = []
     for network in networks:
         level = level_of(network)
-        if network.kind not in PRUNABLE_KINDS or (spec.method != "dense" and level == 0):
+        if network.kind not in method_network_kinds() or (spec.method != "dense" and level == 0):
             continue
         if not _selected(level, options.levels, spec.method):
             continue
-        masks = () if network.kind == "train" else (network.id,)
+        masks = () if level == 0 else (network.id,)  # a dense network has no mask
         sharpness = options.of(f"{dense.id}:{checkpoint}", masks)
         jobs.append(Job(f"{trial.label},level={level},sharpness", (sharpness,)))
     return jobs
