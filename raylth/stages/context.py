@@ -39,11 +39,7 @@ class StageContext:
         """Load once per process and keep it on the training device."""
         key = spec.canonical()
         if key not in self._data:
-            if spec.name == "distilled":  # a distill artifact of this store
-                from raylth.stages.distill import load_distilled
-                self._data[key] = load_distilled(self.store, spec, self.data_root).to(self.device)
-            else:
-                self._data[key] = load_dataset(spec, self.data_root).to(self.device)
+            self._data[key] = load_dataset(spec, self.data_root, store=self.store).to(self.device)
         return self._data[key]
 
     @property

@@ -10,8 +10,8 @@ pixel-space ZCA); ``factor``; the
 learned ``lr`` for MTT). Without ZCA it is also loadable by the ``tensors``
 data set (``DataSpec('tensors', path=<artifact>/distilled.pt, test=<real>)``).
 As training data inside raylth it is ``DataSpec(name='distilled', path=<the
-distill artifact id>, test=<real set>)``, resolved by ``StageContext.dataset``
-through ``load_distilled``: training images as stored, the real test split
+distill artifact id>, test=<real set>)``, a data set of the registry whose loader
+reads the store (raylth.stages.datasets): training images as stored, the real test split
 normalised or, for a whitened set, ZCA-whitened with the stored matrix from
 the space it was fitted in.
 
@@ -30,63 +30,20 @@ from typing import Callable
 
 import torch
 
-from raylth.engine.data import Dataset, load_dataset, seed_for
+from raylth.engine.data import Dataset, seed_for
 from raylth.engine.distill import (Zca, distill_dm, distill_gm, distill_mtt, distilled_record,
                                    evaluate_images, fit_zca_space, random_subset, train_experts,
                                    whitened_train)
 from raylth.engine.distill.init import class_labels
 from raylth.engine.fastpath import precision
 from raylth.engine.models import build_model, check_model_name
-from raylth.errors import DataError, SpecError, StoreError
-from raylth.specs import DataSpec, DistillEvalSpec, DistillSpec, ExpertsSpec
+from raylth.errors import DataError, SpecError
+from raylth.specs import DistillEvalSpec, DistillSpec, ExpertsSpec
 from raylth.stages.context import StageContext, ensure
+from raylth.stages.datasets import RECORD, record_zca
 from raylth.stages.memory import check_matching, mtt_low_memory
 from raylth.stages.registry import Stage, register_stage
 from raylth.store import Artifact, Store
-
-RECORD = "distilled.pt"
-
-
-# -- the distilled set as training data ----------------------------------------------
-def load_distilled(store: Store, spec: DataSpec, data_root=None) -> Dataset:
-    """``DataSpec(name='distilled', path=<distill id>, test=<real set>)`` as a Dataset on the CPU."""
-    if not spec.path:
-        raise SpecError("data.path: the distilled data set needs path: <a distill artifact id>, "
-                        "e.g. distill_0123456789abcdef")
-    artifact = store.get(spec.path)
-    if artifact is None:
-        raise StoreError(f"data.path: {spec.path}: no such distilled set in {store.location}; run its distill "
-                         "stage first (methods distilled_imp and mask_then_imp do)")
-    if artifact.kind != "distill":
-        raise SpecError(f"data.path: {spec.path} is a {artifact.kind} artifact, not a distill artifact")
-    real_spec = DistillSpec.from_stored(artifact.spec).data
-    if spec.test is not None and spec.test != real_spec.name:
-        raise SpecError(f"data.test: {spec.test!r}, but {spec.path} was distilled from {real_spec.name!r}; "
-                        f"use test: {real_spec.name}")
-    real = load_dataset(real_spec, data_root)
-    record = artifact.load(RECORD)
-    images, labels = record["images"].float(), record["labels"].long()
-    zca = record_zca(record)
-    test_x = zca.whiten(real.test_x, real) if zca is not None else real.normalize(real.test_x.float())
-    channels = images.shape[1]
-    data = Dataset("distilled", images, labels, test_x, real.test_y.clone(), (0.0,) * channels,
-                   (1.0,) * channels, real.num_classes, augment=False)
-    if spec.train_size is not None:
-        if spec.train_size > len(labels):
-            raise SpecError(f"data.train_size: {spec.train_size} is more than the {len(labels)} distilled images")
-        data = data.subset(spec.train_size)
-    if spec.augment is not None:
-        data.augment = spec.augment
-    return data
-
-
-def record_zca(record: dict) -> Zca | None:
-    if "zca_matrix" not in record:
-        return None
-    shape = tuple(record["images"].shape[1:])
-    return Zca.from_dict({"mean": record["zca_mean"], "matrix": record["zca_matrix"], "shape": list(shape),
-                          "eps": float(record["zca_eps"]), "input_scale": record.get("zca_input_scale")})
-
 
 def distill_space(spec, real: Dataset) -> tuple[torch.Tensor, Zca | None]:
     """The real training images in the space ``spec`` (a DistillSpec or

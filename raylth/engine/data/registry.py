@@ -10,13 +10,19 @@ from raylth.specs.groups import DataSpec
 from .dataset import Dataset
 from .zca import whitened
 
-# name -> loader(spec, root) -> Dataset on the CPU, at full size
-DATASETS: dict[str, Callable[[DataSpec, object], Dataset]] = {}
+# name -> loader(spec, root) -> Dataset on the CPU, at full size;
+# a ``stored`` one is loader(spec, root, store): it reads an artifact of the store.
+DATASETS: dict[str, Callable[..., Dataset]] = {}
+_STORED: set[str] = set()
+_TAKES: dict[str, tuple[str, ...]] = {}  # which of data.path / data.test a set reads
 
 
-def register_dataset(name: str):
+def register_dataset(name: str, *, stored: bool = False, takes: tuple[str, ...] = ()):
     def deco(fn):
         DATASETS[name] = fn
+        _TAKES[name] = takes
+        if stored:
+            _STORED.add(name)
         return fn
     return deco
 
@@ -29,19 +35,25 @@ def check_dataset_name(name: str, field: str = "data.name") -> None:
 
 def _check_spec(spec: DataSpec) -> None:
     check_dataset_name(spec.name)
-    if spec.name != "tensors":
-        for key in ("path", "test"):
-            if getattr(spec, key) is not None:
-                raise SpecError(f"data.{key}: only the tensors data set takes {key}; "
-                                f"remove it for {spec.name}")
+    for key in ("path", "test"):
+        if getattr(spec, key) is not None and key not in _TAKES[spec.name]:
+            takers = " and ".join(sorted(n for n, takes in _TAKES.items() if key in takes))
+            raise SpecError(f"data.{key}: only the {takers} data sets take {key}; remove it for {spec.name}")
 
 
-def load_dataset(spec: DataSpec, root=None) -> Dataset:
+def load_dataset(spec: DataSpec, root=None, store=None) -> Dataset:
     """Load on the CPU, keep the first spec.train_size training images, set
     augment (spec.augment, or the set's default when None) and whiten when
-    spec.zca (with a ZCA fitted on those training images)."""
+    spec.zca (with a ZCA fitted on those training images). ``store``: where a
+    stored data set (e.g. ``distilled``) reads its artifact."""
     _check_spec(spec)
-    data = DATASETS[spec.name](spec, root)
+    if spec.name in _STORED:
+        if store is None:
+            raise SpecError(f"data.name: {spec.name} is read from a store; load it through a stage "
+                            "(StageContext.dataset)")
+        data = DATASETS[spec.name](spec, root, store)
+    else:
+        data = DATASETS[spec.name](spec, root)
     if spec.train_size is not None:
         n = len(data.train_y)
         if spec.train_size > n:

@@ -110,7 +110,7 @@ def _computed_stats(x: torch.Tensor):
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-@register_dataset("tensors")
+@register_dataset("tensors", takes=("path", "test"))
 def load_tensors(spec: DataSpec, root=None) -> Dataset:
     path = Path(spec.path).expanduser()
     if not path.is_absolute() and root is not None:
