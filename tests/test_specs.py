@@ -109,7 +109,7 @@ def test_adding_a_defaulted_field_keeps_old_ids():
         "NewStage", [("train", NewTrain, dataclasses.field(default_factory=NewTrain)),
                      ("ema", bool, dataclasses.field(default=False))],
         bases=(TrainStageSpec,), frozen=True)
-    assert NewTrain.kind == "train" and NewStage.kind == "train"
+    assert NewTrain.kind == TrainSpec.kind and NewStage.kind == "train"
 
     assert NewTrain().id == TrainSpec().id
     assert NewTrain(lr=0.05).id == TrainSpec(lr=0.05).id

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from raylth.errors import SpecError
-from raylth.specs.base import Spec, choice
+from raylth.specs.base import Spec, choice, settings
 from raylth.specs.step import Step
 
 _NETWORK = re.compile(r"^[a-z]+_[0-9a-f]{16}(:[A-Za-z0-9_]+)?$")
@@ -48,17 +48,16 @@ class ChildSpec(Spec):
 
 
 @dataclass(frozen=True)
-class LmcOptions(Spec):
-    """How children are made and compared; part of a sweep trial (``lmc:``)."""
-    kind = "lmc"
+class LmcSettings(Spec):
+    """How children are made and compared: the fields an lmc analysis hashes."""
+    kind = "lmc_settings"
+    block = "lmc"
     children: int = 2
     noise: str = choice("both", NOISES)
     alphas: int = 30
     bn: str = choice("interpolate", ["interpolate", "reset"])
     train_eval: int = 1000   # training images in the fixed evaluation subset
     threshold: float = 0.02  # stable: instability below this (2 points)
-    levels: tuple[int, ...] = ()  # which levels of an imp/branch trial (empty: all)
-    landscape: bool = False  # also the plane through child 0, child 1 and the parent
 
     def validate(self):
         if self.children < 2:
@@ -69,26 +68,18 @@ class LmcOptions(Spec):
             raise SpecError(f"lmc.train_eval: {self.train_eval} must be >= 1")
         if not 0 < self.threshold < 1:
             raise SpecError(f"lmc.threshold: {self.threshold} must be a fraction in (0, 1), e.g. 0.02")
-        if any(level < 0 for level in self.levels):
-            raise SpecError(f"lmc.levels: {list(self.levels)} must be levels >= 0")
 
 
 @dataclass(frozen=True)
-class LmcSpec(Spec):
+class LmcSpec(LmcSettings):
+    """The analysis of one parent network at one spawn step."""
     kind = "lmc"
     path_prefix = ""
     parent: str = ""
     spawn: Step = Step(0, "it")
-    children: int = 2
-    noise: str = choice("both", NOISES)
-    alphas: int = 30
-    bn: str = choice("interpolate", ["interpolate", "reset"])
-    train_eval: int = 1000
-    threshold: float = 0.02
 
     def validate(self):
-        LmcOptions(children=self.children, noise=self.noise, alphas=self.alphas, bn=self.bn,
-                   train_eval=self.train_eval, threshold=self.threshold)
+        super().validate()
         ChildSpec(parent=self.parent, spawn=self.spawn, noise=self.noise)
 
     def child(self, index: int) -> ChildSpec:
@@ -98,24 +89,28 @@ class LmcSpec(Spec):
         return tuple(self.child(i) for i in range(self.children))
 
     @classmethod
-    def of(cls, parent: str, spawn: Step, options: LmcOptions) -> "LmcSpec":
-        return cls(parent=parent, spawn=spawn, children=options.children, noise=options.noise,
-                   alphas=options.alphas, bn=options.bn, train_eval=options.train_eval,
-                   threshold=options.threshold)
-
-
-def _check_sharpness_counts(spec) -> None:
-    for name in ("probes", "iterations", "batches", "batch_size"):
-        if getattr(spec, name) < 1:
-            raise SpecError(f"sharpness.{name}: {getattr(spec, name)} must be >= 1")
+    def of(cls, parent: str, spawn: Step, options: LmcSettings) -> "LmcSpec":
+        return cls(parent=parent, spawn=spawn, **settings(options, LmcSettings))
 
 
 @dataclass(frozen=True)
-class SharpnessSpec(Spec):
-    kind = "sharpness"
-    path_prefix = ""
-    network: str = ""            # artifact id[:checkpoint]; default checkpoint: final
-    masks: tuple[str, ...] = ()  # artifact ids whose masks split the Hessian diagonal
+class LmcOptions(LmcSettings):
+    """A sweep trial's ``lmc:`` block: the settings, and which networks."""
+    kind = "lmc_options"
+    levels: tuple[int, ...] = ()  # which levels of the trial (empty: all)
+    landscape: bool = False  # also the plane through child 0, child 1 and the parent
+
+    def validate(self):
+        super().validate()
+        if any(level < 0 for level in self.levels):
+            raise SpecError(f"lmc.levels: {list(self.levels)} must be levels >= 0")
+
+
+@dataclass(frozen=True)
+class SharpnessSettings(Spec):
+    """What a sharpness analysis hashes: the estimators' sizes and seed."""
+    kind = "sharpness_settings"
+    block = "sharpness"
     probes: int = 100            # Hutchinson Rademacher probes
     iterations: int = 20         # power iterations for the top eigenvalue
     batches: int = 4             # fixed training batches the loss is taken on
@@ -123,14 +118,28 @@ class SharpnessSpec(Spec):
     seed: int = 0
 
     def validate(self):
-        check_network(self.network, "network")
-        for i, ref in enumerate(self.masks):
-            check_network(ref, f"masks[{i}]")
-        _check_sharpness_counts(self)
+        for name in ("probes", "iterations", "batches", "batch_size"):
+            if getattr(self, name) < 1:
+                raise SpecError(f"sharpness.{name}: {getattr(self, name)} must be >= 1")
 
 
 @dataclass(frozen=True)
-class SharpnessOptions(Spec):
+class SharpnessSpec(SharpnessSettings):
+    """The Hessian of one stored network, its diagonal split by masks."""
+    kind = "sharpness"
+    path_prefix = ""
+    network: str = ""            # artifact id[:checkpoint]; default checkpoint: final
+    masks: tuple[str, ...] = ()  # artifact ids whose masks split the Hessian diagonal
+
+    def validate(self):
+        check_network(self.network, "network")
+        for i, ref in enumerate(self.masks):
+            check_network(ref, f"masks[{i}]")
+        super().validate()
+
+
+@dataclass(frozen=True)
+class SharpnessOptions(SharpnessSettings):
     """Sharpness in a sweep (a trial's ``sharpness:``): the Hessian of the trial's
     dense network (at the rewind point k, at init, or trained), its diagonal's mass split
     by the mask of each of the trial's pruned networks. Trials of different
@@ -140,18 +149,9 @@ class SharpnessOptions(Spec):
     # init: the same network for trials whose rewind points differ (IMP-rewind beside distilled IMP)
     checkpoint: str = choice("rewind", ["rewind", "final", "init"])
     levels: tuple[int, ...] = ()  # which levels' masks (empty: all)
-    probes: int = 100
-    iterations: int = 20
-    batches: int = 4
-    batch_size: int = 128
-    seed: int = 0
-
-    def validate(self):
-        _check_sharpness_counts(self)
 
     def of(self, network: str, masks: tuple[str, ...]) -> SharpnessSpec:
-        return SharpnessSpec(network=network, masks=masks, probes=self.probes, iterations=self.iterations,
-                             batches=self.batches, batch_size=self.batch_size, seed=self.seed)
+        return SharpnessSpec(network=network, masks=masks, **settings(self, SharpnessSettings))
 
 
 @dataclass(frozen=True)

@@ -83,9 +83,15 @@ def _fill_id_defaults(cls, data):
 class Spec:
     """Mixin for frozen dataclasses of hyperparameters."""
 
-    kind: ClassVar[str] = "spec"
+    kind: ClassVar[str] = "spec"  # unique among Spec classes; a stage's kind prefixes its artifact ids
+    # Its name in files and error messages when that is not its kind (TrainSpec: train).
+    block: ClassVar[str | None] = None
     # Prefix of field paths in error messages when parsed at the top level.
     path_prefix: ClassVar[str | None] = None
+
+    @classmethod
+    def label(cls) -> str:
+        return cls.block or cls.kind
 
     def __post_init__(self):
         hints = _hints(type(self))
@@ -95,7 +101,7 @@ class Spec:
             options = f.metadata.get("choices")
             value = getattr(self, f.name)
             if options and value not in options:
-                raise SpecError(f"{self.kind}.{f.name}: {value!r} is not one of {', '.join(map(str, options))}")
+                raise SpecError(f"{self.label()}.{f.name}: {value!r} is not one of {', '.join(map(str, options))}")
         self.validate()
 
     def validate(self) -> None:
@@ -111,11 +117,11 @@ class Spec:
     @classmethod
     def from_dict(cls, data: dict | None, where: str | None = None):
         if where is None:
-            where = cls.kind if cls.path_prefix is None else cls.path_prefix
+            where = cls.label() if cls.path_prefix is None else cls.path_prefix
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise SpecError(f"{where or cls.kind}: expected a mapping, got {type(data).__name__}")
+            raise SpecError(f"{where or cls.label()}: expected a mapping, got {type(data).__name__}")
         hints = _hints(cls)
         names = {f.name: f for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - set(names))
@@ -126,8 +132,8 @@ class Spec:
         try:
             return cls(**kwargs)
         except SpecError as err:  # messages name fields from the spec's kind: name them from here
-            message, own = str(err), f"{cls.kind}."
-            if where and where != cls.kind and message.startswith(own):
+            message, own = str(err), f"{cls.label()}."
+            if where and where != cls.label() and message.startswith(own):
                 raise SpecError(f"{where}.{message[len(own):]}") from None
             raise
 
@@ -273,3 +279,9 @@ def _coerce(hint, value, where: str):
     if hint is Any:
         return value
     raise TypeError(f"spec field type {hint!r} at {where} is not supported")
+
+
+def settings(spec: Spec, of: type) -> dict:
+    """The values of ``spec`` for the fields of ``of`` (a Spec class it
+    derives from): e.g. a sweep block's analysis settings for its stage spec."""
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(of)}

@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass, field, fields
 
 from raylth.errors import SpecError
-from raylth.specs.base import Spec, choice
+from raylth.specs.base import Spec, choice, settings
 from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
 from raylth.specs.stages import ImpLevelSpec
 from raylth.specs.step import Step
@@ -66,7 +66,8 @@ def uses_field(method: str, name: str) -> bool:
 @dataclass(frozen=True)
 class ExpertOptions(Spec):
     """How MTT's experts are trained (``distill.experts``)."""
-    kind = "experts"
+    kind = "expert_options"
+    block = "distill.experts"
     n: int = 5              # expert trajectories
     epochs: int = 50        # at most; only max_start_epoch + expert_epochs are trained and kept
     lr: float = 0.01        # MTT's buffer.py: SGD without momentum or weight decay
@@ -180,11 +181,10 @@ class DistillSpec(Spec):
     def experts_spec(self) -> "ExpertsSpec":
         """The expert trajectories an MTT distillation needs: only the first
         max_start_epoch + expert_epochs epochs (later ones are never matched)."""
-        e = self.experts
-        return ExpertsSpec(data=self.data, model=self.model, n=e.n,
-                           epochs=min(e.epochs, self.max_start_epoch + self.expert_epochs),
-                           lr=e.lr, batch=e.batch, dsa=self.dsa, zca=self.zca, zca_eps=self.zca_eps,
-                           zca_space=self.zca_space, seed=e.seed)
+        return ExpertsSpec(**settings(self.experts, ExpertOptions) | {
+            "epochs": min(self.experts.epochs, self.max_start_epoch + self.expert_epochs)},
+            data=self.data, model=self.model, dsa=self.dsa, zca=self.zca, zca_eps=self.zca_eps,
+            zca_space=self.zca_space)
 
     def dataset(self, augment: bool | None = None) -> DataSpec:
         """This set as training data (resolved by StageContext from the store)."""
@@ -217,15 +217,15 @@ def check_real_data(spec, where: str) -> None:
 
 
 @dataclass(frozen=True)
-class ExpertsSpec(Spec):
+class ExpertsSpec(ExpertOptions):
+    """The trajectories themselves: ExpertOptions (n, lr, batch, seed) for one
+    data set, network and space."""
     kind = "experts"
+    block = None
     path_prefix = ""
+    epochs: int = 20  # exactly these (the stage's default differs from the option's 50)
     data: DataSpec = field(default_factory=DataSpec)
     model: ModelSpec = field(default_factory=lambda: ModelSpec("conv3"))
-    n: int = 5
-    epochs: int = 20
-    lr: float = 0.01
-    batch: int = 256
     dsa: bool = True
     zca: bool = False
     zca_eps: float = 0.1
@@ -238,7 +238,7 @@ class ExpertsSpec(Spec):
     def validate(self):
         reset_unused_zca(self)
         check_real_data(self, "experts")
-        ExpertOptions(n=self.n, epochs=self.epochs, lr=self.lr, batch=self.batch, seed=self.seed)
+        super().validate()
 
 
 @dataclass(frozen=True)

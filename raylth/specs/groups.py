@@ -78,7 +78,7 @@ class AugmentSpec(Spec):
     cutmix_beta: float = 1.0
 
     def validate(self):
-        w = self.kind  # Spec.from_dict names the real path (train.augment, inner.augment)
+        w = self.label()  # Spec.from_dict names the real path (train.augment, inner.augment)
         if self.name != "dsa":  # what only DSA reads: one id for equal computations
             object.__setattr__(self, "ops", DSA_DEFAULT_OPS)
             object.__setattr__(self, "mode", "single")
@@ -95,7 +95,8 @@ class AugmentSpec(Spec):
 
 @dataclass(frozen=True)
 class TrainSpec(Spec):
-    kind = "train"
+    kind = "train_options"
+    block = "train"
     optimizer: str = choice("sgd", ["sgd", "adam"])
     lr: float = 0.1
     momentum: float = 0.9
