@@ -30,19 +30,22 @@ def test_it_holds_every_stage_kind():
     assert kinds == set(STAGES)
 
 
-def test_results_and_report_equal_those_written_then(old_store, tmp_path):
+def _assert_results_as_then(store, tmp_path):
     expected = pd.read_csv(DATA / "expected" / "results.csv", keep_default_na=False, dtype=str)
-    now = results_frame(old_store)
-    now.to_csv(tmp_path / "now.csv", index=False)
+    results_frame(store).to_csv(tmp_path / "now.csv", index=False)
     now = pd.read_csv(tmp_path / "now.csv", keep_default_na=False, dtype=str)
     pd.testing.assert_frame_equal(now, expected)
+
+
+def test_results_and_report_equal_those_written_then(old_store, tmp_path):
+    _assert_results_as_then(old_store, tmp_path)
     written = write_report(old_store, tmp_path / "report")
     for md in sorted((DATA / "expected").glob("*.md")):
         assert (tmp_path / "report" / md.name).read_text() == md.read_text(), md.name
     assert written
 
 
-def test_the_sweep_finds_everything_stored_and_computes_nothing(old_store):
+def test_the_sweep_finds_everything_stored_and_computes_nothing(old_store, tmp_path):
     before = {p: p.stat().st_mtime_ns for p in old_store.rglob("*") if p.is_file() and "sweeps" not in p.parts}
     sweep = load_sweep(DATA / "sweep.yaml")
     states = job_states(Store(old_store), sweep.trials)
@@ -53,3 +56,4 @@ def test_the_sweep_finds_everything_stored_and_computes_nothing(old_store):
     assert not outcome.failed and len(outcome.cached) == len(states)
     after = {p: p.stat().st_mtime_ns for p in old_store.rglob("*") if p.is_file() and "sweeps" not in p.parts}
     assert after == before
+    _assert_results_as_then(old_store, tmp_path)  # the sweep's record, written again, claims the same rows

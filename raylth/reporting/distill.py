@@ -26,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from raylth.reporting.axes import pyplot, weights_remaining_axis
+from raylth.reporting.sections import group_name, report_section
 from raylth.stages.registry import method_network_kinds, stage_of, stored_spec
 from raylth.store import Store
 
@@ -64,15 +65,12 @@ class Points:
 
 
 # -- the report ----------------------------------------------------------------------------------
-def write_distill_report(store: Store, frame, out: Path) -> dict[str, Path]:
+@report_section
+def distill_section(store: Store, frame, out: Path) -> dict[str, Path]:
     written = {}
     written |= _distilled_pruning(store, frame, out)
     written |= _distillation(store, frame, out)
     return written
-
-
-def _name(keys) -> str:
-    return "-".join(str(k) for k in keys if k) or "results"
 
 
 def _distilled_pruning(store: Store, frame, out: Path) -> dict[str, Path]:
@@ -94,7 +92,7 @@ def _distilled_pruning(store: Store, frame, out: Path) -> dict[str, Path]:
             seeds=("seed", "nunique")).reset_index().fillna({"acc_std": 0.0})
         title = f"{keys[0] or 'unswept'}: {keys[2]} on {keys[1]}"
         tables.append(_table(title, summary))
-        path = out / f"distilled_pruning_{_name(keys)}.png"
+        path = out / f"distilled_pruning_{group_name(keys)}.png"
         _plot(summary, path, title)
         written[f"plot:{path.stem}"] = path
     intro = ("# Distilled pruning\n\nTest accuracy (mean ± std over seeds) against sparsity and against the "
@@ -190,7 +188,7 @@ def _distillation(store: Store, frame, out: Path) -> dict[str, Path]:
     for r in records:
         groups.setdefault((r["sweep"], r["dataset"], f"ipc{r['ipc']}"), []).append(r)
     for keys, group in sorted(groups.items()):
-        path = out / f"distillation_{_name(keys)}.png"
+        path = out / f"distillation_{group_name(keys)}.png"
         _distillation_plot(group, path, f"{keys[0]}: {keys[1]}, {keys[2][3:]} image(s) per class")
         written[f"plot:{path.stem}"] = path
     return written

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from raylth.reporting.axes import pyplot, weights_remaining_axis
+from raylth.reporting.sections import group_name, group_title, report_section
+from raylth.specs import LandscapeSpec, LmcSpec
 from raylth.store import Store
 
 
@@ -121,70 +123,6 @@ def instability_table(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sharpness_masks(store: Store, rows):
-    """One row per (sharpness artifact, mask): the network's curvature, the
-    share of its |Hessian diagonal| on the weights the mask prunes, and that
-    share over the share of weights pruned (``relative``: 1 = average curvature)."""
-    import pandas as pd
-
-    nan, out = float("nan"), []
-    for row in rows.itertuples():
-        artifact = store.get(row.id)
-        if artifact is None:
-            continue
-        m = artifact.metrics
-        for ref, mass in (m.get("masks") or {"-": None}).items():
-            total = mass["total"] if mass else None
-            count = total["kept_count"] + total["pruned_count"] if total else 0
-            mask = store.get(ref) if total else None
-            out.append({"sweep": row.sweep, "dataset": row.dataset, "model": row.model, "method": row.method,
-                        "seed": row.seed, "network": f"{m['network']}:{m['checkpoint']}", "mask": ref,
-                        "level": mask.metrics.get("level", nan) if mask else nan,
-                        "sparsity": total["pruned_count"] / count if total else nan,
-                        "pruned_share": total["pruned_mass"] / total["total_mass"] if total else nan,
-                        "top_eigenvalue": m["top_eigenvalue"], "trace": m["trace_estimate"]})
-    frame = pd.DataFrame(out, columns=["sweep", "dataset", "model", "method", "seed", "network", "mask", "level",
-                                       "sparsity", "pruned_share", "top_eigenvalue", "trace"])
-    return frame.assign(relative=frame.pruned_share / frame.sparsity)
-
-
-def sharpness_table(masks) -> str:
-    def shown(value, form: str) -> str:  # NaN: a dense network's row has no mask
-        return "-" if value != value else form.format(value)
-
-    lines = ["| sweep | method | seed | network | mask level | mask sparsity | "
-             "share of \\|diag\\| on pruned weights | relative curvature of pruned weights | top eigenvalue | "
-             "Hessian-diagonal trace |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for r in masks.sort_values(["sweep", "method", "seed", "sparsity"], na_position="first").itertuples():
-        lines.append(f"| {r.sweep or '-'} | {r.method} | {r.seed} | {r.network} | {shown(r.level, '{:.0f}')} | "
-                     f"{shown(100 * r.sparsity, '{:.1f}%')} | {shown(100 * r.pruned_share, '{:.1f}%')} | "
-                     f"{shown(r.relative, '{:.3f}')} | {r.top_eigenvalue:.4g} | {r.trace:.4g} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_pruned_curvature(masks, path: Path, title: str) -> None:
-    """How curved the weights each method prunes are, relative to the average
-    weight: (share of |Hessian diagonal| on pruned weights) / (share of weights
-    pruned), against sparsity. 1: as curved as the average; above: sharper."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="as curved as the average weight")
-    for method, group in masks.groupby("method"):
-        stats = group.groupby("level").agg(sparsity=("sparsity", "mean"), mean=("relative", "mean"),
-                                           std=("relative", "std")).fillna(0.0)
-        line, = ax.plot(100 * stats.sparsity, stats["mean"], marker="o", markersize=3, label=method)
-        ax.fill_between(100 * stats.sparsity, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
-                        color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("weights pruned (%)")
-    ax.set_ylabel("mean |Hessian diagonal| of pruned weights\n/ mean over all weights")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def copy_landscapes(store: Store, rows, out: Path) -> list[Path]:
     written = []
     for row in rows.itertuples():
@@ -194,3 +132,36 @@ def copy_landscapes(store: Store, rows, out: Path) -> list[Path]:
             shutil.copyfile(artifact.file("landscape.png"), dest)
             written.append(dest)
     return written
+
+
+@report_section
+def instability_section(store: Store, frame, out: Path) -> dict[str, Path]:
+    """instability.md, error along the path per method and rewind step, and
+    instability against sparsity (and against the rewind step, when several)."""
+    written = {}
+    lmc = frame[frame.stage == LmcSpec.kind].copy()
+    if lmc.empty:
+        return written
+    lmc["spawn_iterations"] = [store.get(i).metrics.get("spawn_iterations", 0) for i in lmc.id]
+    threshold = float(store.get(lmc.id.iloc[0]).spec.get("threshold", 0.02))
+    (out / "instability.md").write_text("# Instability to SGD noise\n\n" + instability_table(lmc))
+    written["instability"] = out / "instability.md"
+    for keys, rows in lmc.groupby(["sweep", "dataset", "model"], dropna=False):
+        name, title = group_name(keys), group_title(keys)
+        for (method, rewind), sub in rows.groupby(["method", "rewind"]):
+            path = out / f"error_vs_alpha_{name}_{method}_k{rewind}.png"
+            plot_error_vs_alpha(store, sub, path, f"{title}: {method}, k={rewind}")
+            written[f"plot:{path.stem}"] = path
+        plots = [("instability_vs_sparsity", plot_instability_vs_sparsity)]
+        if rows.rewind.nunique() >= 2:
+            plots.append(("instability_vs_rewind", plot_instability_vs_rewind))
+        for kind, plot in plots:
+            path = out / f"{kind}_{name}.png"
+            plot(rows, path, title, threshold)
+            written[f"plot:{path.stem}"] = path
+    return written
+
+
+@report_section
+def landscape_section(store: Store, frame, out: Path) -> dict[str, Path]:
+    return {f"plot:{p.stem}": p for p in copy_landscapes(store, frame[frame.stage == LandscapeSpec.kind], out)}

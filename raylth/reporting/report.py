@@ -6,11 +6,8 @@ from pathlib import Path
 
 from raylth.errors import RaylthError
 from raylth.reporting.axes import pyplot, weights_remaining_axis
-from raylth.reporting.distill import write_distill_report
-from raylth.reporting.instability import (copy_landscapes, instability_table, plot_error_vs_alpha,
-                                       plot_instability_vs_rewind, plot_instability_vs_sparsity,
-                                       plot_pruned_curvature, sharpness_masks, sharpness_table)
 from raylth.reporting.results import COLUMNS, network_rows, results_frame
+from raylth.reporting.sections import SECTIONS, group_name, group_title
 from raylth.store import Store
 
 GROUP = ["sweep", "dataset", "model", "method", "level"]
@@ -69,52 +66,11 @@ def write_report(storage, out, sweep: str | None = None) -> dict[str, Path]:
     written = {"results": out / "results.csv", "table": out / "summary.md"}
     (out / "summary.md").write_text("# Test accuracy vs sparsity\n\n" + markdown_table(summary))
     for keys, rows in summary.groupby(["sweep", "dataset", "model"]):
-        name = _name(keys)
+        name = group_name(keys)
         path = out / f"accuracy_vs_sparsity_{name}.png"
-        plot_accuracy_vs_sparsity(rows, path, f"{keys[0] or 'unswept'}: {keys[2]} on {keys[1]}")
+        plot_accuracy_vs_sparsity(rows, path, group_title(keys))
         written[f"plot:{name}"] = path
-    written |= _instability_report(Store(storage), frame, out)
-    written |= write_distill_report(Store(storage), frame, out)
-    return written
-
-
-def _name(keys) -> str:
-    return "-".join(str(k) for k in keys if k) or "results"
-
-
-def _instability_report(store: Store, frame, out: Path) -> dict[str, Path]:
-    written = {}
-    lmc = frame[frame.stage == "lmc"].copy()
-    if not lmc.empty:
-        lmc["spawn_iterations"] = [store.get(i).metrics.get("spawn_iterations", 0) for i in lmc.id]
-        threshold = float(store.get(lmc.id.iloc[0]).spec.get("threshold", 0.02))
-        (out / "instability.md").write_text("# Instability to SGD noise\n\n" + instability_table(lmc))
-        written["instability"] = out / "instability.md"
-        for keys, rows in lmc.groupby(["sweep", "dataset", "model"], dropna=False):
-            name, title = _name(keys), f"{keys[0] or 'unswept'}: {keys[2]} on {keys[1]}"
-            for kind, plot in (("error_vs_alpha", None), ("instability_vs_sparsity", plot_instability_vs_sparsity),
-                               ("instability_vs_rewind", plot_instability_vs_rewind)):
-                path = out / f"{kind}_{name}.png"
-                if plot is None:
-                    for (method, rewind), sub in rows.groupby(["method", "rewind"]):
-                        path = out / f"{kind}_{name}_{method}_k{rewind}.png"
-                        plot_error_vs_alpha(store, sub, path, f"{title}: {method}, k={rewind}")
-                        written[f"plot:{path.stem}"] = path
-                    continue
-                if kind == "instability_vs_rewind" and rows.rewind.nunique() < 2:
-                    continue
-                plot(rows, path, title, threshold)
-                written[f"plot:{path.stem}"] = path
-    sharp = frame[frame.stage == "sharpness"]
-    if not sharp.empty:
-        masks = sharpness_masks(store, sharp)
-        (out / "sharpness.md").write_text("# Sharpness\n\n" + sharpness_table(masks))
-        written["sharpness"] = out / "sharpness.md"
-        for keys, rows in masks[masks.sparsity.notna()].groupby(["sweep", "dataset", "model"], dropna=False):
-            path = out / f"pruned_curvature_{_name(keys)}.png"
-            plot_pruned_curvature(rows, path, f"{keys[0] or 'unswept'}: {keys[2]} on {keys[1]}, "
-                                              "curvature on pruned weights")
-            written[f"plot:{path.stem}"] = path
-    for path in copy_landscapes(store, frame[frame.stage == "landscape"], out):
-        written[f"plot:{path.stem}"] = path
+    store = Store(storage)
+    for section in SECTIONS:
+        written |= section(store, frame, out)
     return written

@@ -20,6 +20,16 @@ from raylth.errors import SpecError
 from raylth.specs.base import Spec, choice, settings
 from raylth.specs.step import Step
 
+# A sweep trial's analysis blocks (``lmc:``, ``sharpness:``): block name -> its options class.
+TRIAL_BLOCKS: dict[str, type[Spec]] = {}
+
+
+def trial_block(cls: type[Spec]) -> type[Spec]:
+    """Register ``cls`` (a Spec with a ``block`` name) as an analysis block of sweep trials."""
+    TRIAL_BLOCKS[cls.label()] = cls
+    return cls
+
+
 _NETWORK = re.compile(r"^[a-z]+_[0-9a-f]{16}(:[A-Za-z0-9_]+)?$")
 NOISES = ("order", "augment", "both", "none")
 
@@ -171,3 +181,8 @@ class LandscapeSpec(Spec):
             check_network(ref, f"networks[{i}]")
         if self.resolution < 2:
             raise SpecError(f"resolution: {self.resolution} must be >= 2")
+
+
+# A trial's analysis jobs come in this order (results rows too): sharpness, then lmc.
+trial_block(SharpnessOptions)
+trial_block(LmcOptions)

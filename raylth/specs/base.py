@@ -123,7 +123,7 @@ class Spec:
         if not isinstance(data, dict):
             raise SpecError(f"{where or cls.label()}: expected a mapping, got {type(data).__name__}")
         hints = _hints(cls)
-        names = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        names = cls.known_keys()
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise SpecError(f"{_join(where, unknown[0])}: unknown key{did_you_mean(unknown[0], names)}; known keys "
@@ -136,6 +136,11 @@ class Spec:
             if where and where != cls.label() and message.startswith(own):
                 raise SpecError(f"{where}.{message[len(own):]}") from None
             raise
+
+    @classmethod
+    def known_keys(cls) -> set[str]:
+        """The keys ``from_dict`` reads."""
+        return {f.name for f in dataclasses.fields(cls) if f.init}
 
     @classmethod
     def from_stored(cls, data: dict, where: str | None = None):

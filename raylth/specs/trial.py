@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from raylth.errors import SpecError
-from raylth.specs.analysis import LmcOptions, SharpnessOptions
-from raylth.specs.base import Spec
+from raylth.specs.analysis import TRIAL_BLOCKS
+from raylth.specs.base import Spec, _fill_id_defaults, _join
 from raylth.specs.distill import DistillEvalSpec, DistillSpec, check_distilled_trial
 from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
 
@@ -23,19 +24,56 @@ class TrialSpec(Spec):
     prune: PruneSpec = field(default_factory=PruneSpec)
     seeds: Seeds = field(default_factory=Seeds)
     branch_seed: int = 0          # random_prune / reinit draws
-    lmc: LmcOptions | None = None  # instability analysis of this trial's networks
-    sharpness: SharpnessOptions | None = None  # Hessian of the dense network split by this trial's masks
     distill: DistillSpec | None = None  # distill / distilled_imp / mask_then_imp: the distillation of `data`
     inner: TrainSpec | None = None      # distilled_imp / mask_then_imp: each level's training on the distilled set
     distill_eval: DistillEvalSpec | None = None  # distill: the evaluation protocol (default DistillEvalSpec())
     start_level: int = 0          # mask_then_imp: the distilled-pruning level it starts (and rewinds) from
+    # The analysis blocks (lmc:, sharpness:, ... each an options Spec of
+    # raylth.specs.analysis.TRIAL_BLOCKS), written and read as top-level keys.
+    analyses: tuple[Any, ...] = ()
 
     def validate(self):
         if self.levels < 0:
             raise SpecError(f"levels: {self.levels} must be >= 0")
-        for block, options in (("lmc", self.lmc), ("sharpness", self.sharpness)):
-            outside = [level for level in (options.levels if options else ()) if not 0 <= level <= self.levels]
+        for options in self.analyses:
+            if type(options) not in TRIAL_BLOCKS.values():
+                raise SpecError(f"analyses: {options!r} is not the options of an analysis; use the blocks "
+                                f"{', '.join(TRIAL_BLOCKS)}")
+            outside = [level for level in getattr(options, "levels", ()) if not 0 <= level <= self.levels]
             if outside:
-                raise SpecError(f"{block}.levels: {outside[0]} is not a level of this trial (0..{self.levels}); "
-                                "pick levels it trains, or raise levels")
+                raise SpecError(f"{options.label()}.levels: {outside[0]} is not a level of this trial "
+                                f"(0..{self.levels}); pick levels it trains, or raise levels")
         check_distilled_trial(self)
+
+    def analysis(self, block: str):
+        """The options of analysis ``block`` (e.g. "lmc"), or None."""
+        return next((o for o in self.analyses if o.label() == block), None)
+
+    @classmethod
+    def known_keys(cls) -> set[str]:
+        return super().known_keys() - {"analyses"} | set(TRIAL_BLOCKS)
+
+    @classmethod
+    def from_dict(cls, data: dict | None, where: str | None = None):
+        if not isinstance(data, dict) or not set(data) & set(TRIAL_BLOCKS):
+            return super().from_dict(data, where)
+        data = dict(data)
+        where = cls.path_prefix if where is None else where
+        blocks = {name: data.pop(name) for name in TRIAL_BLOCKS if name in data}
+        spec = super().from_dict(data, where)
+        analyses = tuple(TRIAL_BLOCKS[name].from_dict(raw, _join(where, name))
+                         for name, raw in blocks.items() if raw is not None)
+        return spec.replace(analyses=analyses) if analyses else spec
+
+    @classmethod
+    def from_stored(cls, data: dict, where: str | None = None):
+        if isinstance(data, dict):
+            data = {k: _fill_id_defaults(TRIAL_BLOCKS[k], v) if k in TRIAL_BLOCKS else v for k, v in data.items()}
+        return super().from_stored(data, where)
+
+    def _render(self, omit_defaults: bool, for_id: bool) -> dict:
+        out = super()._render(omit_defaults, for_id)
+        out.pop("analyses", None)
+        for options in self.analyses:
+            out[options.label()] = options._render(omit_defaults, for_id)
+        return out

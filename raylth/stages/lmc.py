@@ -12,10 +12,11 @@ import itertools
 import numpy as np
 
 from raylth.engine.interpolate import alpha_grid, evaluate_path, instability, loss_barrier
-from raylth.specs import ChildSpec, LmcSpec
-from raylth.stages.context import StageContext, ensure, train_and_store
+from raylth.specs import ChildSpec, LandscapeSpec, LmcOptions, LmcSpec, Spec, TrialSpec
+from raylth.stages.analyses import Analysis, register_analysis, selected
+from raylth.stages.context import StageContext, checkpoint_name, ensure, train_and_store
 from raylth.stages.networks import child_seeds, load_network
-from raylth.stages.registry import Stage, register_stage
+from raylth.stages.registry import Stage, level_of, register_stage
 from raylth.store import Artifact
 
 
@@ -88,3 +89,25 @@ def _parents_method(spec, method_of) -> str:
 register_stage(Stage(ChildSpec, run_child, trains=True, recipe=_child_recipe, method=_parents_method,
                      origin=_spawned_origin))
 register_stage(Stage(LmcSpec, run_lmc, method=_parents_method, origin=_spawned_origin))
+
+
+def lmc_jobs(trial: TrialSpec, options: LmcOptions, networks: list[Spec]):
+    """For each selected network: one job per child (they train in parallel),
+    then one job for their interpolation (and the landscape through them)."""
+    jobs = []
+    spawn = trial.prune.rewind
+    for network in networks:
+        level = level_of(network)
+        if not selected(level, options.levels, trial.method):
+            continue
+        lmc = LmcSpec.of(network.id, spawn, options)
+        jobs += [(f"level={level},child={i}", (lmc.child(i),)) for i in range(options.children)]
+        analyses = [lmc]
+        if options.landscape:
+            analyses.append(LandscapeSpec(networks=(f"{lmc.child(0).id}:final", f"{lmc.child(1).id}:final",
+                                                    f"{network.id}:{checkpoint_name(spawn)}")))
+        jobs.append((f"level={level},lmc", tuple(analyses)))
+    return jobs
+
+
+register_analysis(Analysis(LmcOptions, jobs=lmc_jobs))

@@ -26,10 +26,10 @@ import re
 from dataclasses import dataclass
 
 from raylth.errors import RaylthError
-from raylth.specs import STAGE_SPECS, LandscapeSpec, LmcSpec, Spec
+from raylth.specs import STAGE_SPECS, Spec
 from raylth.stages import METHODS
-from raylth.stages.registry import level_of, method_network_kinds, trains
-from raylth.stages.context import checkpoint_name
+from raylth.stages.analyses import analysis_jobs
+from raylth.stages.registry import level_of, trains
 from raylth.sweep.config import Trial
 
 
@@ -70,47 +70,7 @@ def trial_jobs(trial: Trial) -> list[Job]:
         jobs += [Job(f"{trial.label},level={level_of(n)}", (n,)) for n in networks]
     else:
         jobs.append(Job(trial.label, tuple(networks)))
-    if spec.sharpness is not None:
-        jobs += _sharpness_jobs(trial, networks)
-    options = spec.lmc
-    if options is None:
-        return jobs
-    spawn = spec.prune.rewind
-    for network in networks:
-        level = level_of(network)
-        if not _selected(level, options.levels, spec.method):
-            continue
-        lmc = LmcSpec.of(network.id, spawn, options)
-        where = f"{trial.label},level={level}"
-        jobs += [Job(f"{where},child={i}", (lmc.child(i),))
-                 for i in range(options.children)]
-        analyses = [lmc]
-        if options.landscape:
-            analyses.append(LandscapeSpec(networks=(f"{lmc.child(0).id}:final", f"{lmc.child(1).id}:final",
-                                                    f"{network.id}:{checkpoint_name(spawn)}")))
-        jobs.append(Job(f"{where},lmc", tuple(analyses)))
-    return jobs
-
-
-def _selected(level: int, levels: tuple[int, ...], method: str) -> bool:
-    """`levels` picks among a trunk's levels; a dense trial has just its one network."""
-    return method == "dense" or not levels or level in levels
-
-
-def _sharpness_jobs(trial: Trial, networks: list[Spec]) -> list[Job]:
-    spec, options = trial.spec, trial.spec.sharpness
-    dense = METHODS["dense"].artifacts(spec)[0]
-    checkpoint = checkpoint_name(spec.prune.rewind) if options.checkpoint == "rewind" else options.checkpoint
-    jobs = []
-    for network in networks:
-        level = level_of(network)
-        if network.kind not in method_network_kinds() or (spec.method != "dense" and level == 0):
-            continue
-        if not _selected(level, options.levels, spec.method):
-            continue
-        masks = () if level == 0 else (network.id,)  # a dense network has no mask
-        sharpness = options.of(f"{dense.id}:{checkpoint}", masks)
-        jobs.append(Job(f"{trial.label},level={level},sharpness", (sharpness,)))
+    jobs += [Job(f"{trial.label},{suffix}", specs) for suffix, specs in analysis_jobs(spec, networks)]
     return jobs
 
 

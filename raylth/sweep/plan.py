@@ -18,7 +18,7 @@ from raylth.engine.models import check_model_name
 from raylth.errors import RaylthError, SpecError
 from raylth.specs import TrialSpec
 from raylth.stages import METHODS, check_method_name
-from raylth.stages.networks import split_ref
+from raylth.stages.analyses import check_analyses
 from raylth.store import Store
 from raylth.sweep.config import Sweep, Trial
 from raylth.sweep.jobs import Job, sweep_jobs, trial_jobs
@@ -79,18 +79,12 @@ def worker_device(sweep: Sweep) -> torch.device | None:
     return None
 
 
-def check_sharpness_networks(sweep: Sweep, store: Store) -> None:
-    """A sharpness job reads its trial's dense network, which the stage cannot
-    train: a trial of the sweep must make it, or the store hold it."""
-    jobs = [job for trial in sweep.trials for job in trial_jobs(trial)]
-    made = {i for job in jobs for i in job.ids}
-    for job in jobs:
-        for spec in job.specs:
-            network = split_ref(spec.network)[0] if spec.kind == "sharpness" else None
-            if network and network not in made and not store.has(network):
-                raise SpecError(f"{sweep.name} [{job.label}]: sharpness: it splits the trial's dense network "
-                                f"{network}, which no trial of this sweep trains and the store does not hold; "
-                                "add method imp (or dense) with the same seeds to the grid")
+def check_analysis_inputs(sweep: Sweep, store: Store) -> None:
+    """What each analysis reads and cannot make (raylth.stages.analyses): made by a job of the sweep, or stored."""
+    try:
+        check_analyses([job for trial in sweep.trials for job in trial_jobs(trial)], store)
+    except SpecError as err:
+        raise SpecError(f"{sweep.name} {err}") from None
 
 
 def check_steps(spec: TrialSpec, n_train: int, where: str) -> None:

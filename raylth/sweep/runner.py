@@ -24,7 +24,7 @@ from raylth.store import Store
 from raylth.store.remote import is_uri
 from raylth.sweep.config import Sweep
 from raylth.sweep.jobs import Job
-from raylth.sweep.plan import check_sharpness_networks, check_trials, job_states, write_errors, write_record
+from raylth.sweep.plan import check_analysis_inputs, check_trials, job_states, write_errors, write_record
 
 log = logging.getLogger("raylth")
 
@@ -141,7 +141,7 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
     storage, data_root = resolve_paths(sweep, storage, data_root)
     check_trials(sweep, data_root)  # before anything is written
     store = Store(storage)
-    check_sharpness_networks(sweep, store)
+    check_analysis_inputs(sweep, store)
     write_record(store, sweep)
     outcome = SweepOutcome(sweep.name, store.location)
     states = job_states(store, sweep.trials)
