@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from raylth.errors import RaylthError, SpecError, did_you_mean
+from raylth.errors import RaylthError, SpecError, check_keys
 from raylth.specs import TrialSpec
 
 SWEEP_KEYS = ("kind", "name", "storage", "data_root", "workers", "resources", "max_concurrent", "max_failures",
@@ -85,10 +85,7 @@ def checked_name(raw, keys: tuple[str, ...], what: str, default_name: str, where
     """A sweep or search file's top level: a mapping of known keys; its name."""
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: a {what} is a mapping with keys {', '.join(keys)}")
-    unknown = sorted(set(raw) - set(keys))
-    if unknown:
-        raise SpecError(f"{where}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], keys)}; "
-                        f"{what} keys are {', '.join(keys)}")
+    check_keys(raw, keys, where, f"{what} keys", top_level=True)
     name = str(raw.get("name") or default_name)
     if not NAME.match(name):
         raise SpecError(f"{where}: name {name!r} may hold only letters, digits, '_', '-' and '.'")
@@ -125,10 +122,7 @@ def checked_block(raw, where: str, block: str, keys, example: str) -> dict:
     """A block of a sweep or search file: a mapping of known keys, else one line naming the first wrong one."""
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: {block} must be a mapping like {example}")
-    unknown = sorted(set(raw) - set(keys))
-    if unknown:
-        raise SpecError(f"{where}: {block}.{unknown[0]}: unknown key{did_you_mean(unknown[0], keys)}; "
-                        f"{block} keys are {', '.join(keys)}")
+    check_keys(raw, keys, f"{where}: {block}", f"{block} keys")
     return raw
 
 

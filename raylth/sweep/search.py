@@ -72,7 +72,7 @@ from pathlib import Path
 
 import yaml
 
-from raylth.errors import RaylthError, SpecError, did_you_mean
+from raylth.errors import RaylthError, SpecError, check_keys
 from raylth.specs import DistillEvalSpec, DistillSpec, TrialSpec
 from raylth.specs.distill import level_for_sparsity, uses_field
 from raylth.sweep.config import _resources, _set_path, checked_block, checked_name
@@ -216,10 +216,7 @@ def parse_search(raw, default_name: str = "search", where: str = "search") -> Se
         objective, keys = "distill", DISTILL_BASE_KEYS
     else:
         raise SpecError(f"{where}: base: expected distill: (with eval:) or trial: (with target_sparsity:)")
-    unknown = sorted(set(base) - set(keys))
-    if unknown:
-        raise SpecError(f"{where}: base.{unknown[0]}: unknown key{did_you_mean(unknown[0], keys)}; a {objective} "
-                        f"objective's base keys are {', '.join(keys)}")
+    check_keys(base, keys, f"{where}: base", f"a {objective} objective's base keys")
     space = _space(raw.get("space") or {}, where, objective)
     search = Search(name=name, objective=objective, base=copy.deepcopy(base), space=space, study=study,
                     storage=raw.get("storage"), data_root=raw.get("data_root"),
@@ -272,10 +269,7 @@ def _space(raw, where, objective) -> list[Param]:
                             f"{' or '.join(r + '.' for r in roots)}")
         if not isinstance(spec, dict):
             raise SpecError(f"{at}: expected a mapping such as {{type: float, low: 0.1, high: 10, log: true}}")
-        unknown = sorted(set(spec) - set(PARAM_KEYS))
-        if unknown:
-            raise SpecError(f"{at}.{unknown[0]}: unknown key{did_you_mean(unknown[0], PARAM_KEYS)}; "
-                            f"parameter keys are {', '.join(PARAM_KEYS)}")
+        check_keys(spec, PARAM_KEYS, at, "parameter keys")
         kind = spec.get("type")
         if kind not in ("float", "int", "categorical"):
             raise SpecError(f"{at}.type: {kind!r} is not float, int or categorical")
