@@ -15,9 +15,27 @@ from pathlib import Path
 from raylth.errors import RaylthError
 
 
+def load_sweep(path: str | os.PathLike):
+    """A sweep file as a Sweep, or a ``kind: search`` file as a Search."""
+    from raylth.sweep.files import read_yaml
+
+    return parse_any(read_yaml(path), default_name=Path(path).stem, where=str(path))
+
+
+def parse_any(raw, default_name: str = "sweep", where: str = "sweep"):
+    """A sweep, or an Optuna search for ``kind: search`` (raylth.search)."""
+    if isinstance(raw, dict) and raw.get("kind") == "search":
+        from raylth.sweep.search import parse_search
+
+        return parse_search(raw, default_name=default_name, where=where)
+    from raylth.sweep.config import parse_sweep
+
+    return parse_sweep(raw, default_name=default_name, where=where)
+
+
 def _as_sweep(sweep):
     """A Sweep, or a Search for ``kind: search`` files and dicts."""
-    from raylth.sweep.config import Sweep, load_sweep, parse_any
+    from raylth.sweep.config import Sweep
     from raylth.sweep.search import Search
 
     if isinstance(sweep, (Sweep, Search)):
@@ -121,7 +139,7 @@ def report(storage="raylth-results", out="raylth-report", sweep=None):
 
 def _require_store(storage):
     from raylth.store import Store
-    from raylth.sweep.runner import resolve_storage
+    from raylth.sweep.paths import resolve_storage
 
     store = Store(resolve_storage(storage))
     if not store.exists():

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 import raylth
-from raylth.sweep.config import load_sweep, parse_any
+from raylth.api import load_sweep, parse_any
 from raylth.sweep.search import Search, make_storage, parse_search, recover_stale, run_trial
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,9 +21,9 @@ from raylth.errors import RaylthError
 from raylth.specs import Spec
 from raylth.stages import StageContext, run_stage
 from raylth.store import Store
-from raylth.store.remote import is_uri
 from raylth.sweep.config import Sweep
 from raylth.sweep.jobs import Job
+from raylth.sweep.paths import resolve_paths, root_cause_line, tune_storage
 from raylth.sweep.plan import check_sharpness_networks, check_trials, job_states, write_errors, write_record
 
 log = logging.getLogger("raylth")
@@ -40,29 +40,6 @@ class SweepOutcome:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-def resolve_paths(sweep: Sweep, storage=None, data_root=None) -> tuple[str | Path, Path]:
-    """The storage root (a local path, or a URI such as s3://bucket/path, kept
-    as given) and the data root."""
-    return resolve_storage(storage or sweep.storage), resolve_data_root(data_root, sweep.data_root)
-
-
-def resolve_storage(storage) -> str | Path:
-    storage = str(storage or "raylth-results")
-    return storage if is_uri(storage) else Path(storage).expanduser().resolve()
-
-
-def resolve_data_root(given=None, in_file=None) -> Path:
-    """--data-root, else $RAYLTH_DATA, else the file's data_root, else ./data."""
-    return Path(given or os.environ.get("RAYLTH_DATA") or in_file or "data").expanduser().resolve()
-
-
-def tune_storage(store: Store, *parts: str) -> dict:
-    """RunConfig arguments that keep Ray's own run state beside the store's."""
-    if store.remote is None:
-        return {"storage_path": str(store.root.joinpath(".ray", *parts))}
-    return {"storage_path": "/".join([store.remote.base, ".ray", *parts]), "storage_filesystem": store.remote.fs}
 
 
 PROGRESS_KEYS = ("level", "sparsity", "test_acc", "instability_test")
@@ -216,15 +193,6 @@ def _fit(sweep: Sweep, pending: list[Job], trainable, store: Store, stamp: str, 
             outcome.finished.append(label)
     for label, need in order.skipped.items():
         outcome.failed[label] = f"not run: it needs job [{need}], which did not finish"
-
-
-def root_cause_line(error: BaseException) -> str:
-    """The root cause's message (Ray wraps a trial's exception in its own)."""
-    cause = error
-    while getattr(cause, "cause", None) is not None or cause.__cause__ is not None:
-        cause = getattr(cause, "cause", None) or cause.__cause__
-    lines = [line for line in str(cause).splitlines() if line.strip()]
-    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
 
 
 def _short(label: str, limit: int = 60) -> str:

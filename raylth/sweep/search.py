@@ -75,8 +75,8 @@ import yaml
 from raylth.errors import RaylthError, SpecError, check_keys
 from raylth.specs import DistillEvalSpec, DistillSpec, TrialSpec
 from raylth.specs.distill import level_for_sparsity, uses_field
-from raylth.sweep.config import _resources, _set_path, checked_block, checked_name
-from raylth.sweep.runner import resolve_data_root, resolve_storage, root_cause_line
+from raylth.sweep.files import checked_block, checked_name, checked_resources, set_path
+from raylth.sweep.paths import resolve_paths, root_cause_line
 
 log = logging.getLogger("raylth")
 
@@ -158,7 +158,7 @@ class Search:
     def tree(self, params: dict) -> dict:
         tree = copy.deepcopy(self.base)
         for path, value in params.items():
-            _set_path(tree, path, value, f"space.{path}")
+            set_path(tree, path, value, f"space.{path}")
         return tree
 
     def distill_specs(self, params: dict) -> tuple[DistillSpec, DistillEvalSpec]:
@@ -220,7 +220,7 @@ def parse_search(raw, default_name: str = "search", where: str = "search") -> Se
     space = _space(raw.get("space") or {}, where, objective)
     search = Search(name=name, objective=objective, base=copy.deepcopy(base), space=space, study=study,
                     storage=raw.get("storage"), data_root=raw.get("data_root"),
-                    resources=_resources(raw.get("resources") or {}, where), source=copy.deepcopy(raw))
+                    resources=checked_resources(raw.get("resources") or {}, where), source=copy.deepcopy(raw))
     for params in [{}] + [{p.path: v} for p in space for v in p.extremes()]:
         try:  # the base and every extreme of every parameter make valid specs
             search.distill_specs(params) if objective == "distill" else search.ticket_spec(params)
@@ -488,10 +488,6 @@ class SearchOutcome:
         return out
 
 
-def resolve_search_paths(search: Search, storage=None, data_root=None) -> tuple[str | Path, Path]:
-    return resolve_storage(storage or search.storage), resolve_data_root(data_root, search.data_root)
-
-
 def check_search(search: Search, store_root, data_root: Path) -> None:
     """Names, data sets and sizes (ipc against the classes), before anything is written."""
     from raylth.stages import StageContext
@@ -567,7 +563,7 @@ def run_search(search: Search, storage=None, data_root=None, address: str | None
 
     from raylth.store import Store
 
-    store_root, data_root = resolve_search_paths(search, storage, data_root)
+    store_root, data_root = resolve_paths(search, storage, data_root)
     check_search(search, store_root, data_root)  # before anything is written
     url = search.study["storage"] or default_study_storage(store_root, search.name)
     store = Store(store_root)

@@ -42,7 +42,7 @@ def fit_job_with_train(payload, *, storage, data_root: Path, workers: int, resou
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from raylth.store import Store
-    from raylth.sweep.runner import tune_storage
+    from raylth.sweep.paths import tune_storage
 
     per_worker = {"CPU": resources["cpu"]} | ({"GPU": resources["gpu"]} if resources["gpu"] else {})
     trainer = TorchTrainer(
