@@ -25,7 +25,7 @@ def load_sweep(path: str | os.PathLike):
 def parse_any(raw, default_name: str = "sweep", where: str = "sweep"):
     """A sweep, or an Optuna search for ``kind: search`` (raylth.search)."""
     if isinstance(raw, dict) and raw.get("kind") == "search":
-        from raylth.sweep.search import parse_search
+        from raylth.search import parse_search
 
         return parse_search(raw, default_name=default_name, where=where)
     from raylth.sweep.config import parse_sweep
@@ -36,7 +36,7 @@ def parse_any(raw, default_name: str = "sweep", where: str = "sweep"):
 def _as_sweep(sweep):
     """A Sweep, or a Search for ``kind: search`` files and dicts."""
     from raylth.sweep.config import Sweep
-    from raylth.sweep.search import Search
+    from raylth.search import Search
 
     if isinstance(sweep, (Sweep, Search)):
         return sweep
@@ -53,7 +53,7 @@ def run(sweep, storage=None, data_root=None, address=None):
     search`` file or dict runs its Optuna study instead (trials as Ray tasks,
     resumed from the study's storage) and returns a SearchOutcome."""
     from raylth.sweep.runner import run_sweep
-    from raylth.sweep.search import Search, run_search
+    from raylth.search import Search, run_search
 
     spec = _as_sweep(sweep)
     if isinstance(spec, Search):

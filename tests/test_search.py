@@ -18,7 +18,7 @@ import yaml
 
 import raylth
 from raylth.api import load_sweep, parse_any
-from raylth.sweep.search import Search, make_storage, parse_search, recover_stale, run_trial
+from raylth.search import Search, check_search, make_storage, parse_search, recover_stale, run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {"RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
@@ -79,7 +79,7 @@ def test_bad_search_files_fail_with_one_line(changes, needle, tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(raylth.errors.RaylthError) as caught:
         search = load_sweep(path)
-        raylth.sweep.search.check_search(search, tmp_path / "store", tmp_path / "data")  # ipc vs the data
+        check_search(search, tmp_path / "store", tmp_path / "data")  # ipc vs the data
     assert needle in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
     assert not (tmp_path / "store").exists()
 
