@@ -68,10 +68,8 @@ def run_trial(raw: dict, name: str, study_url: str, number: int, params: dict, s
 
 
 def _distill_objective(search: Search, params, ctx, reporter, ids) -> float:
-    from raylth.engine.distill import evaluate_images
-    from raylth.engine.models import build_model
     from raylth.stages import run_stage
-    from raylth.stages.distill import evaluation_lr, run_distill
+    from raylth.stages.distill import evaluate_progress, run_distill
 
     distill, evaluation = search.distill_specs(params)
     ids += [distill.id, evaluation.id]
@@ -80,19 +78,8 @@ def _distill_objective(search: Search, params, ctx, reporter, ids) -> float:
 
     def monitor(progress) -> None:
         step = at.get(progress.iteration)
-        if step is None:
-            return
-        real = progress.real
-
-        def model_fn(seed):
-            return build_model(evaluation.model, real.input_shape, real.num_classes, seed=seed)
-
-        # the final objective's evaluation (run_stage below), with the lr learned so far
-        result = evaluate_images(progress.images.clone(), progress.labels, real, model_fn,
-                                 epochs=evaluation.epochs, lr=evaluation_lr(evaluation.lr, progress.lr),
-                                 batch_size=evaluation.batch_size, seeds=[evaluation.seeds[0]],
-                                 dsa=evaluation.dsa, zca=progress.zca, factor=progress.factor)
-        reporter(result["mean"], step)
+        if step is not None:  # the final objective's evaluation (run_stage below), with the lr learned so far
+            reporter(evaluate_progress(evaluation, progress), step)
 
     run_distill(distill, ctx, monitor=monitor)
     return float(run_stage(evaluation, ctx).metrics["test_acc"])
