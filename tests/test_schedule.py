@@ -115,3 +115,15 @@ def test_searcher_state_survives_save_and_restore(tmp_path):
     restored = DependencyOrder([])
     restored.restore(str(tmp_path / "searcher.pkl"))
     assert restored.suggest("t2") == {"trial": "b"}
+
+
+def test_jobs_specs_cross_to_ray_as_they_are():
+    """Tune's with_parameters and Ray Train's train_loop_config pickle a job's specs: the same specs come back."""
+    import cloudpickle
+
+    for path in sorted(SWEEPS.glob("*.yaml")):
+        sweep = raylth.api.load_sweep(path)
+        if hasattr(sweep, "trials"):
+            for job in sweep_jobs(sweep.trials):
+                back = cloudpickle.loads(cloudpickle.dumps(job.specs))
+                assert back == job.specs and [s.id for s in back] == job.ids, (path.name, job.label)

@@ -84,6 +84,14 @@ def test_bad_search_files_fail_with_one_line(changes, needle, tmp_path):
     assert not (tmp_path / "store").exists()
 
 
+def test_a_search_crosses_to_its_ray_tasks_as_it_is():
+    import cloudpickle
+
+    search = parse_search(SEARCH)
+    back = cloudpickle.loads(cloudpickle.dumps(search))
+    assert back == search and back.distill_specs({}) == search.distill_specs({})
+
+
 def test_method_fields_are_searched_only_for_their_method():
     search = parse_search(with_(space={
         "distill.method": {"type": "categorical", "choices": ["dm", "mtt"]},
@@ -115,7 +123,7 @@ def test_a_hopeless_trial_is_pruned_and_stores_no_distillation(tmp_path):
     study.add_trial(optuna.trial.create_trial(value=0.99, intermediate_values={1: 0.99, 2: 0.99}))
     trial = study.ask()
     params = {"distill.iterations": 60, "distill.lr_img": 0.1}
-    result = run_trial(raw, "tiny", url, trial.number, params, str(tmp_path / "store"), str(tmp_path / "data"))
+    result = run_trial(parse_search(raw), url, trial.number, params, str(tmp_path / "store"), str(tmp_path / "data"))
     assert result["state"] == "pruned" and result["step"] == 1
     frozen = study.get_trials()[trial.number]
     assert list(frozen.intermediate_values) == [1] and frozen.intermediate_values[1] < 0.99
@@ -139,7 +147,7 @@ def test_ticket_objective_scores_the_ticket_at_the_target_sparsity(tmp_path):
     assert params["trial.inner.duration"].endswith("ep")
     spec, level = search.ticket_spec(params)
     assert level == 2 and spec.levels == 2  # 1 - 0.8^2 = 36% >= 30%
-    result = run_trial(raw, "tickets", url, trial.number, params, str(tmp_path / "store"), str(tmp_path / "data"))
+    result = run_trial(search, url, trial.number, params, str(tmp_path / "store"), str(tmp_path / "data"))
     assert result["state"] == "complete" and 0.5 < result["value"] <= 1
     ticket = raylth.store.Store(tmp_path / "store").get(result["artifacts"][-1])
     assert ticket.kind == "ticket" and ticket.metrics["level"] == 2 and ticket.metrics["test_acc"] == result["value"]
@@ -262,7 +270,7 @@ def test_pruning_values_use_the_final_evaluation_and_its_learned_lr(tmp_path, mo
     lrs = []
     original = D.evaluate_images
     monkeypatch.setattr(D, "evaluate_images", lambda *a, **k: (lrs.append(k["lr"]), original(*a, **k))[1])
-    result = run_trial(raw, "tiny", url, trial.number, {"distill.lr_init": 0.01}, str(tmp_path / "store"),
+    result = run_trial(parse_search(raw), url, trial.number, {"distill.lr_init": 0.01}, str(tmp_path / "store"),
                        str(tmp_path / "data"))
     assert result["state"] == "complete" and len(lrs) == 2  # the intermediate value, then the final evaluation
     # the lr after the first of the two iterations: a one-iteration run of the same distillation

@@ -210,9 +210,7 @@ def _run_trials(search: Search, study, url: str, store_root, data_root: Path, ou
             trial = study.ask()
             trial.set_user_attr("driver", stamp)
             params = search.suggest(trial)
-            ref = task.remote(search.source, search.name, url, trial.number, params, str(store_root),
-                              str(data_root))
-            in_flight[ref] = trial
+            in_flight[task.remote(search, url, trial.number, params, str(store_root), str(data_root))] = trial
         ready, _ = ray.wait(list(in_flight), num_returns=1)
         for ref in ready:
             _tell(search, study, in_flight.pop(ref), ref, outcome)

@@ -105,7 +105,6 @@ class Search:
     storage: str | None = None
     data_root: str | None = None
     resources: dict = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
-    source: dict = field(default_factory=dict)
 
     @property
     def trials(self) -> list:
@@ -183,7 +182,7 @@ def parse_search(raw, default_name: str = "search", where: str = "search") -> Se
     space = _space(raw.get("space") or {}, where, objective)
     search = Search(name=name, objective=objective, base=copy.deepcopy(base), space=space, study=study,
                     storage=raw.get("storage"), data_root=raw.get("data_root"),
-                    resources=checked_resources(raw.get("resources") or {}, where), source=copy.deepcopy(raw))
+                    resources=checked_resources(raw.get("resources") or {}, where))
     for params in [{}] + [{p.path: v} for p in space for v in p.extremes()]:
         try:  # the base and every extreme of every parameter make valid specs
             search.distill_specs(params) if objective == "distill" else search.ticket_spec(params)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from raylth.search.optuna_io import make_pruner, make_storage, quiet_optuna
-from raylth.search.spec import Search, parse_search
+from raylth.search.spec import Search
 
 
 class Reporter:
@@ -38,8 +38,7 @@ class Reporter:
             raise optuna.TrialPruned(f"pruned at step {step} (value {value:.4f})")
 
 
-def run_trial(raw: dict, name: str, study_url: str, number: int, params: dict, store_root: str,
-              data_root: str) -> dict:
+def run_trial(search: Search, study_url: str, number: int, params: dict, store_root: str, data_root: str) -> dict:
     """One search trial in this process: its stages in the store, its
     intermediate values in the study. Returns {'state', 'value', 'artifacts'}."""
     import optuna
@@ -49,10 +48,9 @@ def run_trial(raw: dict, name: str, study_url: str, number: int, params: dict, s
     from raylth.store import Store
 
     quiet_optuna()
-    search = parse_search(raw, name, "search")
     storage = make_storage(study_url)
-    study = optuna.load_study(study_name=name, storage=storage, pruner=make_pruner(search.study))
-    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number)
+    study = optuna.load_study(study_name=search.name, storage=storage, pruner=make_pruner(search.study))
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(search.name), number)
     reporter = Reporter(study, storage, trial_id)
     ids: list[str] = []
     torch.set_num_threads(max(1, int(search.resources["cpu"] or 1)))

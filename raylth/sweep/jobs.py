@@ -54,13 +54,6 @@ class Job:
     def ids(self) -> list[str]:
         return [s.id for s in self.specs]
 
-    def payload(self) -> list[tuple[str, dict]]:
-        return [(s.kind, s.to_dict()) for s in self.specs]
-
-    @staticmethod
-    def specs_from(payload) -> list[Spec]:
-        return [STAGE_SPECS[kind].from_dict(data) for kind, data in payload]
-
 
 def level_of(spec: Spec) -> int:
     if spec.kind == "imp":

@@ -60,22 +60,22 @@ def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_fa
     injected = [part for part in os.environ.get("RAYLTH_FAIL_JOBS", "").split(";") if part]  # labels hold commas
     if any(part in label for part in injected):  # fault injection, for testing failure handling
         raise RuntimeError(f"injected failure of job {label} (RAYLTH_FAIL_JOBS)")
-    payload, trains = jobs[label]
+    specs, trains = jobs[label]  # stage specs (frozen dataclasses: they pickle as they are)
     node = ray.get_runtime_context().get_node_id()
     if workers > 1 and trains:
         from raylth.sweep.train_job import fit_job_with_train
 
         # named after the trial: a retried trial continues its own Train run
-        fit_job_with_train(payload, storage=storage, data_root=Path(data_root), workers=workers,
+        fit_job_with_train(specs, storage=storage, data_root=Path(data_root), workers=workers,
                            resources=resources, max_failures=max_failures, progress_keys=PROGRESS_KEYS,
                            run_name=f"{tune.get_context().get_trial_id()}-train", compile=compile)
-        ids = [spec.id for spec in Job.specs_from(payload)]
+        ids = [spec.id for spec in specs]
     else:
         def progress(metrics: dict) -> None:  # one Tune result per stored stage: the progress table
             tune.report({k: metrics[k] for k in PROGRESS_KEYS if k in metrics})
 
-        ids = run_specs_here(Job.specs_from(payload), storage, Path(data_root), report=progress,
-                             node=node, compile=compile)
+        ids = run_specs_here(list(specs), storage, Path(data_root), report=progress, node=node,
+                             compile=compile)
     last = Store(storage).get(ids[-1]).metrics
     tune.report({k: last[k] for k in PROGRESS_KEYS if k in last} | {"artifacts": len(ids)})
 
@@ -134,7 +134,7 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
         ray.init(address=address, log_to_driver=True)
     _check_fits(sweep, ray.cluster_resources(), started_here=address is None and not os.environ.get("RAY_ADDRESS"),
                 nodes=[node["Resources"] for node in ray.nodes() if node.get("Alive")])
-    jobs = {job.label: (job.payload(), job.trains) for job in pending}
+    jobs = {job.label: (job.specs, job.trains) for job in pending}
     trainable = tune.with_resources(
         tune.with_parameters(_tune_trainable, jobs=jobs, storage=str(storage), data_root=str(data_root),
                              workers=sweep.workers, resources=sweep.resources,
