@@ -56,11 +56,7 @@ def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_fa
     import ray
     from ray import tune
 
-    label = config["trial"]
-    injected = [part for part in os.environ.get("RAYLTH_FAIL_JOBS", "").split(";") if part]  # labels hold commas
-    if any(part in label for part in injected):  # fault injection, for testing failure handling
-        raise RuntimeError(f"injected failure of job {label} (RAYLTH_FAIL_JOBS)")
-    specs, trains = jobs[label]  # stage specs (frozen dataclasses: they pickle as they are)
+    specs, trains = jobs[config["trial"]]  # stage specs (frozen dataclasses: they pickle as they are)
     node = ray.get_runtime_context().get_node_id()
     if workers > 1 and trains:
         from raylth.sweep.train_job import fit_job_with_train
