@@ -25,7 +25,7 @@ from raylth.stages import StageContext, run_stage
 from raylth.store import Store
 from raylth.sweep.config import parse_sweep
 from raylth.sweep.jobs import sweep_jobs
-from raylth.sweep.plan import check_sharpness_networks, check_trials, write_record
+from raylth.sweep.plan import check_analysis_inputs, check_trials, write_record
 
 SIZES = {"full": {"width": 64, "epochs": "2ep", "batch_size": 512, "probes": 20},
          "small": {"width": 8, "epochs": "1ep", "batch_size": 100, "probes": 4}}
@@ -53,7 +53,7 @@ def main() -> None:
     sweep = parse_sweep(study(size), where="gpu_study")
     check_trials(sweep, data_root)
     store = Store(store_root)
-    check_sharpness_networks(sweep, store)
+    check_analysis_inputs(sweep, store)
     write_record(store, sweep)
     jobs = {job.label: job for job in sweep_jobs(sweep.trials)}
     order = graphlib.TopologicalSorter({label: job.needs for label, job in jobs.items()}).static_order()

@@ -15,10 +15,28 @@ from pathlib import Path
 from raylth.errors import RaylthError
 
 
+def load_sweep(path: str | os.PathLike):
+    """A sweep file as a Sweep, or a ``kind: search`` file as a Search."""
+    from raylth.sweep.files import read_yaml
+
+    return parse_any(read_yaml(path), default_name=Path(path).stem, where=str(path))
+
+
+def parse_any(raw, default_name: str = "sweep", where: str = "sweep"):
+    """A sweep, or an Optuna search for ``kind: search`` (raylth.search)."""
+    if isinstance(raw, dict) and raw.get("kind") == "search":
+        from raylth.search import parse_search
+
+        return parse_search(raw, default_name=default_name, where=where)
+    from raylth.sweep.config import parse_sweep
+
+    return parse_sweep(raw, default_name=default_name, where=where)
+
+
 def _as_sweep(sweep):
     """A Sweep, or a Search for ``kind: search`` files and dicts."""
-    from raylth.sweep.config import Sweep, load_sweep, parse_any
-    from raylth.sweep.search import Search
+    from raylth.sweep.config import Sweep
+    from raylth.search import Search
 
     if isinstance(sweep, (Sweep, Search)):
         return sweep
@@ -35,7 +53,7 @@ def run(sweep, storage=None, data_root=None, address=None):
     search`` file or dict runs its Optuna study instead (trials as Ray tasks,
     resumed from the study's storage) and returns a SearchOutcome."""
     from raylth.sweep.runner import run_sweep
-    from raylth.sweep.search import Search, run_search
+    from raylth.search import Search, run_search
 
     spec = _as_sweep(sweep)
     if isinstance(spec, Search):
@@ -121,7 +139,7 @@ def report(storage="raylth-results", out="raylth-report", sweep=None):
 
 def _require_store(storage):
     from raylth.store import Store
-    from raylth.sweep.runner import resolve_storage
+    from raylth.sweep.paths import resolve_storage
 
     store = Store(resolve_storage(storage))
     if not store.exists():

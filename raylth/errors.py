@@ -28,3 +28,19 @@ def did_you_mean(name, known) -> str:
 
     close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_keys(raw: dict, known, where: str, what: str = "known keys", top_level: bool = False) -> None:
+    """Raise one line naming the first unknown key of ``raw`` (sorted), a close
+    known key, and ``what`` the known keys are: ``WHERE.KEY: unknown key (did
+    you mean 'k'?); WHAT are a, b``. ``top_level``: keys at a file's top level,
+    named after ``where`` (a file): ``WHERE: unknown key 'KEY' (...)``."""
+    unknown = sorted(set(raw) - set(known), key=str)
+    if not unknown:
+        return
+    key, close = unknown[0], did_you_mean(unknown[0], known)
+    if top_level:
+        at = f"{where}: unknown key {key!r}{close}"
+    else:
+        at = f"{where}.{key}: unknown key{close}" if where else f"{key}: unknown key{close}"
+    raise SpecError(f"{at}; {what} are {', '.join(map(str, known))}")

@@ -211,7 +211,7 @@ def test_every_shipped_gpu_sweep_fits_every_gpu_node_type_and_packing_sweeps_pac
     at least one job per node, and a sweep asking a fraction g of a GPU gets
     1/g jobs per GPU there (its CPUs must not be what limits it)."""
     from raylth.cluster import gpu_node_types, jobs_per_node
-    from raylth.sweep.config import load_sweep
+    from raylth.api import load_sweep
 
     node_types = gpu_node_types(shipped)
     assert set(node_types) == {"gpu_spot_1x", "gpu_ondemand_8x"}

@@ -36,8 +36,10 @@ def write_sweep(path: Path, **overrides) -> Path:
     return path
 
 
-def cli(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "raylth.cli.main", *map(str, args)], capture_output=True,
+def cli(*args, env=None, timeout=600, fail_jobs=None):
+    """`raylth ARGS`; ``fail_jobs``: "label;..." makes the jobs whose label holds one of them fail (fail_jobs.py)."""
+    command = ["-m", "raylth.cli.main"] if fail_jobs is None else [str(REPO / "tests" / "fail_jobs.py"), fail_jobs]
+    return subprocess.run([sys.executable, *command, *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **ENV, **(env or {})})
 
 
@@ -103,7 +105,7 @@ def test_a_job_that_keeps_failing_is_reported_and_the_rest_finish(tmp_path):
     """seed=1's trunk fails: its control, which needs it, is not run; seed 0 finishes."""
     sweep = write_sweep(tmp_path / "s.yaml", grid={"seed": [0, 1], "method": ["imp", "random_prune"]})
     storage = tmp_path / "store"
-    failed = cli("run", sweep, "--storage", storage, env={"RAYLTH_FAIL_JOBS": "method=imp,seed=1"})
+    failed = cli("run", sweep, "--storage", storage, fail_jobs="method=imp,seed=1")
     assert failed.returncode == 1
     assert "failed [method=imp,seed=1]: RuntimeError: injected failure of job method=imp,seed=1" in failed.stdout
     assert "failed [method=random_prune,seed=1]: not run: it needs job [method=imp,seed=1]" in failed.stdout

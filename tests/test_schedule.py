@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from ray.tune.search import Searcher
 
+import raylth.api
 from raylth.errors import RaylthError
 from raylth.sweep.config import load_sweep
 from raylth.sweep.jobs import Job, _check_acyclic, reads, sweep_jobs
@@ -60,7 +61,7 @@ def test_sharpness_splits_the_trials_dense_network_by_each_selected_levels_mask(
 
 def test_every_shipped_sweep_has_an_order():
     for path in SWEEPS.glob("*.yaml"):
-        sweep = load_sweep(path)
+        sweep = raylth.api.load_sweep(path)  # searches too
         if hasattr(sweep, "trials"):
             labels = [job.label for job in sweep_jobs(sweep.trials)]
             assert len(labels) == len(set(labels)), path.name
@@ -114,3 +115,15 @@ def test_searcher_state_survives_save_and_restore(tmp_path):
     restored = DependencyOrder([])
     restored.restore(str(tmp_path / "searcher.pkl"))
     assert restored.suggest("t2") == {"trial": "b"}
+
+
+def test_jobs_specs_cross_to_ray_as_they_are():
+    """Tune's with_parameters and Ray Train's train_loop_config pickle a job's specs: the same specs come back."""
+    import cloudpickle
+
+    for path in sorted(SWEEPS.glob("*.yaml")):
+        sweep = raylth.api.load_sweep(path)
+        if hasattr(sweep, "trials"):
+            for job in sweep_jobs(sweep.trials):
+                back = cloudpickle.loads(cloudpickle.dumps(job.specs))
+                assert back == job.specs and [s.id for s in back] == job.ids, (path.name, job.label)

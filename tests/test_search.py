@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 import raylth
-from raylth.sweep.config import load_sweep, parse_any
-from raylth.sweep.search import Search, make_storage, parse_search, recover_stale, run_trial
+from raylth.api import load_sweep, parse_any
+from raylth.search import Search, check_search, make_storage, parse_search, recover_stale, run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {"RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
@@ -79,9 +79,17 @@ def test_bad_search_files_fail_with_one_line(changes, needle, tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(raylth.errors.RaylthError) as caught:
         search = load_sweep(path)
-        raylth.sweep.search.check_search(search, tmp_path / "store", tmp_path / "data")  # ipc vs the data
+        check_search(search, tmp_path / "store", tmp_path / "data")  # ipc vs the data
     assert needle in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
     assert not (tmp_path / "store").exists()
+
+
+def test_a_search_crosses_to_its_ray_tasks_as_it_is():
+    import cloudpickle
+
+    search = parse_search(SEARCH)
+    back = cloudpickle.loads(cloudpickle.dumps(search))
+    assert back == search and back.distill_specs({}) == search.distill_specs({})
 
 
 def test_method_fields_are_searched_only_for_their_method():
@@ -115,7 +123,7 @@ def test_a_hopeless_trial_is_pruned_and_stores_no_distillation(tmp_path):
     study.add_trial(optuna.trial.create_trial(value=0.99, intermediate_values={1: 0.99, 2: 0.99}))
     trial = study.ask()
     params = {"distill.iterations": 60, "distill.lr_img": 0.1}
-    result = run_trial(raw, "tiny", url, trial.number, params, str(tmp_path / "store"), str(tmp_path / "data"))
+    result = run_trial(parse_search(raw), url, trial.number, params, str(tmp_path / "store"), str(tmp_path / "data"))
     assert result["state"] == "pruned" and result["step"] == 1
     frozen = study.get_trials()[trial.number]
     assert list(frozen.intermediate_values) == [1] and frozen.intermediate_values[1] < 0.99
@@ -139,7 +147,7 @@ def test_ticket_objective_scores_the_ticket_at_the_target_sparsity(tmp_path):
     assert params["trial.inner.duration"].endswith("ep")
     spec, level = search.ticket_spec(params)
     assert level == 2 and spec.levels == 2  # 1 - 0.8^2 = 36% >= 30%
-    result = run_trial(raw, "tickets", url, trial.number, params, str(tmp_path / "store"), str(tmp_path / "data"))
+    result = run_trial(search, url, trial.number, params, str(tmp_path / "store"), str(tmp_path / "data"))
     assert result["state"] == "complete" and 0.5 < result["value"] <= 1
     ticket = raylth.store.Store(tmp_path / "store").get(result["artifacts"][-1])
     assert ticket.kind == "ticket" and ticket.metrics["level"] == 2 and ticket.metrics["test_acc"] == result["value"]
@@ -248,7 +256,7 @@ def test_pruning_values_use_the_final_evaluation_and_its_learned_lr(tmp_path, mo
     """An MTT trial's intermediate values train the evaluation networks with
     the student lr learned so far, as the final objective does with the
     stored one (not at a fixed 0.01)."""
-    import raylth.engine.distill as D
+    import raylth.stages.distill as D
     from raylth.stages import StageContext, run_stage
     from raylth.specs import DistillSpec
 
@@ -262,13 +270,13 @@ def test_pruning_values_use_the_final_evaluation_and_its_learned_lr(tmp_path, mo
     lrs = []
     original = D.evaluate_images
     monkeypatch.setattr(D, "evaluate_images", lambda *a, **k: (lrs.append(k["lr"]), original(*a, **k))[1])
-    result = run_trial(raw, "tiny", url, trial.number, {"distill.lr_init": 0.01}, str(tmp_path / "store"),
+    result = run_trial(parse_search(raw), url, trial.number, {"distill.lr_init": 0.01}, str(tmp_path / "store"),
                        str(tmp_path / "data"))
-    assert result["state"] == "complete" and len(lrs) == 1
+    assert result["state"] == "complete" and len(lrs) == 2  # the intermediate value, then the final evaluation
     # the lr after the first of the two iterations: a one-iteration run of the same distillation
     ctx = StageContext(store=raylth.store.Store(tmp_path / "store"))
     first = DistillSpec.from_dict(mtt | {"iterations": 1, "lr_init": 0.01})
     learned_then = float(run_stage(first, ctx).load("distilled.pt")["lr"])
     assert learned_then != 0.01 and lrs[0] == pytest.approx(learned_then, rel=1e-6)
     final = raylth.store.Store(tmp_path / "store").get(result["artifacts"][-1])
-    assert final.metrics["lr"] != 0.01
+    assert final.metrics["lr"] != 0.01 and lrs[1] == final.metrics["lr"]

@@ -42,7 +42,7 @@ def test_dotted_and_shorthand_grid_keys():
 
 def test_shipped_sweeps_parse_and_check():
     for path in sorted((REPO / "sweeps").glob("*.yaml")):
-        s = load_sweep(path)
+        s = raylth.api.load_sweep(path)  # searches too
         assert s.trials, path
         if all(t.spec.data.name == "digits" for t in s.trials):
             check_trials(s, Path("unused"))
@@ -169,7 +169,7 @@ def test_sharpness_without_a_trial_that_trains_the_dense_network_fails_before_st
 
 
 def test_storage_and_data_root_precedence(tmp_path, monkeypatch):
-    from raylth.sweep.runner import resolve_paths
+    from raylth.sweep.paths import resolve_paths
 
     sweep = parse_sweep({"storage": str(tmp_path / "s"), "data_root": str(tmp_path / "in-file"),
                          "base": {"levels": 1}}, "p", "p")

@@ -21,7 +21,7 @@ import types
 import typing
 from typing import Any, ClassVar, Literal
 
-from raylth.errors import SpecError, did_you_mean
+from raylth.errors import SpecError, check_keys
 from raylth.specs.step import Step
 
 
@@ -124,10 +124,7 @@ class Spec:
             raise SpecError(f"{where or cls.label()}: expected a mapping, got {type(data).__name__}")
         hints = _hints(cls)
         names = cls.known_keys()
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise SpecError(f"{_join(where, unknown[0])}: unknown key{did_you_mean(unknown[0], names)}; known keys "
-                            f"{'here ' if where else ''}are {', '.join(sorted(names))}")
+        check_keys(data, sorted(names), where, "known keys here" if where else "known keys")
         kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
         try:
             return cls(**kwargs)

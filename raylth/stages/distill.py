@@ -432,6 +432,21 @@ def distill_method_artifacts(trial) -> list:
     return [d, options.of(d), options.of(d, random=True)]
 
 
+def evaluate_progress(spec: DistillEvalSpec, progress: Progress) -> float:
+    """A distillation in progress (what a ``run_distill`` monitor sees)
+    evaluated as ``spec`` evaluates the finished set, with the lr learned so
+    far, on its first seed only: a search's intermediate value (pruning)."""
+    real = progress.real
+
+    def model_fn(seed: int):
+        return build_model(spec.model, real.input_shape, real.num_classes, seed=seed)
+
+    result = evaluate_images(progress.images.clone(), progress.labels, real, model_fn, epochs=spec.epochs,
+                             lr=evaluation_lr(spec.lr, progress.lr), batch_size=spec.batch_size,
+                             seeds=[spec.seeds[0]], dsa=spec.dsa, zca=progress.zca, factor=progress.factor)
+    return result["mean"]
+
+
 # -- the stages' facts ------------------------------------------------------------------------
 def _distill_origin(spec: DistillSpec, origin_of=None) -> dict:
     return {"dataset": spec.data.name if spec.data is not None else None, "model": spec.model.name,

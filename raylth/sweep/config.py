@@ -23,20 +23,16 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from raylth.errors import RaylthError, SpecError, did_you_mean
+from raylth.errors import SpecError
 from raylth.specs import TrialSpec
+from raylth.sweep.files import (SHORTHANDS, checked_block, checked_name, checked_resources, positive_int, read_yaml,
+                                set_path)
 
 SWEEP_KEYS = ("kind", "name", "storage", "data_root", "workers", "resources", "max_concurrent", "max_failures",
               "compile", "base", "per_method", "grid")
-RESOURCE_KEYS = ("cpu", "gpu")
-SHORTHANDS = {"rewind": "prune.rewind"}
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -60,49 +56,21 @@ class Sweep:
 
 
 def load_sweep(path: str | os.PathLike) -> Sweep:
-    path = Path(path)
-    if not path.is_file():
-        raise RaylthError(f"{path}: no such sweep file; pass a YAML file such as sweeps/quickstart.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise RaylthError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
-    return parse_any(raw, default_name=path.stem, where=str(path))
-
-
-def parse_any(raw, default_name: str = "sweep", where: str = "sweep"):
-    """A sweep, or an Optuna search for ``kind: search`` (raylth.sweep.search)."""
-    if isinstance(raw, dict) and raw.get("kind") == "search":
-        from raylth.sweep.search import parse_search
-
-        return parse_search(raw, default_name=default_name, where=where)
-    return parse_sweep(raw, default_name=default_name, where=where)
-
-
-def checked_name(raw, keys: tuple[str, ...], what: str, default_name: str, where: str) -> str:
-    """A sweep or search file's top level: a mapping of known keys; its name."""
-    if not isinstance(raw, dict):
-        raise SpecError(f"{where}: a {what} is a mapping with keys {', '.join(keys)}")
-    unknown = sorted(set(raw) - set(keys))
-    if unknown:
-        raise SpecError(f"{where}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], keys)}; "
-                        f"{what} keys are {', '.join(keys)}")
-    name = str(raw.get("name") or default_name)
-    if not NAME.match(name):
-        raise SpecError(f"{where}: name {name!r} may hold only letters, digits, '_', '-' and '.'")
-    return name
+    """A sweep file (``raylth.api.load_sweep`` also reads ``kind: search`` files)."""
+    return parse_sweep(read_yaml(path), default_name=Path(path).stem, where=str(path))
 
 
 def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep:
+    if isinstance(raw, dict) and raw.get("kind") == "search":
+        raise SpecError(f"{where}: kind: search is an Optuna search, not a sweep; read it with "
+                        "raylth.api.load_sweep (or run it: raylth run)")
     name = checked_name(raw, SWEEP_KEYS, "sweep", default_name, where)
     if raw.get("kind", "sweep") != "sweep":
         raise SpecError(f"{where}: kind: {raw['kind']!r} is not sweep or search")
-    resources = _resources(raw.get("resources") or {}, where)
-    max_concurrent = _positive_int(raw, "max_concurrent", where, optional=True)
-    max_failures = _positive_int(raw, "max_failures", where, optional=True, minimum=0)
-    workers = _positive_int(raw, "workers", where, optional=True) or 1
+    resources = checked_resources(raw.get("resources") or {}, where)
+    max_concurrent = positive_int(raw, "max_concurrent", where, optional=True)
+    max_failures = positive_int(raw, "max_failures", where, optional=True, minimum=0)
+    workers = positive_int(raw, "workers", where, optional=True) or 1
     if workers > 1 and 0 < resources["gpu"] < 1:
         raise SpecError(f"{where}: resources.gpu: {resources['gpu']} is a GPU fraction; DDP workers "
                         "each need whole GPUs (pack small single-worker jobs instead)")
@@ -121,38 +89,6 @@ def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep
                  max_failures=1 if max_failures is None else max_failures, source=raw)
 
 
-def checked_block(raw, where: str, block: str, keys, example: str) -> dict:
-    """A block of a sweep or search file: a mapping of known keys, else one line naming the first wrong one."""
-    if not isinstance(raw, dict):
-        raise SpecError(f"{where}: {block} must be a mapping like {example}")
-    unknown = sorted(set(raw) - set(keys))
-    if unknown:
-        raise SpecError(f"{where}: {block}.{unknown[0]}: unknown key{did_you_mean(unknown[0], keys)}; "
-                        f"{block} keys are {', '.join(keys)}")
-    return raw
-
-
-def _resources(raw, where) -> dict:
-    checked_block(raw, where, "resources", RESOURCE_KEYS, "{cpu: 1, gpu: 0.25}")
-    out = {"cpu": 1, "gpu": 0}
-    for key, value in raw.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise SpecError(f"{where}: resources.{key}: {value!r} must be a number >= 0")
-        out[key] = value
-    if out["gpu"] > 1 and out["gpu"] != int(out["gpu"]):
-        raise SpecError(f"{where}: resources.gpu: {out['gpu']} must be a fraction below 1 or a whole number")
-    return out
-
-
-def _positive_int(raw, key, where, optional=False, minimum=1):
-    value = raw.get(key)
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SpecError(f"{where}: {key}: {value!r} must be an integer >= {minimum}")
-    return value
-
-
 def _per_method(raw, where: str) -> dict:
     if not raw:
         return {}
@@ -167,7 +103,7 @@ def _per_method(raw, where: str) -> dict:
         out[method] = {}
         for key, value in fields.items():  # the grid's shorthands (seed, rewind) too
             if key == "seed" or key in SHORTHANDS:
-                _set_path(out[method], key, value, f"{where}: per_method.{method}")
+                set_path(out[method], key, value, f"{where}: per_method.{method}")
             else:
                 out[method] = _merged(out[method], {key: value})
     return out
@@ -184,28 +120,13 @@ def _merged(tree: dict, extra: dict) -> dict:
     return out
 
 
-def _set_path(tree: dict, dotted: str, value, where: str) -> None:
-    if dotted == "seed":
-        tree["seeds"] = {"init": value, "order": value, "augment": value}
-        return
-    dotted = SHORTHANDS.get(dotted, dotted)
-    *parents, leaf = dotted.split(".")
-    node = tree
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise SpecError(f"{where}: {dotted}: {part} is not a group of fields")
-        node = child
-    node[leaf] = value
-
-
 def expand(base: dict, grid: dict, where: str = "sweep", per_method: dict | None = None) -> list[Trial]:
     """The cartesian product of the grid axes applied to base (and the trial's
     method's ``per_method`` fields), as trials."""
     base = copy.deepcopy(base)
     if "seed" in base:
         seed = base.pop("seed")
-        _set_path(base, "seed", seed, where)
+        set_path(base, "seed", seed, where)
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise SpecError(f"{where}: grid.{key}: expected a non-empty list of values, got {values!r}")
@@ -215,7 +136,7 @@ def expand(base: dict, grid: dict, where: str = "sweep", per_method: dict | None
         method = dict(zip((key for key, _ in axes), combo)).get("method", base.get("method", "imp"))
         tree = _merged(base, (per_method or {}).get(method, {})) if isinstance(method, str) else copy.deepcopy(base)
         for (key, _), value in zip(axes, combo):
-            _set_path(tree, key, value, f"{where}: grid.{key}")
+            set_path(tree, key, value, f"{where}: grid.{key}")
         try:
             spec = TrialSpec.from_dict(tree)
         except SpecError as err:

@@ -51,13 +51,6 @@ class Job:
     def ids(self) -> list[str]:
         return [s.id for s in self.specs]
 
-    def payload(self) -> list[tuple[str, dict]]:
-        return [(s.kind, s.to_dict()) for s in self.specs]
-
-    @staticmethod
-    def specs_from(payload) -> list[Spec]:
-        return [STAGE_SPECS[kind].from_dict(data) for kind, data in payload]
-
 
 def trial_jobs(trial: Trial) -> list[Job]:
     spec = trial.spec

@@ -21,9 +21,9 @@ from raylth.errors import RaylthError
 from raylth.specs import Spec
 from raylth.stages import StageContext, run_stage
 from raylth.store import Store
-from raylth.store.remote import is_uri
 from raylth.sweep.config import Sweep
 from raylth.sweep.jobs import Job
+from raylth.sweep.paths import resolve_paths, root_cause_line, tune_storage
 from raylth.sweep.plan import check_analysis_inputs, check_trials, job_states, write_errors, write_record
 
 log = logging.getLogger("raylth")
@@ -42,29 +42,6 @@ class SweepOutcome:
         return not self.failed
 
 
-def resolve_paths(sweep: Sweep, storage=None, data_root=None) -> tuple[str | Path, Path]:
-    """The storage root (a local path, or a URI such as s3://bucket/path, kept
-    as given) and the data root."""
-    return resolve_storage(storage or sweep.storage), resolve_data_root(data_root, sweep.data_root)
-
-
-def resolve_storage(storage) -> str | Path:
-    storage = str(storage or "raylth-results")
-    return storage if is_uri(storage) else Path(storage).expanduser().resolve()
-
-
-def resolve_data_root(given=None, in_file=None) -> Path:
-    """--data-root, else $RAYLTH_DATA, else the file's data_root, else ./data."""
-    return Path(given or os.environ.get("RAYLTH_DATA") or in_file or "data").expanduser().resolve()
-
-
-def tune_storage(store: Store, *parts: str) -> dict:
-    """RunConfig arguments that keep Ray's own run state beside the store's."""
-    if store.remote is None:
-        return {"storage_path": str(store.root.joinpath(".ray", *parts))}
-    return {"storage_path": "/".join([store.remote.base, ".ray", *parts]), "storage_filesystem": store.remote.fs}
-
-
 PROGRESS_KEYS = ("level", "sparsity", "test_acc", "instability_test")
 
 
@@ -79,26 +56,22 @@ def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_fa
     import ray
     from ray import tune
 
-    label = config["trial"]
-    injected = [part for part in os.environ.get("RAYLTH_FAIL_JOBS", "").split(";") if part]  # labels hold commas
-    if any(part in label for part in injected):  # fault injection, for testing failure handling
-        raise RuntimeError(f"injected failure of job {label} (RAYLTH_FAIL_JOBS)")
-    payload, trains = jobs[label]
+    specs, trains = jobs[config["trial"]]  # stage specs (frozen dataclasses: they pickle as they are)
     node = ray.get_runtime_context().get_node_id()
     if workers > 1 and trains:
         from raylth.sweep.train_job import fit_job_with_train
 
         # named after the trial: a retried trial continues its own Train run
-        fit_job_with_train(payload, storage=storage, data_root=Path(data_root), workers=workers,
+        fit_job_with_train(specs, storage=storage, data_root=Path(data_root), workers=workers,
                            resources=resources, max_failures=max_failures, progress_keys=PROGRESS_KEYS,
                            run_name=f"{tune.get_context().get_trial_id()}-train", compile=compile)
-        ids = [spec.id for spec in Job.specs_from(payload)]
+        ids = [spec.id for spec in specs]
     else:
         def progress(metrics: dict) -> None:  # one Tune result per stored stage: the progress table
             tune.report({k: metrics[k] for k in PROGRESS_KEYS if k in metrics})
 
-        ids = run_specs_here(Job.specs_from(payload), storage, Path(data_root), report=progress,
-                             node=node, compile=compile)
+        ids = run_specs_here(list(specs), storage, Path(data_root), report=progress, node=node,
+                             compile=compile)
     last = Store(storage).get(ids[-1]).metrics
     tune.report({k: last[k] for k in PROGRESS_KEYS if k in last} | {"artifacts": len(ids)})
 
@@ -157,7 +130,7 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
         ray.init(address=address, log_to_driver=True)
     _check_fits(sweep, ray.cluster_resources(), started_here=address is None and not os.environ.get("RAY_ADDRESS"),
                 nodes=[node["Resources"] for node in ray.nodes() if node.get("Alive")])
-    jobs = {job.label: (job.payload(), job.trains) for job in pending}
+    jobs = {job.label: (job.specs, job.trains) for job in pending}
     trainable = tune.with_resources(
         tune.with_parameters(_tune_trainable, jobs=jobs, storage=str(storage), data_root=str(data_root),
                              workers=sweep.workers, resources=sweep.resources,
@@ -216,15 +189,6 @@ def _fit(sweep: Sweep, pending: list[Job], trainable, store: Store, stamp: str, 
             outcome.finished.append(label)
     for label, need in order.skipped.items():
         outcome.failed[label] = f"not run: it needs job [{need}], which did not finish"
-
-
-def root_cause_line(error: BaseException) -> str:
-    """The root cause's message (Ray wraps a trial's exception in its own)."""
-    cause = error
-    while getattr(cause, "cause", None) is not None or cause.__cause__ is not None:
-        cause = getattr(cause, "cause", None) or cause.__cause__
-    lines = [line for line in str(cause).splitlines() if line.strip()]
-    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
 
 
 def _short(label: str, limit: int = 60) -> str:

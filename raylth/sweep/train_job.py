@@ -22,7 +22,6 @@ def _worker_loop(config: dict) -> None:
     from raylth.engine.distributed import Dist
     from raylth.stages import StageContext, run_stage
     from raylth.store import Store
-    from raylth.sweep.jobs import Job
 
     def progress(metrics: dict) -> None:  # a barrier on all ranks: every rank reports
         ray.train.report({k: metrics[k] for k in config["progress_keys"] if k in metrics})
@@ -30,24 +29,24 @@ def _worker_loop(config: dict) -> None:
     ctx = StageContext(store=Store(config["storage"]), data_root=Path(config["data_root"]),
                        device=ray.train.torch.get_device(), dist=Dist.current(), report=progress,
                        node=ray.get_runtime_context().get_node_id(), compile=config["compile"])
-    for spec in Job.specs_from(config["payload"]):
+    for spec in config["specs"]:
         run_stage(spec, ctx)
 
 
-def fit_job_with_train(payload, *, storage, data_root: Path, workers: int, resources: dict,
+def fit_job_with_train(specs, *, storage, data_root: Path, workers: int, resources: dict,
                        max_failures: int, progress_keys, run_name: str, compile: bool = False) -> None:
-    """Run one job on ``workers`` DDP workers (gloo on CPU, NCCL on GPUs)."""
+    """Run one job's stage ``specs`` on ``workers`` DDP workers (gloo on CPU, NCCL on GPUs)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from raylth.store import Store
-    from raylth.sweep.runner import tune_storage
+    from raylth.sweep.paths import tune_storage
 
     per_worker = {"CPU": resources["cpu"]} | ({"GPU": resources["gpu"]} if resources["gpu"] else {})
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"payload": payload, "storage": str(storage), "data_root": str(data_root),
+        train_loop_config={"specs": tuple(specs), "storage": str(storage), "data_root": str(data_root),
                            "progress_keys": list(progress_keys), "compile": compile},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(resources["gpu"]),
                                      resources_per_worker=per_worker),
