@@ -21,6 +21,7 @@ from raylth.errors import DataError, RaylthError, SpecError
 from raylth.specs import DataSpec, DistillEvalSpec, DistillSpec, ExpertOptions, ModelSpec, TicketSpec, TrialSpec
 from raylth.stages import METHODS, StageContext, run_stage
 from raylth.stages import distill as distill_stage
+from raylth.stages import experts as experts_stage
 from raylth.stages.ticket import distilled_prepare, mask_then_imp_artifacts, ticket
 from raylth.store import Store
 from raylth.sweep.config import Trial, parse_sweep
@@ -112,11 +113,11 @@ def test_mtt_experts_are_one_shared_artifact(ctx, monkeypatch):
     experts = ctx.store.get(first.metrics["experts"])
     assert experts.kind == "experts" and experts.metrics["n"] == 2
     assert experts.metrics["epochs"] == 5  # only max_start_epoch + expert_epochs of the 10 are trained
-    monkeypatch.setattr(distill_stage, "train_experts", lambda *a, **k: pytest.fail("experts trained twice"))
+    monkeypatch.setattr(experts_stage, "train_experts", lambda *a, **k: pytest.fail("experts trained twice"))
     other = run_stage(base.replace(iterations=3, lr_img=50.0, seed=5), ctx)
     assert other.metrics["experts"] == experts.id
     assert sum(1 for a in ctx.store.artifacts() if a.kind == "experts") == 1
-    trajectory = distill_stage.load_experts(experts)
+    trajectory = experts_stage.load_experts(experts)
     assert len(trajectory) == 2 and len(trajectory[0]) == 6  # theta_0 .. theta_5
 
 
@@ -364,7 +365,7 @@ def test_a_ticket_needs_its_distilled_set_stored(tmp_path):
 
 
 def test_shorter_expert_needs_reuse_stored_longer_trajectories(ctx, monkeypatch):
-    import raylth.stages.distill as stage
+    import raylth.stages.experts as stage
 
     trained = []
     original = stage._compute_experts

@@ -256,7 +256,7 @@ def test_pruning_values_use_the_final_evaluation_and_its_learned_lr(tmp_path, mo
     """An MTT trial's intermediate values train the evaluation networks with
     the student lr learned so far, as the final objective does with the
     stored one (not at a fixed 0.01)."""
-    import raylth.stages.distill as D
+    import raylth.stages.distill_eval as D
     from raylth.stages import StageContext, run_stage
     from raylth.specs import DistillSpec
 

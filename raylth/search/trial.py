@@ -67,7 +67,8 @@ def run_trial(search: Search, study_url: str, number: int, params: dict, store_r
 
 def _distill_objective(search: Search, params, ctx, reporter, ids) -> float:
     from raylth.stages import run_stage
-    from raylth.stages.distill import evaluate_progress, run_distill
+    from raylth.stages.distill import run_distill
+    from raylth.stages.distill_eval import evaluate_progress
 
     distill, evaluation = search.distill_specs(params)
     ids += [distill.id, evaluation.id]

@@ -1,13 +1,19 @@
 """Layer 4: the study's steps as functions of specs -> stored artifacts.
 
-Importing the package registers every stage (raylth.stages.registry) and
-every method (raylth.stages.methods).
+Importing the package imports every module in it, so that each registers its
+stages (raylth.stages.registry), analyses (raylth.stages.analyses) and data
+sources; the methods are in raylth.stages.methods.
 """
 
-from raylth.stages import branch, datasets, distill, imp, landscape, lmc, sharpness, ticket, train  # noqa: F401
+import importlib
+import pkgutil
+
 from raylth.stages.context import StageContext, train_and_store
 from raylth.stages.methods import METHODS, Method, check_method_name, register_method
 from raylth.stages.registry import STAGES, Stage, register_stage, run_stage, stage_of
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["StageContext", "train_and_store", "METHODS", "Method", "check_method_name",
            "register_method", "run_stage", "STAGES", "Stage", "register_stage", "stage_of"]

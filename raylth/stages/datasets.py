@@ -8,7 +8,9 @@ given (``load_dataset(spec, root, store=...)``, as StageContext.dataset does).
 from __future__ import annotations
 
 from raylth.engine.data import Dataset, load_dataset, register_dataset
-from raylth.engine.distill import Zca
+import torch
+
+from raylth.engine.distill import Zca, whitened_train
 from raylth.errors import SpecError, StoreError
 from raylth.specs import DataSpec, DistillSpec
 from raylth.store import Store
@@ -48,3 +50,12 @@ def record_zca(record: dict) -> Zca | None:
     shape = tuple(record["images"].shape[1:])
     return Zca.from_dict({"mean": record["zca_mean"], "matrix": record["zca_matrix"], "shape": list(shape),
                           "eps": float(record["zca_eps"]), "input_scale": record.get("zca_input_scale")})
+
+
+def distill_space(spec, real: Dataset) -> tuple[torch.Tensor, Zca | None]:
+    """The real training images in the space ``spec`` (a DistillSpec or
+    ExpertsSpec) distils in: normalised, or ZCA-whitened from its zca_space."""
+    if not spec.zca:
+        return real.normalize(real.train_x.float()), None
+    zca, x = whitened_train(real, spec.zca_space, spec.zca_eps)
+    return x, zca

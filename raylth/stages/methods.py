@@ -14,7 +14,7 @@ from typing import Callable
 from raylth.errors import SpecError, did_you_mean
 from raylth.specs import BranchSpec, ImpLevelSpec, Spec, TrainStageSpec, TrialSpec
 from raylth.stages.context import StageContext
-from raylth.stages.distill import distill_method_artifacts
+from raylth.stages.distill_eval import distill_method_artifacts
 from raylth.stages.registry import run_stage
 from raylth.stages.ticket import (distilled_imp_artifacts, distilled_imp_prepare, mask_then_imp_artifacts,
                                   mask_then_imp_prepare)
