@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field, fields
+from typing import Callable
 
 from raylth.errors import SpecError
 from raylth.specs.base import Spec, choice, settings
@@ -36,31 +37,88 @@ from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
 from raylth.specs.stages import ImpLevelSpec
 from raylth.specs.step import Step
 
-METHODS = ("dm", "gm", "mtt", "import")
-# Fields that only some methods use; the others reset them to their defaults.
-METHOD_FIELDS = {
-    "dm": ("batch_real",),
-    "gm": ("outer_loop", "inner_loop", "lr_net", "batch_real"),
-    "mtt": ("syn_steps", "expert_epochs", "max_start_epoch", "lr_lr", "lr_init", "batch_syn",
-            "low_memory", "experts"),
-    "import": ("path", "labels", "space"),
-}
 ZCA_SPACES = ("pixels", "normalized")         # engine.data.zca.ZCA_SPACES (specs import no engine)
 ZCA_FIELDS = ("zca_space",)                  # meaningless without zca (zca_eps is kept: old ids)
-FACTOR_METHODS = ("gm", "import")            # IDC multi-formation
-SYNTHESIS_FIELDS = ("iterations", "lr_img", "init", "seed", "model")  # not for import
-DEFAULT_LR_IMG = {"dm": 1.0, "gm": 0.1, "mtt": 100.0}
-DEFAULT_LR_IMG_ZCA = {"mtt": 1000.0}         # MTT's setting for whitened images
+SYNTHESIS_FIELDS = ("iterations", "lr_img", "init", "seed", "model", "dsa")  # what only synthesis reads
+
+
+@dataclass(frozen=True)
+class DistillMethod:
+    """A distillation method as the spec sees it; its run function is
+    registered under the same name in raylth.stages.distill (DISTILL_RUNNERS).
+    Adding one: CONTRIBUTING.md, "A distillation method"."""
+    name: str
+    fields: tuple[str, ...] = ()      # DistillSpec fields only the methods naming them read
+    lr_img: float | None = None       # the default image lr; None: it synthesises nothing (import)
+    lr_img_zca: float | None = None   # the default with zca, where its reference differs
+    factor: bool = False              # IDC multi-formation (factor > 1)
+    experts: bool = False             # it needs MTT's expert trajectories
+    check: Callable[["DistillSpec", str], None] | None = None  # its own fields' checks
+
+    @property
+    def synthesizes(self) -> bool:
+        return self.lr_img is not None
+
+
+DISTILL_METHODS: dict[str, DistillMethod] = {}
+
+
+def register_distill_method(method: DistillMethod) -> DistillMethod:
+    DISTILL_METHODS[method.name] = method
+    return method
 
 
 def uses_field(method: str, name: str) -> bool:
     """Whether distillation ``method`` reads DistillSpec field ``name``."""
+    m = DISTILL_METHODS[method]
     if name == "factor":
-        return method in FACTOR_METHODS
-    if method == "import" and name in SYNTHESIS_FIELDS + ("dsa",):
+        return m.factor
+    if not m.synthesizes and name in SYNTHESIS_FIELDS:
         return False
-    owners = [m for m, names in METHOD_FIELDS.items() if name in names]
-    return not owners or method in owners
+    owners = [other for other in DISTILL_METHODS.values() if name in other.fields]
+    return not owners or m in owners
+
+
+def _check_gm(spec, w: str) -> None:
+    if spec.outer_loop < 1 or spec.inner_loop < 0:
+        raise SpecError(f"{w}.outer_loop/inner_loop: {spec.outer_loop}/{spec.inner_loop}; "
+                        "outer_loop must be >= 1 and inner_loop >= 0 (DC: ipc 10 -> 10, 50)")
+    if spec.lr_net <= 0:
+        raise SpecError(f"{w}.lr_net: {spec.lr_net} must be positive")
+
+
+def _check_mtt(spec, w: str) -> None:
+    for name in ("syn_steps", "expert_epochs", "max_start_epoch"):
+        if getattr(spec, name) < 1:
+            raise SpecError(f"{w}.{name}: {getattr(spec, name)} must be >= 1")
+    if spec.lr_lr <= 0 or spec.lr_init <= 0:
+        raise SpecError(f"{w}.lr_lr/lr_init: must be positive")
+    if spec.batch_syn is not None and spec.batch_syn < 1:
+        raise SpecError(f"{w}.batch_syn: {spec.batch_syn} must be >= 1 (or left out)")
+    needed = spec.max_start_epoch - 1 + spec.expert_epochs
+    if spec.experts.epochs < needed:
+        raise SpecError(
+            f"{w}.experts.epochs: {spec.experts.epochs} is too short; start epochs up to "
+            f"max_start_epoch - 1 = {spec.max_start_epoch - 1} plus expert_epochs "
+            f"{spec.expert_epochs} need {needed} epochs of expert trajectory")
+
+
+def _check_import(spec, w: str) -> None:
+    if not spec.path:
+        raise SpecError(f"{w}.path: method import needs path: FILE.pt (images and labels tensors, "
+                        "or images only with labels: LABELS.pt)")
+    if spec.space != "normalized" and spec.zca:
+        raise SpecError(f"{w}.space: a ZCA-whitened file holds whitened images, not pixels; "
+                        "leave space out with zca: true")
+
+
+register_distill_method(DistillMethod("dm", ("batch_real",), lr_img=1.0))
+register_distill_method(DistillMethod("gm", ("outer_loop", "inner_loop", "lr_net", "batch_real"), lr_img=0.1,
+                                      factor=True, check=_check_gm))
+register_distill_method(DistillMethod("mtt", ("syn_steps", "expert_epochs", "max_start_epoch", "lr_lr", "lr_init",
+                                              "batch_syn", "low_memory", "experts"),
+                                      lr_img=100.0, lr_img_zca=1000.0, experts=True, check=_check_mtt))
+register_distill_method(DistillMethod("import", ("path", "labels", "space"), factor=True, check=_check_import))
 
 
 @dataclass(frozen=True)
@@ -86,7 +144,7 @@ class ExpertOptions(Spec):
 class DistillSpec(Spec):
     kind = "distill"
     data: DataSpec | None = None     # the real data set; in a sweep trial: the trial's data
-    method: str = choice("dm", METHODS)
+    method: str = "dm"               # a name in DISTILL_METHODS
     ipc: int = 10                    # images per class (stored; x factor^2 decoded with factor > 1)
     iterations: int = 1000
     lr_img: float | None = None      # None: dm 1.0, gm 0.1, mtt 100 (1000 with zca)
@@ -121,12 +179,14 @@ class DistillSpec(Spec):
     space: str = choice("normalized", ["normalized", "pixel", "unit"])
 
     def validate(self):
+        w = "distill"
+        if self.method not in DISTILL_METHODS:
+            raise SpecError(f"{w}.method: {self.method!r} is not one of {', '.join(DISTILL_METHODS)}")
         # reset what the method does not use: equal computations, one id
         for f in fields(self):
             if not uses_field(self.method, f.name) and getattr(self, f.name) != _default(f):
                 object.__setattr__(self, f.name, _default(f))
         reset_unused_zca(self)
-        w = "distill"
         check_real_data(self, w)
         if self.ipc < 1:
             raise SpecError(f"{w}.ipc: {self.ipc} must be at least 1 (images per class)")
@@ -140,33 +200,12 @@ class DistillSpec(Spec):
             raise SpecError(f"{w}.batch_real: {self.batch_real} must be >= 1")
         if self.factor < 1:
             raise SpecError(f"{w}.factor: {self.factor} must be >= 1")
-        if self.method == "gm":
-            if self.outer_loop < 1 or self.inner_loop < 0:
-                raise SpecError(f"{w}.outer_loop/inner_loop: {self.outer_loop}/{self.inner_loop}; "
-                                "outer_loop must be >= 1 and inner_loop >= 0 (DC: ipc 10 -> 10, 50)")
-            if self.lr_net <= 0:
-                raise SpecError(f"{w}.lr_net: {self.lr_net} must be positive")
-        if self.method == "mtt":
-            for name in ("syn_steps", "expert_epochs", "max_start_epoch"):
-                if getattr(self, name) < 1:
-                    raise SpecError(f"{w}.{name}: {getattr(self, name)} must be >= 1")
-            if self.lr_lr <= 0 or self.lr_init <= 0:
-                raise SpecError(f"{w}.lr_lr/lr_init: must be positive")
-            if self.batch_syn is not None and self.batch_syn < 1:
-                raise SpecError(f"{w}.batch_syn: {self.batch_syn} must be >= 1 (or left out)")
-            needed = self.max_start_epoch - 1 + self.expert_epochs
-            if self.experts.epochs < needed:
-                raise SpecError(
-                    f"{w}.experts.epochs: {self.experts.epochs} is too short; start epochs up to "
-                    f"max_start_epoch - 1 = {self.max_start_epoch - 1} plus expert_epochs "
-                    f"{self.expert_epochs} need {needed} epochs of expert trajectory")
-        if self.method == "import":
-            if not self.path:
-                raise SpecError(f"{w}.path: method import needs path: FILE.pt (images and labels tensors, "
-                                "or images only with labels: LABELS.pt)")
-            if self.space != "normalized" and self.zca:
-                raise SpecError(f"{w}.space: a ZCA-whitened file holds whitened images, not pixels; "
-                                "leave space out with zca: true")
+        if self.distill_method.check is not None:
+            self.distill_method.check(self, w)
+
+    @property
+    def distill_method(self) -> DistillMethod:
+        return DISTILL_METHODS[self.method]
 
     def unused_fields(self) -> tuple[str, ...]:
         return () if self.zca else ZCA_FIELDS
@@ -175,8 +214,8 @@ class DistillSpec(Spec):
     def lr_img_value(self) -> float:
         if self.lr_img is not None:
             return self.lr_img
-        table = DEFAULT_LR_IMG_ZCA if self.zca and self.method in DEFAULT_LR_IMG_ZCA else DEFAULT_LR_IMG
-        return table[self.method]
+        m = self.distill_method
+        return m.lr_img_zca if self.zca and m.lr_img_zca is not None else m.lr_img
 
     def experts_spec(self) -> "ExpertsSpec":
         """The expert trajectories an MTT distillation needs: only the first
@@ -322,7 +361,7 @@ def level_for_sparsity(target: float, fraction: float) -> int:
 INNER_EXAMPLE = "{lr: 0.05, batch_size: 10, duration: 40ep}"
 
 
-DISTILL_METHODS = ("distill", "distilled_imp", "mask_then_imp")  # sweep methods reading trial.distill
+TRIAL_METHODS_WITH_DISTILL = ("distill", "distilled_imp", "mask_then_imp")  # sweep methods reading trial.distill
 
 
 def check_distilled_trial(trial) -> None:
@@ -332,7 +371,7 @@ def check_distilled_trial(trial) -> None:
     if trial.distill_eval is not None and (trial.distill_eval.distill is not None or trial.distill_eval.random):
         raise SpecError("distill_eval: leave out distill and random in a trial; the trial's distillation "
                         "and a random subset of the same size are both evaluated")
-    if trial.method in DISTILL_METHODS and trial.distill is None:
+    if trial.method in TRIAL_METHODS_WITH_DISTILL and trial.distill is None:
         raise SpecError(f"distill: method {trial.method} needs a distill: block, e.g. "
                         "distill: {method: dm, ipc: 10, iterations: 1000, model: {name: conv3}}")
     if trial.method in ("distilled_imp", "mask_then_imp") and trial.inner is None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -52,14 +52,15 @@ def check_distill(spec: DistillSpec, ctx: StageContext) -> Dataset:
         raise SpecError("distill.data: name the real data set to distil, e.g. data: {name: digits}")
     if spec.data.name == "distilled":
         raise SpecError("distill.data: distil a real data set, not a distilled one")
-    if spec.method != "import":
+    synthesizes = spec.distill_method.synthesizes
+    if synthesizes:
         check_model_name(spec.model.name)
     real = ctx.dataset(spec.data)
     _, height, width = real.input_shape
     if spec.factor > 1 and (height % spec.factor or width % spec.factor):
         raise SpecError(f"distill.factor: {spec.factor} does not divide {spec.data.name}'s image size "
                         f"{height}x{width}")
-    if spec.method == "import":
+    if not synthesizes:
         read_import(spec, real, ctx.data_root, with_zca=False)  # the files only: the ZCA fit is the run's work
     else:
         check_class_sizes(real, spec.ipc * (spec.factor ** 2 if spec.init == "real" else 1),
@@ -95,6 +96,48 @@ class Progress:
 Monitor = Callable[[Progress], None]
 
 
+@dataclass
+class Synthesis:
+    """What a synthesising method's run function gets: the real training
+    images in the distillation's space, the network maker, and the options
+    every method shares (ipc, iterations, lr_img, dsa, init, generator, callback)."""
+    x: torch.Tensor
+    y: torch.Tensor
+    num_classes: int
+    model_fn: Callable[[int], torch.nn.Module]
+    common: dict
+    low_memory: bool = False  # MTT: as asked, or chosen because only that fits (raylth.stages.memory)
+
+
+@dataclass
+class Distilled:
+    images: torch.Tensor
+    labels: torch.Tensor
+    zca: Zca | None = None
+    lr: float | None = None                     # MTT: the learned student lr
+    extra: dict = field(default_factory=dict)   # more metrics
+
+
+@dataclass(frozen=True)
+class DistillRunner:
+    """How a method of raylth.specs.distill.DISTILL_METHODS runs: ``run(spec,
+    ctx, real, synthesis)`` (synthesis None for a method that synthesises
+    nothing), and ``fits(spec, real, device) -> low_memory`` before anything
+    starts (raise WontFitError)."""
+    run: Callable[[DistillSpec, StageContext, Dataset, Synthesis | None], Distilled]
+    fits: Callable[[DistillSpec, Dataset, torch.device], bool] | None = None
+
+
+DISTILL_RUNNERS: dict[str, DistillRunner] = {}
+
+
+def distill_runner(name: str, fits=None):
+    def deco(run):
+        DISTILL_RUNNERS[name] = DistillRunner(run, fits)
+        return run
+    return deco
+
+
 @precision("float32")  # the matching losses and the MTT unroll: no TF32
 def run_distill(spec: DistillSpec, ctx: StageContext, monitor: Monitor | None = None) -> Artifact:
     """The stored distilled set of ``spec``; distilled when missing. ``monitor``
@@ -104,61 +147,48 @@ def run_distill(spec: DistillSpec, ctx: StageContext, monitor: Monitor | None = 
     if done is not None:
         return done
     real = check_distill(spec, ctx)
-    low_memory = mtt_low_memory(spec, real, ctx.device) if spec.method == "mtt" else False
-    if spec.method in ("dm", "gm"):
-        check_matching(spec, real, ctx.device)
+    fits = DISTILL_RUNNERS[spec.method].fits
+    low_memory = fits(spec, real, ctx.device) if fits is not None else spec.low_memory
     return ensure(ctx, spec, lambda: _compute_distill(spec, ctx, real, monitor, low_memory))
+
+
+def _synthesis(spec: DistillSpec, ctx: StageContext, real: Dataset, monitor, losses: list,
+               low_memory: bool) -> Synthesis:
+    x, zca = distill_space(spec, real)
+    k = real.num_classes
+    generator = torch.Generator(device=ctx.device).manual_seed(seed_for(spec.seed, 0, "distill"))
+    labels = class_labels(k, spec.ipc, ctx.device)
+    every = max(1, spec.iterations // 200)  # keep about 200 loss values
+
+    def callback(it: int, loss: float, images_now: torch.Tensor, lr: float | None = None) -> None:
+        if it % every == 0 or it + 1 == spec.iterations:
+            losses.append([it + 1, loss])
+        if monitor is not None:
+            monitor(Progress(it + 1, spec.iterations, loss, images_now, labels, spec.factor, zca, real, lr))
+
+    def model_fn(seed: int):
+        return build_model(spec.model, real.input_shape, k, seed=seed)
+
+    common = dict(ipc=spec.ipc, iterations=spec.iterations, lr_img=spec.lr_img_value, dsa=spec.dsa,
+                  init=spec.init, generator=generator, callback=callback)
+    return Synthesis(x, real.train_y, k, model_fn, common, low_memory), zca
 
 
 def _compute_distill(spec: DistillSpec, ctx: StageContext, real: Dataset, monitor,
                      low_memory: bool = False) -> Artifact | None:
     started = time.time()
-    device = ctx.device
-    k = real.num_classes
-    learned_lr, losses, extra = None, [], {}
-    if spec.method == "import":
-        images, labels, zca = read_import(spec, real, ctx.data_root)
-        paths = import_files(spec, ctx.data_root)
-        extra = {"source_file": str(paths[0]), "source_sha256": hashlib.sha256(paths[0].read_bytes()).hexdigest()}
-        if len(paths) > 1:
-            extra.update(labels_file=str(paths[1]), labels_sha256=hashlib.sha256(paths[1].read_bytes()).hexdigest())
+    losses = []
+    if spec.distill_method.synthesizes:
+        synthesis, zca = _synthesis(spec, ctx, real, monitor, losses, low_memory)
+        out = DISTILL_RUNNERS[spec.method].run(spec, ctx, real, synthesis)
+        out.zca = zca
     else:
-        x, zca = distill_space(spec, real)
-        y = real.train_y
-        generator = torch.Generator(device=device).manual_seed(seed_for(spec.seed, 0, "distill"))
-
-        def model_fn(seed: int):
-            return build_model(spec.model, real.input_shape, k, seed=seed)
-
-        labels = class_labels(k, spec.ipc, device)
-        every = max(1, spec.iterations // 200)  # keep about 200 loss values
-
-        def callback(it: int, loss: float, images_now: torch.Tensor, lr: float | None = None) -> None:
-            if it % every == 0 or it + 1 == spec.iterations:
-                losses.append([it + 1, loss])
-            if monitor is not None:
-                monitor(Progress(it + 1, spec.iterations, loss, images_now, labels, spec.factor, zca, real, lr))
-
-        common = dict(ipc=spec.ipc, iterations=spec.iterations, lr_img=spec.lr_img_value, dsa=spec.dsa,
-                      init=spec.init, generator=generator, callback=callback)
-        if spec.method == "dm":
-            images, labels = distill_dm(x, y, k, model_fn, batch_real=spec.batch_real, **common)
-        elif spec.method == "gm":
-            images, labels = distill_gm(x, y, k, model_fn, outer_loop=spec.outer_loop,
-                                        inner_loop=spec.inner_loop, lr_net=spec.lr_net,
-                                        batch_real=spec.batch_real, factor=spec.factor, **common)
-        else:
-            experts_artifact = run_experts(spec.experts_spec(), ctx)
-            experts = load_experts(experts_artifact)
-            images, labels, learned_lr = distill_mtt(
-                x, y, k, experts, model_fn, syn_steps=spec.syn_steps, expert_epochs=spec.expert_epochs,
-                max_start_epoch=spec.max_start_epoch, lr_lr=spec.lr_lr, lr_init=spec.lr_init,
-                batch_syn=spec.batch_syn, low_memory=low_memory, return_lr=True, **common)
-            extra = {"experts": experts_artifact.id, "low_memory_auto": low_memory and not spec.low_memory}
+        out = DISTILL_RUNNERS[spec.method].run(spec, ctx, real, None)
+    images, labels, zca, learned_lr, extra, device = out.images, out.labels, out.zca, out.lr, out.extra, ctx.device
     record = distilled_record(images, labels, real.mean, real.std, zca=zca, factor=spec.factor, lr=learned_lr)
     metrics = {"method": spec.method, "ipc": spec.ipc, "images": len(images), "train_images": len(record["labels"]),
                "factor": spec.factor, "zca": spec.zca,
-               "iterations": spec.iterations if spec.method != "import" else 0,
+               "iterations": spec.iterations if spec.distill_method.synthesizes else 0,
                "lr": learned_lr, "loss": losses[-1][1] if losses else None, "losses": losses,
                "level": 0, "sparsity": 0.0, "test_acc": None, "points_seen": None,
                "wall_s": time.time() - started, "device": str(device), "node": ctx.node, **extra}
@@ -170,6 +200,40 @@ def _compute_distill(spec: DistillSpec, ctx: StageContext, real: Dataset, monito
     if ctx.report:
         ctx.report({"artifact": spec.id, "wall_s": metrics["wall_s"]})
     return artifact
+
+
+# -- the methods' run functions (raylth.specs.distill.DISTILL_METHODS) -------------------------
+@distill_runner("dm", fits=check_matching)
+def _run_dm(spec: DistillSpec, ctx, real, s: Synthesis) -> Distilled:
+    return Distilled(*distill_dm(s.x, s.y, s.num_classes, s.model_fn, batch_real=spec.batch_real, **s.common))
+
+
+@distill_runner("gm", fits=lambda spec, real, device: check_matching(spec, real, device, gradients=True))
+def _run_gm(spec: DistillSpec, ctx, real, s: Synthesis) -> Distilled:
+    return Distilled(*distill_gm(s.x, s.y, s.num_classes, s.model_fn, outer_loop=spec.outer_loop,
+                                 inner_loop=spec.inner_loop, lr_net=spec.lr_net, batch_real=spec.batch_real,
+                                 factor=spec.factor, **s.common))
+
+
+@distill_runner("mtt", fits=mtt_low_memory)
+def _run_mtt(spec: DistillSpec, ctx, real, s: Synthesis) -> Distilled:
+    experts_artifact = run_experts(spec.experts_spec(), ctx)
+    images, labels, lr = distill_mtt(
+        s.x, s.y, s.num_classes, load_experts(experts_artifact), s.model_fn, syn_steps=spec.syn_steps,
+        expert_epochs=spec.expert_epochs, max_start_epoch=spec.max_start_epoch, lr_lr=spec.lr_lr,
+        lr_init=spec.lr_init, batch_syn=spec.batch_syn, low_memory=s.low_memory, return_lr=True, **s.common)
+    return Distilled(images, labels, lr=lr, extra={"experts": experts_artifact.id,
+                                                   "low_memory_auto": s.low_memory and not spec.low_memory})
+
+
+@distill_runner("import")
+def _run_import(spec: DistillSpec, ctx, real, s: None) -> Distilled:
+    images, labels, zca = read_import(spec, real, ctx.data_root)
+    paths = import_files(spec, ctx.data_root)
+    extra = {"source_file": str(paths[0]), "source_sha256": hashlib.sha256(paths[0].read_bytes()).hexdigest()}
+    if len(paths) > 1:
+        extra.update(labels_file=str(paths[1]), labels_sha256=hashlib.sha256(paths[1].read_bytes()).hexdigest())
+    return Distilled(images, labels, zca, extra=extra)
 
 
 # -- the sweep method `distill`: a distilled set, its evaluation and the random baseline -------

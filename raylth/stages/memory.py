@@ -81,15 +81,18 @@ def mtt_low_memory(spec: DistillSpec, real, device: torch.device, have: float | 
     return True
 
 
-def check_matching(spec: DistillSpec, real, device: torch.device, have: float | None = None) -> None:
+def check_matching(spec: DistillSpec, real, device: torch.device, have: float | None = None,
+                   gradients: bool = False) -> bool:
     """DM / gradient matching: one matching step holds the activations of a
-    class's real batch and the whole synthetic set (gm: and their gradients'
-    graph, about twice that), next to the real set resident on the device."""
+    class's real batch and the whole synthetic set (``gradients``: and their
+    gradients' graph, about twice that), next to the real set resident on the
+    device. Returns False (no low_memory mode)."""
     net = _network(spec.model, tuple(real.input_shape), real.num_classes)
-    synthetic = spec.ipc * real.num_classes * (spec.factor ** 2 if spec.method == "gm" else 1)
+    synthetic = spec.ipc * real.num_classes * spec.factor ** 2
     resident = sum(t.numel() * t.element_size() for t in (real.train_x, real.train_y))
     step = training_estimate(net, real.input_shape, spec.batch_real + synthetic, real.num_classes, resident)
-    need = step.device * (2 if spec.method == "gm" else 1)
+    need = step.device * (2 if gradients else 1)
     check_fits(f"{spec.method}: ipc {spec.ipc} with {spec.model.name}", need,
                device_memory(device) if have is None else have, device,
                f"lower batch_real ({spec.batch_real}) or ipc ({spec.ipc})")
+    return False
