@@ -122,7 +122,8 @@ def results(storage="raylth-results", sweep=None):
 
 def status(storage="raylth-results"):
     """Per sweep: the state of each job (finished / running / missing)."""
-    from raylth.sweep.plan import job_states, read_errors, read_record, sweep_names
+    from raylth.store.records import read_errors, sweep_names
+    from raylth.sweep.plan import job_states, read_record
 
     store = _require_store(storage)
     return {name: job_states(store, read_record(store, name), read_errors(store, name))

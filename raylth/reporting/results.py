@@ -7,9 +7,9 @@ appear with an empty ``sweep`` and the method their kind implies.
 from __future__ import annotations
 
 from raylth.stages.registry import method_network_kinds, stage_of, stored_spec
+from raylth.stages.trials import trial_plan
 from raylth.store import Artifact, Store
-from raylth.sweep.jobs import trial_jobs
-from raylth.sweep.plan import read_record, sweep_names
+from raylth.store.records import read_record, sweep_names
 
 COLUMNS = ["sweep", "stage", "method", "dataset", "model", "seed", "level", "sparsity",
            "test_acc", "rewind", "noise", "instability_test", "instability_train", "loss_barrier",
@@ -54,12 +54,12 @@ def result_rows(storage, sweep: str | None = None) -> list[dict]:
     for name in sweep_names(store):
         if sweep is not None and name != sweep:
             continue
-        for trial in read_record(store, name):
-            for job in trial_jobs(trial):
-                for artifact_id in job.ids:
+        for label, trial in read_record(store, name):
+            for job in trial_plan(label, trial):
+                for artifact_id in (spec.id for spec in job.specs):
                     if artifact_id in artifacts:
                         if job.rows:  # a method's preparation (e.g. a distilled trunk) is no result
-                            rows.append(_row(artifacts, name, trial.spec.method, trial.label, artifacts[artifact_id]))
+                            rows.append(_row(artifacts, name, trial.method, label, artifacts[artifact_id]))
                         claimed.add(artifact_id)
     if sweep is None:
         rows += [_row(artifacts, "", _implied_method(artifacts, a), "", a)

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 
 from raylth.errors import RaylthError
 from raylth.specs import STAGE_SPECS, Spec
-from raylth.stages import METHODS
-from raylth.stages.analyses import analysis_jobs
-from raylth.stages.registry import level_of, trains
+from raylth.stages.registry import trains
+from raylth.stages.trials import trial_plan
 from raylth.sweep.config import Trial
 
 
@@ -53,18 +52,7 @@ class Job:
 
 
 def trial_jobs(trial: Trial) -> list[Job]:
-    spec = trial.spec
-    method = METHODS[spec.method]
-    networks = method.artifacts(spec)
-    jobs = []
-    if method.prepare:  # stored first; not results rows
-        jobs.append(Job(f"{trial.label},prepare", tuple(method.prepare(spec)), rows=False))
-    if method.parallel:
-        jobs += [Job(f"{trial.label},level={level_of(n)}", (n,)) for n in networks]
-    else:
-        jobs.append(Job(trial.label, tuple(networks)))
-    jobs += [Job(f"{trial.label},{suffix}", specs) for suffix, specs in analysis_jobs(spec, networks)]
-    return jobs
+    return [Job(j.label, j.specs, j.rows) for j in trial_plan(trial.label, trial.spec)]
 
 
 def sweep_jobs(trials: list[Trial]) -> list[Job]:

@@ -3,14 +3,12 @@ in the store, and tell which trials are finished, running or missing."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from raylth.engine.data import check_dataset, check_dataset_name, steps_per_epoch
 from raylth.engine.masks import check_strategy_name
@@ -20,6 +18,7 @@ from raylth.specs import TrialSpec
 from raylth.stages import METHODS, check_method_name
 from raylth.stages.analyses import check_analyses
 from raylth.store import Store
+from raylth.store import records
 from raylth.sweep.config import Sweep, Trial
 from raylth.sweep.jobs import Job, sweep_jobs, trial_jobs
 
@@ -130,52 +129,10 @@ def job_states(store: Store, trials: list[Trial], errors: dict | None = None) ->
     return states
 
 
-def errors_file(name: str) -> str:
-    return f"sweeps/{name}.errors.json"
-
-
-def write_errors(store: Store, name: str, failed: dict[str, str]) -> None:
-    """The errors of the jobs that failed in the latest run (empty: none did)."""
-    store.write_file(errors_file(name), json.dumps(failed, indent=1).encode())
-
-
-def read_errors(store: Store, name: str) -> dict[str, str]:
-    try:
-        return json.loads(store.read_file(errors_file(name)) or b"{}")
-    except ValueError:
-        return {}
-
-
-# -- the sweep's record in the store --------------------------------------------
-def record_file(name: str) -> str:
-    return f"sweeps/{name}.yaml"
-
-
-# 2: written since fields with id defaults exist (train.last_batch, distill.zca_space);
-# a record without it is read with those fields at their id defaults, as it was written
-RECORD_FORMAT = 2
-
-
 def write_record(store: Store, sweep: Sweep) -> None:
-    """Record the sweep's trials. A sweep run again with more grid points keeps
-    the trials it had: records only grow, nothing stored is dropped."""
-    old = read_record(store, sweep.name)
-    trials = {t.spec.id: {"label": t.label, "spec": t.spec.to_dict(omit_defaults=True)} for t in old}
-    trials.update({t.spec.id: {"label": t.label, "spec": t.spec.to_dict(omit_defaults=True)}
-                   for t in sweep.trials})
-    record = {"name": sweep.name, "format": RECORD_FORMAT, "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "source": sweep.source, "trials": list(trials.values())}
-    store.write_file(record_file(sweep.name), yaml.safe_dump(record, sort_keys=False).encode())
+    """Record the sweep's trials (raylth.store.records): records only grow."""
+    records.write_record(store, sweep.name, sweep.source, [(t.label, t.spec) for t in sweep.trials])
 
 
 def read_record(store: Store, name: str) -> list[Trial]:
-    text = store.read_file(record_file(name))
-    if text is None:
-        return []
-    record = yaml.safe_load(text) or {}
-    read = TrialSpec.from_dict if record.get("format", 1) >= RECORD_FORMAT else TrialSpec.from_stored
-    return [Trial(label=t["label"], spec=read(t["spec"])) for t in record.get("trials", [])]
-
-
-def sweep_names(store: Store) -> list[str]:
-    return [name[:-len(".yaml")] for name in store.file_names("sweeps", ".yaml")]
+    return [Trial(label, spec) for label, spec in records.read_record(store, name)]

@@ -24,7 +24,8 @@ from raylth.store import Store
 from raylth.sweep.config import Sweep
 from raylth.sweep.jobs import Job
 from raylth.sweep.paths import resolve_paths, root_cause_line, tune_storage
-from raylth.sweep.plan import check_analysis_inputs, check_trials, job_states, write_errors, write_record
+from raylth.store.records import write_errors
+from raylth.sweep.plan import check_analysis_inputs, check_trials, job_states, write_record
 
 log = logging.getLogger("raylth")
 

@@ -1,0 +1,63 @@
+"""A sweep's record in the store (``sweeps/<name>.yaml``: its trials, by label
+and spec) and the errors of its latest run (``sweeps/<name>.errors.json``).
+Reports read them from here, without the sweep planner."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import yaml
+
+from raylth.specs import TrialSpec
+from raylth.store.store import Store
+
+def errors_file(name: str) -> str:
+    return f"sweeps/{name}.errors.json"
+
+
+def write_errors(store: Store, name: str, failed: dict[str, str]) -> None:
+    """The errors of the jobs that failed in the latest run (empty: none did)."""
+    store.write_file(errors_file(name), json.dumps(failed, indent=1).encode())
+
+
+def read_errors(store: Store, name: str) -> dict[str, str]:
+    try:
+        return json.loads(store.read_file(errors_file(name)) or b"{}")
+    except ValueError:
+        return {}
+
+
+# -- the sweep's record in the store --------------------------------------------
+def record_file(name: str) -> str:
+    return f"sweeps/{name}.yaml"
+
+
+# 2: written since fields with id defaults exist (train.last_batch, distill.zca_space);
+# a record without it is read with those fields at their id defaults, as it was written
+RECORD_FORMAT = 2
+
+
+def write_record(store: Store, name: str, source, trials: list[tuple[str, TrialSpec]]) -> None:
+    """Record a sweep's trials (label, spec). A sweep run again with more grid
+    points keeps the trials it had: records only grow, nothing stored is dropped."""
+    old = read_record(store, name)
+    merged = {spec.id: {"label": label, "spec": spec.to_dict(omit_defaults=True)} for label, spec in old}
+    merged.update({spec.id: {"label": label, "spec": spec.to_dict(omit_defaults=True)} for label, spec in trials})
+    record = {"name": name, "format": RECORD_FORMAT, "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "source": source, "trials": list(merged.values())}
+    store.write_file(record_file(name), yaml.safe_dump(record, sort_keys=False).encode())
+
+
+def read_record(store: Store, name: str) -> list[tuple[str, TrialSpec]]:
+    """The (label, spec) of every trial a sweep recorded."""
+    text = store.read_file(record_file(name))
+    if text is None:
+        return []
+    record = yaml.safe_load(text) or {}
+    read = TrialSpec.from_dict if record.get("format", 1) >= RECORD_FORMAT else TrialSpec.from_stored
+    return [(t["label"], read(t["spec"])) for t in record.get("trials", [])]
+
+
+def sweep_names(store: Store) -> list[str]:
+    return [name[:-len(".yaml")] for name in store.file_names("sweeps", ".yaml")]
