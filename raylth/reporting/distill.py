@@ -27,6 +27,7 @@ from pathlib import Path
 
 from raylth.reporting.axes import pyplot, weights_remaining_axis
 from raylth.reporting.sections import group_name, report_section
+from raylth.specs import DistillEvalSpec, TicketSpec
 from raylth.stages.registry import method_network_kinds, stage_of, stored_spec
 from raylth.store import Store
 
@@ -84,7 +85,7 @@ def _distilled_pruning(store: Store, frame, out: Path) -> dict[str, Path]:
     for keys, rows in groups:
         rows = rows.drop_duplicates(["method", "id"]).copy()
         rows["loop_points"] = [points.loop(r) for r in rows.itertuples()]
-        rows["ticket_points"] = [points.own(r.id, "train_points_seen") if r.stage == "ticket" else float("nan")
+        rows["ticket_points"] = [points.own(r.id, "train_points_seen") if r.stage == TicketSpec.kind else float("nan")
                                  for r in rows.itertuples()]
         summary = rows.groupby(["method", "level"]).agg(
             sparsity=("sparsity", "mean"), acc=("test_acc", "mean"), acc_std=("test_acc", "std"),
@@ -156,9 +157,7 @@ def _plot(summary, path: Path, title: str) -> None:
 
 
 def _distillation(store: Store, frame, out: Path) -> dict[str, Path]:
-    from raylth.specs import DistillEvalSpec
-
-    evals = frame[frame.stage == "distill_eval"].drop_duplicates("id")
+    evals = frame[frame.stage == DistillEvalSpec.kind].drop_duplicates("id")
     records = []
     for row in evals.itertuples():
         artifact = store.get(row.id)
