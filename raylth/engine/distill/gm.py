@@ -49,6 +49,35 @@ def _bn_modules(net: nn.Module):
     return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def _freeze_bn_on_real(net: nn.Module, sampler: ClassSampler, num_classes: int) -> None:
+    """DC: BatchNorm statistics from a mixed real batch, then frozen."""
+    net.train()
+    with torch.no_grad():
+        net(torch.cat([sampler.get(c, BN_PER_CLASS) for c in range(num_classes)]))
+    for m in _bn_modules(net):
+        m.eval()
+
+
+def _matching_loss(net, params, decoded, sampler: ClassSampler, num_classes: int, per_class: int,
+                   batch_real: int, dsa: bool, generator, dsa_strategy: str) -> torch.Tensor:
+    """Sum over classes of the distance between the gradients of a real batch
+    and of the class's synthetic images (the latter keeping its graph)."""
+    device = decoded.device
+    loss = torch.zeros((), device=device)
+    for c in range(num_classes):
+        real = sampler.get(c, batch_real)
+        syn = decoded[c * per_class:(c + 1) * per_class]
+        if dsa:
+            draw = sample_dsa(1, generator, dsa_strategy)  # siamese
+            real, syn = apply_dsa(real, draw), apply_dsa(syn, draw)
+        y_real = torch.full((len(real),), c, device=device, dtype=torch.long)
+        y_syn = torch.full((len(syn),), c, device=device, dtype=torch.long)
+        g_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(real), y_real), params)]
+        g_syn = torch.autograd.grad(F.cross_entropy(net(syn), y_syn), params, create_graph=True)
+        loss = loss + match_distance(g_real, g_syn)
+    return loss
+
+
 def distill_gm(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int, model_fn: ModelFn,
                ipc: int, iterations: int, outer_loop: int, inner_loop: int, lr_img: float = 0.1,
                lr_net: float = 0.01, batch_real: int = 256, dsa: bool = True, factor: int = 1,
@@ -81,27 +110,10 @@ def distill_gm(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int, mod
         optimizer_net = torch.optim.SGD(params, lr=lr_net)  # DC: plain SGD
         with_bn = has_batchnorm(net)
         for ol in range(outer_loop):
-            if with_bn:  # DC: BatchNorm statistics from a mixed real batch, then frozen
-                net.train()
-                with torch.no_grad():
-                    net(torch.cat([sampler.get(c, BN_PER_CLASS) for c in range(num_classes)]))
-                for m in _bn_modules(net):
-                    m.eval()
-            decoded = decode_multi(images, factor)
-            loss = torch.zeros((), device=device)
-            for c in range(num_classes):
-                real = sampler.get(c, batch_real)
-                syn = decoded[c * per_class:(c + 1) * per_class]
-                if dsa:
-                    draw = sample_dsa(1, generator, dsa_strategy)  # siamese
-                    real, syn = apply_dsa(real, draw), apply_dsa(syn, draw)
-                y_real = torch.full((len(real),), c, device=device, dtype=torch.long)
-                y_syn = torch.full((len(syn),), c, device=device, dtype=torch.long)
-                g_real = torch.autograd.grad(F.cross_entropy(net(real), y_real), params)
-                g_real = [g.detach() for g in g_real]
-                g_syn = torch.autograd.grad(F.cross_entropy(net(syn), y_syn), params,
-                                            create_graph=True)
-                loss = loss + match_distance(g_real, g_syn)
+            if with_bn:
+                _freeze_bn_on_real(net, sampler, num_classes)
+            loss = _matching_loss(net, params, decode_multi(images, factor), sampler, num_classes, per_class,
+                                  batch_real, dsa, generator, dsa_strategy)
             optimizer_img.zero_grad(set_to_none=True)
             loss.backward(inputs=[images])  # not into the network's .grad
             optimizer_img.step()

@@ -109,6 +109,41 @@ def _student_step(fn: _Functional, draw, flat, x, y, lr):
     return flat - lr * grad
 
 
+def _check_experts(experts, max_start_epoch: int, expert_epochs: int, syn_steps: int) -> None:
+    if not experts:
+        raise ValueError("no expert trajectories; train some with train_experts")
+    if max_start_epoch < 1 or expert_epochs < 1 or syn_steps < 1:
+        raise ValueError("max_start_epoch, expert_epochs and syn_steps must be at least 1")
+    shortest = min(len(t) for t in experts) - 1
+    if max_start_epoch - 1 + expert_epochs > shortest:
+        raise ValueError(f"expert trajectories hold {shortest} epochs but start epochs up to "
+                         f"{max_start_epoch - 1} plus expert_epochs {expert_epochs} need "
+                         f"{max_start_epoch - 1 + expert_epochs}; train longer experts (max_epochs_kept "
+                         f">= max_start_epoch + expert_epochs)")
+
+
+def _unroll(fn: _Functional, images, labels, syn_lr, theta0, syn_steps: int, batch: int, generator,
+            dsa: bool, dsa_strategy: str, low_memory: bool) -> torch.Tensor:
+    """The student's end point after ``syn_steps`` SGD steps from theta0 on the
+    synthetic set, keeping the graph back to the images and the lr."""
+    n_syn, device = len(labels), images.device
+    flat = theta0.clone().requires_grad_(True)
+    chunks: list[torch.Tensor] = []
+    for _ in range(syn_steps):
+        if not chunks:  # MTT: a fresh permutation, split into batches, popped from the end
+            perm = torch.randperm(n_syn, generator=generator, device=generator.device)
+            chunks = list(torch.split(perm.to(device), batch))
+        idx = chunks.pop()
+        draw = sample_dsa(len(idx), generator, dsa_strategy) if dsa else None
+        step = functools.partial(_student_step, fn, draw)
+        x, y = images[idx], labels[idx]
+        if low_memory:
+            flat = checkpoint(step, flat, x, y, syn_lr, use_reentrant=False)
+        else:
+            flat = step(flat, x, y, syn_lr)
+    return flat
+
+
 def distill_mtt(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int,
                 experts: list[list[torch.Tensor]], model_fn: ModelFn, ipc: int, iterations: int,
                 syn_steps: int, expert_epochs: int, max_start_epoch: int, lr_img: float = 100.0,
@@ -132,16 +167,7 @@ def distill_mtt(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int,
     batch_syn None: the whole synthetic set each student step (MTT's default).
     ``callback(iteration, loss, images, lr)``: after each iteration (syncs the device)."""
     check_real(real_x, real_y, num_classes)
-    if not experts:
-        raise ValueError("no expert trajectories; train some with train_experts")
-    if max_start_epoch < 1 or expert_epochs < 1 or syn_steps < 1:
-        raise ValueError("max_start_epoch, expert_epochs and syn_steps must be at least 1")
-    shortest = min(len(t) for t in experts) - 1
-    if max_start_epoch - 1 + expert_epochs > shortest:
-        raise ValueError(f"expert trajectories hold {shortest} epochs but start epochs up to "
-                         f"{max_start_epoch - 1} plus expert_epochs {expert_epochs} need "
-                         f"{max_start_epoch - 1 + expert_epochs}; train longer experts (max_epochs_kept "
-                         f">= max_start_epoch + expert_epochs)")
+    _check_experts(experts, max_start_epoch, expert_epochs, syn_steps)
     device = real_x.device
     images, labels = init_images(real_x, real_y, ipc, num_classes, init, generator=generator)
     images.requires_grad_(True)
@@ -162,20 +188,8 @@ def distill_mtt(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int,
         start = int(torch.randint(max_start_epoch, (1,), generator=generator, device=generator.device))
         theta0 = trajectory[start].to(device)
         target = trajectory[start + expert_epochs].to(device)
-        flat = theta0.clone().requires_grad_(True)
-        chunks: list[torch.Tensor] = []
-        for _ in range(syn_steps):
-            if not chunks:  # MTT: a fresh permutation, split into batches, popped from the end
-                perm = torch.randperm(n_syn, generator=generator, device=generator.device)
-                chunks = list(torch.split(perm.to(device), batch))
-            idx = chunks.pop()
-            draw = sample_dsa(len(idx), generator, dsa_strategy) if dsa else None
-            step = functools.partial(_student_step, fn, draw)
-            x, y = images[idx], labels[idx]
-            if low_memory:
-                flat = checkpoint(step, flat, x, y, syn_lr, use_reentrant=False)
-            else:
-                flat = step(flat, x, y, syn_lr)
+        flat = _unroll(fn, images, labels, syn_lr, theta0, syn_steps, batch, generator, dsa, dsa_strategy,
+                       low_memory)
         loss = ((flat - target) ** 2).sum() / ((theta0 - target) ** 2).sum()
         optimizer_img.zero_grad(set_to_none=True)
         optimizer_lr.zero_grad(set_to_none=True)
