@@ -9,13 +9,9 @@ from raylth.specs.stages import BranchSpec, ImpLevelSpec, TrainStageSpec
 from raylth.specs.step import Step
 from raylth.specs.trial import TrialSpec
 
-STAGE_SPECS = {cls.kind: cls for cls in (TrainStageSpec, ImpLevelSpec, BranchSpec, ChildSpec, LmcSpec,
-                                          SharpnessSpec, LandscapeSpec, DistillSpec, ExpertsSpec,
-                                          DistillEvalSpec, TicketSpec, MaskImpSpec)}
-
 __all__ = [
     "Spec", "Step", "DataSpec", "ModelSpec", "TrainSpec", "PruneSpec", "Seeds",
-    "TrainStageSpec", "ImpLevelSpec", "BranchSpec", "TrialSpec", "STAGE_SPECS",
+    "TrainStageSpec", "ImpLevelSpec", "BranchSpec", "TrialSpec",
     "ChildSpec", "LmcSpec", "LmcOptions", "SharpnessOptions", "SharpnessSpec", "LandscapeSpec",
     "DistillSpec", "ExpertOptions", "ExpertsSpec", "DistillEvalSpec", "TicketSpec", "MaskImpSpec",
 ]

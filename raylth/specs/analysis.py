@@ -183,6 +183,41 @@ class LandscapeSpec(Spec):
             raise SpecError(f"resolution: {self.resolution} must be >= 2")
 
 
-# A trial's analysis jobs come in this order (results rows too): sharpness, then lmc.
+@dataclass(frozen=True)
+class DistanceSettings(Spec):
+    """What a weight-distance analysis hashes: which children it compares."""
+    kind = "distance_settings"
+    block = "distance"
+    noise: str = choice("both", NOISES)
+
+
+@dataclass(frozen=True)
+class DistanceSpec(DistanceSettings):
+    """Per-layer distance between children 0 and 1 of a parent spawned at one
+    step: ||w_0 - w_1|| / ||w_0|| over each prunable layer's weights."""
+    kind = "distance"
+    path_prefix = ""
+    parent: str = ""
+    spawn: Step = Step(0, "it")
+
+    def validate(self):
+        ChildSpec(parent=self.parent, spawn=self.spawn, noise=self.noise)
+
+    def child(self, index: int) -> ChildSpec:
+        return ChildSpec(parent=self.parent, spawn=self.spawn, noise=self.noise, index=index)
+
+    def inputs(self) -> tuple[ChildSpec, ...]:
+        return (self.child(0), self.child(1))
+
+
+@dataclass(frozen=True)
+class DistanceOptions(DistanceSettings):
+    """A sweep trial's ``distance:`` block."""
+    kind = "distance_options"
+    levels: tuple[int, ...] = ()  # which levels of the trial (empty: all)
+
+
+# A trial's analysis jobs come in this order (results rows too): sharpness, lmc, distance.
 trial_block(SharpnessOptions)
 trial_block(LmcOptions)
+trial_block(DistanceOptions)

@@ -78,17 +78,17 @@ def _child_recipe(spec: ChildSpec, store):
     return parent.data, parent.model, parent.train, child_seeds(parent.seeds, spec.noise, spec.index)
 
 
-def _spawned_origin(spec, origin_of) -> dict:
+def spawned_origin(spec, origin_of) -> dict:
     return origin_of(spec.parent) | {"rewind": str(spec.spawn), "noise": spec.noise}
 
 
-def _parents_method(spec, method_of) -> str:
+def parents_method(spec, method_of) -> str:
     return method_of(spec.parent) or spec.kind
 
 
-register_stage(Stage(ChildSpec, run_child, trains=True, recipe=_child_recipe, method=_parents_method,
-                     origin=_spawned_origin))
-register_stage(Stage(LmcSpec, run_lmc, method=_parents_method, origin=_spawned_origin))
+register_stage(Stage(ChildSpec, run_child, trains=True, recipe=_child_recipe, method=parents_method,
+                     origin=spawned_origin))
+register_stage(Stage(LmcSpec, run_lmc, method=parents_method, origin=spawned_origin))
 
 
 def lmc_jobs(trial: TrialSpec, options: LmcOptions, networks: list[Spec]):

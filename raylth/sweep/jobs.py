@@ -26,8 +26,8 @@ import re
 from dataclasses import dataclass
 
 from raylth.errors import RaylthError
-from raylth.specs import STAGE_SPECS, Spec
-from raylth.stages.registry import trains
+from raylth.specs import Spec
+from raylth.stages.registry import STAGES, trains
 from raylth.stages.trials import trial_plan
 from raylth.sweep.config import Trial
 
@@ -79,7 +79,6 @@ def sweep_jobs(trials: list[Trial]) -> list[Job]:
 
 
 _ARTIFACT_REF = re.compile(r"^([a-z_]+_[0-9a-f]{16})(:[A-Za-z0-9_]+)?$")
-_STAGE_CLASSES = tuple(STAGE_SPECS.values())
 
 
 def reads(spec: Spec) -> set[str]:
@@ -94,7 +93,7 @@ def reads(spec: Spec) -> set[str]:
 
 
 def _refs(value) -> set[str]:
-    if isinstance(value, _STAGE_CLASSES):
+    if isinstance(value, Spec) and STAGES.get(value.kind) is not None and type(value) is STAGES[value.kind].spec:
         return {value.id} | reads(value)
     if isinstance(value, Spec):
         return reads(value)
