@@ -15,7 +15,7 @@ from raylth.engine.optim import make_optimizer
 from raylth.errors import SpecError
 from raylth.specs import ModelSpec, Step, TrainSpec
 
-STRATEGIES = ["global_magnitude", "layerwise_magnitude", "random_global", "random_layerwise"]
+STRATEGIES = sorted(PRUNING_STRATEGIES)  # every registered strategy passes these
 
 
 def _lenet():
