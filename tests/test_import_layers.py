@@ -1,11 +1,15 @@
-"""raylth.sweep and raylth.search import no cycle (imports inside functions
-count), and sweep never imports search. Run as a script to print them."""
+"""raylth's imports (those inside functions count) form no cycle and never
+run up the layers: errors -> specs -> engine, store, cluster -> stages ->
+sweep, reporting -> search -> api -> cli. Run as a script to print them."""
 
 import ast
 from pathlib import Path
 
 RAYLTH = Path(__file__).resolve().parents[1] / "raylth"
-PACKAGES = ("raylth.sweep", "raylth.search")
+PACKAGES = ("raylth.",)
+LAYERS = {"raylth.errors": 0, "raylth.specs": 1, "raylth.engine": 2, "raylth.store": 2, "raylth.cluster": 2,
+          "raylth.stages": 3, "raylth.sweep": 4, "raylth.reporting": 4, "raylth.search": 5, "raylth.api": 6,
+          "raylth.cli": 7}
 
 
 def module_name(path: Path) -> str:
@@ -24,7 +28,8 @@ def imports() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("raylth"):
                 found.add(node.module)
                 found |= {f"{node.module}.{a.name}" for a in node.names}  # from raylth.x import module
-        graph[module_name(path)] = found
+        name = module_name(path)
+        graph[name] = found - {name}  # a package's `from itself import submodule`
     return {name: {m for m in found if m in graph} for name, found in graph.items()}
 
 
@@ -63,18 +68,28 @@ def cycles(graph: dict[str, set[str]], within=PACKAGES) -> list[list[str]]:
     return out
 
 
+def layer(module: str) -> int | None:
+    return next((rank for prefix, rank in LAYERS.items() if module == prefix or module.startswith(prefix + ".")),
+                None)
+
+
 def upward(graph: dict[str, set[str]]) -> list[str]:
-    """Imports of raylth.search from raylth.sweep."""
-    return [f"{n} -> {m}" for n in sorted(graph) if n.startswith("raylth.sweep")
-            for m in sorted(graph[n]) if m.startswith("raylth.search")]
+    """Imports of a module of a higher layer (or of a sibling layer: sweep and reporting)."""
+    out = []
+    for n in sorted(graph):
+        for m in sorted(graph[n]):
+            a, b = layer(n), layer(m)
+            if a is not None and b is not None and (b > a or (a == b and n.split(".")[1] != m.split(".")[1])):
+                out.append(f"{n} -> {m}")
+    return out
 
 
-def test_sweep_and_search_import_no_cycle_and_sweep_not_search():
+def test_raylth_imports_no_cycle_and_nothing_upward():
     graph = imports()
     assert cycles(graph) == [] and upward(graph) == []
 
 
 if __name__ == "__main__":
     graph = imports()
-    print("cycles among raylth/sweep and raylth/search:", cycles(graph) or "none")
-    print("raylth.sweep importing raylth.search:", upward(graph) or "none")
+    print("import cycles in raylth:", cycles(graph) or "none")
+    print("imports up or across the layers:", upward(graph) or "none")
