@@ -122,8 +122,15 @@ def test_sharpness_splits_the_hessian_diagonal_by_masks(ctx, ticket):
     total = m["masks"][ticket.id]["total"]
     assert total["kept_count"] + total["pruned_count"] == sum(v.numel() for v in ticket.mask().values())
     assert total["pruned_count"] == sum(int((~v).sum()) for v in ticket.mask().values())
-    diag = result.load("hessian_diagonal.pt")
+    hessian = ctx.store.get(result.metrics["hessian"])  # computed once per network, split by any mask
+    diag, groups = hessian.load("hessian_diagonal.pt"), hessian.load("probe_groups.pt")
     assert total["total_mass"] == pytest.approx(sum(float(diag[k].abs().double().sum()) for k in ticket.mask()))
+    signed = m["signed"][ticket.id]["total"]
+    assert signed["pruned"]["sum"] + signed["kept"]["sum"] == pytest.approx(
+        sum(float(diag[k].double().sum()) for k in ticket.mask()))
+    assert signed["pruned"]["se"] > 0 and groups["1.weight"].shape == (8, *diag["1.weight"].shape)
+    other = run_stage(spec.replace(masks=()), ctx)  # another split of the same network: no second Hessian
+    assert other.metrics["hessian"] == hessian.id and hessian.metrics["groups"] == 8
     with pytest.raises(StoreError, match="dense network and has no mask"):
         run_stage(SharpnessSpec(network=dense.id, masks=(dense.id,)), ctx)
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from raylth.reporting import results_frame, write_report
 from raylth.stages import STAGES
 from raylth.store import Store
-from raylth.sweep.config import load_sweep
+from raylth.sweep.config import load_sweep, parse_sweep
 from raylth.sweep.plan import job_states
 
 DATA = Path(__file__).parent / "data" / "store_v1"
@@ -49,15 +50,35 @@ def test_results_and_report_equal_those_written_then(old_store, tmp_path):
     assert written
 
 
+def _then(sweep_file: Path) -> dict:
+    """The sweep asking for what was stored: the Hessians then were of the
+    network in eval mode, `bn: running` since sharpness.bn exists."""
+    raw = yaml.safe_load(sweep_file.read_text())
+    raw["base"]["sharpness"]["bn"] = "running"
+    return raw
+
+
 def test_the_sweep_finds_everything_stored_and_computes_nothing(old_store, tmp_path):
     before = {p: p.stat().st_mtime_ns for p in old_store.rglob("*") if p.is_file() and "sweeps" not in p.parts}
-    sweep = load_sweep(DATA / "sweep.yaml")
+    sweep = parse_sweep(_then(DATA / "sweep.yaml"), "compat")
     states = job_states(Store(old_store), sweep.trials)
-    assert states and {s.state for s in states} == {"finished"}
+    # the Hessian of each distinct network is a job of its own now; then it was part of each sharpness job
+    new = {s.job.label for s in states if all(i.startswith("hessian_") for i in s.job.ids)}
+    new_ids = {i for s in states if s.job.label in new for i in s.job.ids}
+    assert states and {s.state for s in states if s.job.label not in new} == {"finished"}
+    assert len(new) == 1  # the sweep's one dense network
     from raylth.api import run
 
-    outcome = run(DATA / "sweep.yaml", storage=old_store)
-    assert not outcome.failed and len(outcome.cached) == len(states)
+    outcome = run(_then(DATA / "sweep.yaml"), storage=old_store)
+    assert not outcome.failed and len(outcome.cached) == len(states) - len(new)
     after = {p: p.stat().st_mtime_ns for p in old_store.rglob("*") if p.is_file() and "sweeps" not in p.parts}
-    assert after == before
+    assert {p: t for p, t in after.items() if p in before} == before  # nothing stored then was touched
+    added = {p.relative_to(old_store).parts[0] for p in set(after) - set(before)}
+    assert {a for a in added if not a.startswith((".ray", ".partial"))} == {f"{next(iter(new_ids))}"}
     _assert_results_as_then(old_store, tmp_path)  # the sweep's record, written again, claims the same rows
+
+
+def test_the_unchanged_file_plans_only_the_new_train_mode_hessians(old_store):
+    states = job_states(Store(old_store), load_sweep(DATA / "sweep.yaml").trials)
+    missing = {s.job.label for s in states if s.state != "finished"}
+    assert missing and all("sharpness" in label or "hessian" in label for label in missing)

@@ -58,12 +58,13 @@ def result_rows(storage, sweep: str | None = None) -> list[dict]:
             for job in trial_plan(label, trial):
                 for artifact_id in (spec.id for spec in job.specs):
                     if artifact_id in artifacts:
-                        if job.rows:  # a method's preparation (e.g. a distilled trunk) is no result
+                        # a method's preparation (e.g. a distilled trunk) and intermediates are no results
+                        if job.rows and stage_of(artifacts[artifact_id].kind).results_row:
                             rows.append(_row(artifacts, name, trial.method, label, artifacts[artifact_id]))
                         claimed.add(artifact_id)
     if sweep is None:
         rows += [_row(artifacts, "", _implied_method(artifacts, a), "", a)
-                 for i, a in artifacts.items() if i not in claimed]
+                 for i, a in artifacts.items() if i not in claimed and stage_of(a.kind).results_row]
     return rows
 
 

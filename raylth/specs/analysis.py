@@ -32,6 +32,7 @@ def trial_block(cls: type[Spec]) -> type[Spec]:
 
 _NETWORK = re.compile(r"^[a-z]+_[0-9a-f]{16}(:[A-Za-z0-9_]+)?$")
 NOISES = ("order", "augment", "both", "none")
+BN_MODES = ("batch", "running")  # engine.sharpness.BN_MODES (specs import no engine)
 
 
 def check_network(ref: str, field: str) -> None:
@@ -118,7 +119,8 @@ class LmcOptions(LmcSettings):
 
 @dataclass(frozen=True)
 class SharpnessSettings(Spec):
-    """What a sharpness analysis hashes: the estimators' sizes and seed."""
+    """What a sharpness analysis hashes: the estimators' sizes and seed, the
+    network whose loss it is (``bn``) and whether the diagonal is exact."""
     kind = "sharpness_settings"
     block = "sharpness"
     probes: int = 100            # Hutchinson Rademacher probes
@@ -126,6 +128,10 @@ class SharpnessSettings(Spec):
     batches: int = 4             # fixed training batches the loss is taken on
     batch_size: int = 128
     seed: int = 0
+    # batch: BatchNorm on each fixed batch's statistics (the network the optimiser sees);
+    # running: eval mode (raylth before; ids stored then mean it)
+    bn: str = choice("batch", BN_MODES, id_default="running", since=3)
+    exact: bool = False          # the exact diagonal (small networks; the estimator's check)
 
     def validate(self):
         for name in ("probes", "iterations", "batches", "batch_size"):
@@ -134,8 +140,22 @@ class SharpnessSettings(Spec):
 
 
 @dataclass(frozen=True)
+class HessianSpec(SharpnessSettings):
+    """The Hessian of one stored network at one checkpoint: its diagonal (with
+    the probe groups' means for standard errors) and top eigenvalue, computed
+    once and split by any number of masks (SharpnessSpec)."""
+    kind = "hessian"
+    path_prefix = ""
+    network: str = ""            # artifact id[:checkpoint]; default checkpoint: final
+
+    def validate(self):
+        check_network(self.network, "network")
+        super().validate()
+
+
+@dataclass(frozen=True)
 class SharpnessSpec(SharpnessSettings):
-    """The Hessian of one stored network, its diagonal split by masks."""
+    """A network's Hessian (HessianSpec), its diagonal split by masks."""
     kind = "sharpness"
     path_prefix = ""
     network: str = ""            # artifact id[:checkpoint]; default checkpoint: final
@@ -146,6 +166,12 @@ class SharpnessSpec(SharpnessSettings):
         for i, ref in enumerate(self.masks):
             check_network(ref, f"masks[{i}]")
         super().validate()
+
+    def hessian(self) -> HessianSpec:
+        return HessianSpec(network=self.network, **settings(self, SharpnessSettings))
+
+    def inputs(self) -> tuple[HessianSpec, ...]:
+        return (self.hessian(),)
 
 
 @dataclass(frozen=True)

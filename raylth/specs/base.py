@@ -25,17 +25,21 @@ from raylth.errors import SpecError, check_keys
 from raylth.specs.step import Step
 
 
-def choice(default, options, doc: str = "", id_default=dataclasses.MISSING):
+def choice(default, options, doc: str = "", id_default=dataclasses.MISSING, since: int = 2):
     """A field restricted to ``options`` (checked when the spec is built).
 
     ``id_default``: the value left out of the canonical string when it
     differs from ``default``. Used where a new default changes what an
     existing spec computes: the old behaviour keeps its old ids (they were
     written without the field), and the new default is always written out,
-    so its ids are new and never mixed with results stored before."""
+    so its ids are new and never mixed with results stored before.
+    ``since``: the sweep-record format (raylth.store.records.RECORD_FORMAT)
+    that first wrote the field's new default out; a record of an earlier
+    format that lacks the field means its id default."""
     metadata = {"choices": tuple(options), "doc": doc}
     if id_default is not dataclasses.MISSING:
         metadata["id_default"] = id_default
+        metadata["since"] = since
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -63,7 +67,10 @@ def _spec_class(hint):
     return None
 
 
-def _fill_id_defaults(cls, data):
+def _fill_id_defaults(cls, data, written: int | None = None):
+    """``data`` with the keys it lacks set to their id defaults: all of them
+    (``written`` None: a dict written before any), or those of fields whose
+    new default came after record format ``written``."""
     if not isinstance(data, dict):
         return data
     hints = _hints(cls)
@@ -72,11 +79,12 @@ def _fill_id_defaults(cls, data):
         nested = _spec_class(hints[f.name])
         if f.name in out:
             if nested is not None and isinstance(out[f.name], dict):
-                out[f.name] = _fill_id_defaults(nested, out[f.name])
+                out[f.name] = _fill_id_defaults(nested, out[f.name], written)
         elif "id_default" in f.metadata:
-            out[f.name] = f.metadata["id_default"]
+            if written is None or f.metadata.get("since", 2) > written:
+                out[f.name] = f.metadata["id_default"]
         elif nested is not None and isinstance(_default_of(f), Spec):
-            out[f.name] = id_default(f).to_dict()
+            out[f.name] = id_default(f).to_dict() if written is None else _fill_id_defaults(nested, {}, written)
     return out
 
 
@@ -140,11 +148,11 @@ class Spec:
         return {f.name for f in dataclasses.fields(cls) if f.init}
 
     @classmethod
-    def from_stored(cls, data: dict, where: str | None = None):
+    def from_stored(cls, data: dict, where: str | None = None, written: int | None = None):
         """A spec from a dict stored by an earlier version (an artifact's spec,
-        an old sweep record): keys it lacks take their id defaults, the
-        values they had when it was written."""
-        return cls.from_dict(_fill_id_defaults(cls, data), where)
+        an old sweep record of format ``written``): keys it lacks take their id
+        defaults, the values they had when it was written."""
+        return cls.from_dict(_fill_id_defaults(cls, data, written), where)
 
     def unused_fields(self) -> tuple[str, ...]:
         """Fields that mean nothing with this spec's other values; left out

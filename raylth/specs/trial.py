@@ -66,10 +66,11 @@ class TrialSpec(Spec):
         return spec.replace(analyses=analyses) if analyses else spec
 
     @classmethod
-    def from_stored(cls, data: dict, where: str | None = None):
+    def from_stored(cls, data: dict, where: str | None = None, written: int | None = None):
         if isinstance(data, dict):
-            data = {k: _fill_id_defaults(TRIAL_BLOCKS[k], v) if k in TRIAL_BLOCKS else v for k, v in data.items()}
-        return super().from_stored(data, where)
+            data = {k: _fill_id_defaults(TRIAL_BLOCKS[k], v, written) if k in TRIAL_BLOCKS else v
+                    for k, v in data.items()}
+        return super().from_stored(data, where, written)
 
     def _render(self, omit_defaults: bool, for_id: bool) -> dict:
         out = super()._render(omit_defaults, for_id)

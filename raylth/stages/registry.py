@@ -56,6 +56,9 @@ class Stage:
     # Training points of the pruning loop that produced it (reports' x axis):
     # (spec, points, row_method) -> float, ``points`` a raylth.reporting.distill.Points.
     loop_points: Callable[[Spec, object, str], float] | None = None
+    # Its artifacts are rows of the results (False: an intermediate, e.g. a Hessian that
+    # sharpness rows split).
+    results_row: bool = True
 
     @property
     def kind(self) -> str:

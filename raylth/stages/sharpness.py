@@ -12,10 +12,10 @@ import time
 
 from raylth.engine.data import fixed_batches
 from raylth.engine.fastpath import precision
-from raylth.engine.sharpness import hessian_diagonal, mass_by_mask, top_eigenvalue
-from raylth.errors import StoreError
-from raylth.errors import SpecError
+from raylth.engine.sharpness import exact_diagonal, hutchinson, mass_by_mask, signed_by_mask, top_eigenvalue
+from raylth.errors import SpecError, StoreError
 from raylth.specs import SharpnessOptions, SharpnessSpec, Spec, TrialSpec
+from raylth.specs.analysis import HessianSpec
 from raylth.stages.analyses import Analysis, register_analysis, selected
 from raylth.stages.context import StageContext, checkpoint_name, ensure
 from raylth.stages.methods import trunk_level
@@ -25,14 +25,10 @@ from raylth.store import Artifact
 
 
 @precision("float32")  # second derivatives: no TF32 (nor bf16)
-def run_sharpness(spec: SharpnessSpec, ctx: StageContext) -> Artifact:
+def run_hessian(spec: HessianSpec, ctx: StageContext) -> Artifact:
     network_id, checkpoint = split_ref(spec.network)
     network = load_network(ctx.store, network_id)
     weights = network.weights(checkpoint)
-    masks = {ref: load_network(ctx.store, ref).mask() for ref in spec.masks}
-    unmasked = [ref for ref, mask in masks.items() if mask is None]
-    if unmasked:
-        raise StoreError(f"masks: {unmasked[0]} is a dense network and has no mask to split by")
 
     def compute() -> Artifact:
         started = time.time()
@@ -40,22 +36,47 @@ def run_sharpness(spec: SharpnessSpec, ctx: StageContext) -> Artifact:
         model = ctx.model(network.model, data, seed=network.seeds.init).to(ctx.device)
         model.load_state_dict(weights)
         batches = fixed_batches(data, spec.batches, spec.batch_size, spec.seed)
-        diag = hessian_diagonal(model, batches, spec.probes, spec.seed)
-        top = top_eigenvalue(model, batches, spec.iterations, spec.seed)
+        if spec.exact:
+            diag, groups = exact_diagonal(model, batches, bn=spec.bn), None
+        else:
+            diag, groups = hutchinson(model, batches, spec.probes, spec.seed, bn=spec.bn)
+        top = top_eigenvalue(model, batches, spec.iterations, spec.seed, bn=spec.bn)
         partial = ctx.store.partial(spec.id)
-        partial.save("hessian_diagonal.pt", {k: v.cpu() for k, v in diag.items()})
+        partial.save("hessian_diagonal.pt", diag)
+        if groups is not None:
+            partial.save("probe_groups.pt", groups)
         metrics = {"top_eigenvalue": top, "network": network.id, "checkpoint": checkpoint,
                    "level": network.level, "sparsity": network.sparsity,
-                   "trace_estimate": float(sum(v.sum() for v in diag.values())),
-                   "masks": {ref: mass_by_mask(diag, mask) for ref, mask in masks.items()},
-                   "wall_s": time.time() - started}
+                   "trace_estimate": float(sum(v.double().sum() for v in diag.values())),
+                   "groups": 0 if groups is None else len(next(iter(groups.values()))),
+                   "wall_s": time.time() - started, "device": str(ctx.device)}
         return ctx.store.finish(spec, partial, metrics)
 
     return ensure(ctx, spec, compute)
 
 
-register_stage(Stage(SharpnessSpec, run_sharpness,
-                     origin=lambda spec, origin_of: origin_of(split_ref(spec.network)[0])))
+def run_sharpness(spec: SharpnessSpec, ctx: StageContext) -> Artifact:
+    network_id, checkpoint = split_ref(spec.network)
+    network = load_network(ctx.store, network_id)
+    network.weights(checkpoint)  # fails clearly before anything is computed
+    masks = {ref: load_network(ctx.store, ref).mask() for ref in spec.masks}
+    unmasked = [ref for ref, mask in masks.items() if mask is None]
+    if unmasked:
+        raise StoreError(f"masks: {unmasked[0]} is a dense network and has no mask to split by")
+
+    def compute() -> Artifact:
+        hessian = run_hessian(spec.hessian(), ctx)
+        diag = hessian.load("hessian_diagonal.pt")
+        groups = hessian.load("probe_groups.pt") if hessian.has_file("probe_groups.pt") else None
+        m = hessian.metrics
+        metrics = {"top_eigenvalue": m["top_eigenvalue"], "network": network.id, "checkpoint": checkpoint,
+                   "level": network.level, "sparsity": network.sparsity, "trace_estimate": m["trace_estimate"],
+                   "hessian": hessian.id, "bn": spec.bn, "exact": spec.exact,
+                   "masks": {ref: mass_by_mask(diag, mask) for ref, mask in masks.items()},
+                   "signed": {ref: signed_by_mask(diag, groups, mask) for ref, mask in masks.items()}}
+        return ctx.store.finish(spec, ctx.store.partial(spec.id), metrics)
+
+    return ensure(ctx, spec, compute)
 
 
 def sharpness_jobs(trial: TrialSpec, options: SharpnessOptions, networks: list[Spec]):
@@ -72,6 +93,8 @@ def sharpness_jobs(trial: TrialSpec, options: SharpnessOptions, networks: list[S
             continue
         masks = () if level == 0 else (network.id,)  # a dense network has no mask
         jobs.append((f"level={level},sharpness", (options.of(f"{dense.id}:{checkpoint}", masks),)))
+    if jobs:  # the Hessian itself: one job per distinct network in a sweep (raylth.sweep.jobs drops repeats)
+        jobs.insert(0, ("hessian", (jobs[0][1][0].hessian(),)))
     return jobs
 
 
@@ -89,3 +112,7 @@ def check_dense_networks(jobs, store) -> None:
 
 
 register_analysis(Analysis(SharpnessOptions, jobs=sharpness_jobs, check=check_dense_networks))
+register_stage(Stage(HessianSpec, run_hessian, results_row=False,
+                     origin=lambda spec, origin_of: origin_of(split_ref(spec.network)[0])))
+register_stage(Stage(SharpnessSpec, run_sharpness,
+                     origin=lambda spec, origin_of: origin_of(split_ref(spec.network)[0])))

@@ -34,8 +34,9 @@ def record_file(name: str) -> str:
 
 
 # 2: written since fields with id defaults exist (train.last_batch, distill.zca_space);
-# a record without it is read with those fields at their id defaults, as it was written
-RECORD_FORMAT = 2
+# 3: since sharpness.bn. A record of format N lacking a field whose new default came
+# later (its ``since`` > N) is read with that field at its id default, as it was written.
+RECORD_FORMAT = 3
 
 
 def write_record(store: Store, name: str, source, trials: list[tuple[str, TrialSpec]]) -> None:
@@ -55,8 +56,9 @@ def read_record(store: Store, name: str) -> list[tuple[str, TrialSpec]]:
     if text is None:
         return []
     record = yaml.safe_load(text) or {}
-    read = TrialSpec.from_dict if record.get("format", 1) >= RECORD_FORMAT else TrialSpec.from_stored
-    return [(t["label"], read(t["spec"])) for t in record.get("trials", [])]
+    written = record.get("format", 1)
+    return [(t["label"], TrialSpec.from_stored(t["spec"], written=None if written < 2 else written))
+            for t in record.get("trials", [])]
 
 
 def sweep_names(store: Store) -> list[str]:

@@ -56,8 +56,15 @@ def trial_jobs(trial: Trial) -> list[Job]:
 
 
 def sweep_jobs(trials: list[Trial]) -> list[Job]:
-    """Every job of the sweep, each with the labels of the jobs it needs."""
-    jobs = [job for trial in trials for job in trial_jobs(trial)]
+    """Every job of the sweep, each with the labels of the jobs it needs. A job
+    whose artifacts are exactly another's (the same Hessian in trials of
+    different methods, the same children of a shared dense network) is planned
+    once, under the first trial's label."""
+    jobs, seen = [], set()
+    for job in (job for trial in trials for job in trial_jobs(trial)):
+        if frozenset(job.ids) not in seen:
+            seen.add(frozenset(job.ids))
+            jobs.append(job)
     producers: dict[str, list[int]] = {}
     for index, job in enumerate(jobs):
         for artifact in job.ids:
