@@ -1,8 +1,19 @@
 """The sharpness section of ``raylth report``: sharpness.md and the
-curvature of each method's pruned weights against sparsity."""
+curvature of each method's pruned weights against sparsity.
+
+Two views of the same split. |diag| shares (the first table, and
+``pruned_curvature_*.png``) are what raylth reported first; Hutchinson
+estimates are noisy per weight and |noise| adds up, so they are kept for
+comparison only. The signed sums with their standard errors over probe groups
+(the second table, ``pruned_signed_curvature_*.png`` with error bars, and the
+differences between methods) are the measurement: a difference counts only
+beyond its error.
+"""
 
 from __future__ import annotations
 
+import itertools
+import math
 from pathlib import Path
 
 from raylth.reporting.axes import pyplot
@@ -36,6 +47,86 @@ def sharpness_masks(store: Store, rows):
     frame = pd.DataFrame(out, columns=["sweep", "dataset", "model", "method", "seed", "network", "mask", "level",
                                        "sparsity", "pruned_share", "top_eigenvalue", "trace"])
     return frame.assign(relative=frame.pruned_share / frame.sparsity)
+
+
+def signed_rows(store: Store, rows):
+    """One row per (sharpness artifact, mask) that has signed sums: the mean
+    signed Hessian diagonal per pruned and per kept weight, each ± its
+    standard error (estimator noise: the spread over probe groups)."""
+    import pandas as pd
+
+    out = []
+    for row in rows.itertuples():
+        artifact = store.get(row.id)
+        m = artifact.metrics if artifact is not None else {}
+        for ref, split in (m.get("signed") or {}).items():
+            t = split["total"]
+            mask = store.get(ref)
+            out.append({"sweep": row.sweep, "dataset": row.dataset, "model": row.model, "method": row.method,
+                        "seed": row.seed, "level": mask.metrics.get("level") if mask else None,
+                        "sparsity": t["pruned"]["count"] / (t["pruned"]["count"] + t["kept"]["count"]),
+                        "pruned": t["pruned"]["sum"] / t["pruned"]["count"],
+                        "pruned_se": t["pruned"]["se"] / t["pruned"]["count"],
+                        "kept": t["kept"]["sum"] / t["kept"]["count"], "kept_se": t["kept"]["se"] / t["kept"]["count"],
+                        "bn": m.get("bn"), "exact": m.get("exact")})
+    return pd.DataFrame(out, columns=["sweep", "dataset", "model", "method", "seed", "level", "sparsity", "pruned",
+                                      "pruned_se", "kept", "kept_se", "bn", "exact"])
+
+
+def _over_seeds(signed):
+    """Per method and level: the mean over seeds, its estimator error
+    (sqrt(sum se^2) / n) and the number of seeds."""
+    keys = ["sweep", "dataset", "model", "method", "level"]
+    out = signed.groupby(keys, dropna=False).agg(
+        sparsity=("sparsity", "mean"), pruned=("pruned", "mean"), kept=("kept", "mean"), seeds=("seed", "nunique"),
+        pruned_se=("pruned_se", lambda s: math.sqrt((s ** 2).sum()) / len(s)),
+        kept_se=("kept_se", lambda s: math.sqrt((s ** 2).sum()) / len(s))).reset_index()
+    return out
+
+
+def signed_table(signed) -> str:
+    lines = ["| sweep | method | level | sparsity | mean diag of pruned weights ± se | mean diag of kept weights ± se "
+             "| seeds |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in _over_seeds(signed).sort_values(["sweep", "method", "level"]).itertuples():
+        lines.append(f"| {r.sweep or '-'} | {r.method} | {r.level:.0f} | {100 * r.sparsity:.1f}% | "
+                     f"{r.pruned:.4g} ± {r.pruned_se:.2g} | {r.kept:.4g} ± {r.kept_se:.2g} | {r.seeds} |")
+    return "\n".join(lines) + "\n"
+
+
+def differences(signed) -> str:
+    """Each pair of methods at each level: the difference of their pruned
+    weights' mean signed curvature, its standard error, and whether it lies
+    beyond two of them."""
+    lines = ["| sweep | level | methods | difference of pruned-weight curvature ± se | beyond 2 se |",
+             "|---|---:|---|---:|---|"]
+    summary = _over_seeds(signed)
+    for (sweep, level), group in summary.groupby(["sweep", "level"], dropna=False):
+        for a, b in itertools.combinations(group.sort_values("method").itertuples(), 2):
+            diff, se = a.pruned - b.pruned, math.hypot(a.pruned_se, b.pruned_se)
+            verdict = "yes" if se > 0 and abs(diff) > 2 * se else "no"
+            lines.append(f"| {sweep or '-'} | {level:.0f} | {a.method} - {b.method} | {diff:.3g} ± {se:.2g} | "
+                         f"{verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_signed_curvature(signed, path: Path, title: str) -> None:
+    """Mean signed Hessian diagonal of the weights each method prunes, against
+    sparsity, with the estimator's standard error as error bars."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, group in _over_seeds(signed).groupby("method"):
+        group = group.sort_values("sparsity")
+        ax.errorbar(100 * group.sparsity, group.pruned, yerr=group.pruned_se, marker="o", markersize=3, capsize=3,
+                    label=method)
+    ax.axhline(0.0, color="grey", linewidth=1)
+    ax.set_xlabel("weights pruned (%)")
+    ax.set_ylabel("mean Hessian diagonal of pruned weights\n(± standard error of the estimate)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def sharpness_table(masks) -> str:
@@ -81,8 +172,20 @@ def sharpness_section(store: Store, frame, out: Path) -> dict[str, Path]:
     if sharp.empty:
         return {}
     masks = sharpness_masks(store, sharp)
-    (out / "sharpness.md").write_text("# Sharpness\n\n" + sharpness_table(masks))
+    text = "# Sharpness\n\n" + sharpness_table(masks)
+    signed = signed_rows(store, sharp)
+    signed = signed[signed.level.notna()]
     written = {"sharpness": out / "sharpness.md"}
+    if not signed.empty:
+        text += ("\n## Signed Hessian diagonal, with standard errors\n\n"
+                 "Mean over seeds; the error is the estimator's (the spread of each sum over groups of "
+                 "probes), combined over seeds.\n\n" + signed_table(signed)
+                 + "\n## Do the methods differ?\n\n" + differences(signed))
+        for keys, rows in signed.groupby(["sweep", "dataset", "model"], dropna=False):
+            path = out / f"pruned_signed_curvature_{group_name(keys)}.png"
+            plot_signed_curvature(rows, path, f"{group_title(keys)}, curvature of pruned weights")
+            written[f"plot:{path.stem}"] = path
+    (out / "sharpness.md").write_text(text)
     for keys, rows in masks[masks.sparsity.notna()].groupby(["sweep", "dataset", "model"], dropna=False):
         path = out / f"pruned_curvature_{group_name(keys)}.png"
         plot_pruned_curvature(rows, path, f"{group_title(keys)}, curvature on pruned weights")
