@@ -137,7 +137,27 @@ def test_one_hessian_job_per_distinct_network_in_the_paper_sweep():
 
     sweep = load_sweep("sweeps/paper_resnet18_cifar10.yaml")
     jobs = sweep_jobs(sweep.trials)
-    hessians = [j for j in jobs if all(i.startswith("hessian_") for i in j.ids)]
+    hessians = [s for j in jobs for s in j.specs if s.kind == "hessian"]
     networks = {s.network for j in jobs for s in j.specs if s.kind == "sharpness"}
-    assert hessians and len(hessians) == len(networks)
-    assert len({j.ids[0] for j in hessians}) == len(hessians)
+    seeds = {t.spec.seeds for t in sweep.trials}
+    assert len(hessians) == len(networks) == len(seeds) == 2  # all methods and rewind points share them
+    # and one dense training per seed: the runs differing only in what they keep train together
+    dense = {s.replace(save_at=()).id for j in jobs for s in j.specs
+             if s.kind == "train" and s.data.name != "distilled"}
+    assert len(dense) == len(seeds)
+
+
+def test_the_instability_sweep_trains_one_dense_network_per_seed():
+    from raylth.api import load_sweep
+    from raylth.sweep.jobs import sweep_jobs
+
+    sweep = load_sweep("sweeps/instability_resnet18_cifar10.yaml")
+    jobs = sweep_jobs(sweep.trials)
+    holders = [j for j in jobs if sum(s.kind == "train" for s in j.specs) > 1]
+    assert len(holders) == len({t.spec.seeds for t in sweep.trials}) == 3
+    assert all(len([s for s in j.specs if s.kind == "train"]) == 4 for j in holders)  # k in {0, 100, 500, 2000}
+    for job in jobs:  # every other job holding one of them waits for its seed's run
+        for spec in job.specs:
+            if spec.kind == "train" and job not in holders:
+                maker = next(h for h in holders if spec.id in h.ids)
+                assert maker.label in job.needs

@@ -32,7 +32,12 @@ def test_children_wait_for_their_parent_and_the_analysis_for_its_children():
     trunk = "seed=1,rewind=0it,method=imp"
     assert needs[f"{trunk},level=6,child=0"] == (trunk,)
     assert set(needs[f"{trunk},level=6,lmc"]) == {trunk, f"{trunk},level=6,child=0", f"{trunk},level=6,child=1"}
-    assert needs[trunk] == ()  # trunks of other seeds and rewind points run at once
+    # one dense run per seed keeps every rewind point's checkpoint: both trunks of a seed wait for it,
+    # then run at once (and at once with other seeds')
+    assert needs[trunk] == needs["seed=1,rewind=100it,method=imp"] == ("seed=1,rewind=0it,method=dense",)
+    jobs = {job.label: job for job in sweep_jobs(load_sweep(SWEEPS / "instability_quickstart.yaml").trials)}
+    dense = jobs["seed=1,rewind=0it,method=dense"]
+    assert [str(s.save_at[0]) if s.save_at else "" for s in dense.specs] == ["", "100it"]
 
 
 def test_tickets_wait_for_the_distilled_trunk_of_their_seed_and_the_shared_distillation():

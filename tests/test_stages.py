@@ -48,6 +48,19 @@ def count_steps(monkeypatch):
     return calls
 
 
+def test_dense_runs_that_differ_only_in_their_checkpoints_train_once(tmp_path, count_steps):
+    """Siblings (the same run, other save_at) in one job come from one
+    training, each artifact with its own checkpoints, equal to a run alone."""
+    k0, k5 = (TrainStageSpec(data=DATA, model=MODEL, train=TRAIN, save_at=keep) for keep in ((), (Step(5, "it"),)))
+    ctx = StageContext(store=Store(tmp_path / "together"), data_root=tmp_path / "data", device=CPU, planned=(k0, k5))
+    first, second = run_stage(k0, ctx), run_stage(k5, ctx)
+    assert len(count_steps) == 40  # one run of 40 steps for both
+    assert second.metrics["trained_as"] == first.id and second.has_file("weights/step_5it.pt")
+    alone = run_stage(k5, _ctx(tmp_path / "alone"))
+    for name in ("init", "step_5it", "final"):
+        assert _same(second.weights(name), alone.weights(name)), name
+
+
 def test_train_stage_is_computed_once(tmp_path, monkeypatch, count_steps):
     spec = TrainStageSpec(data=DATA, model=MODEL, train=TRAIN)
     ctx = _ctx(tmp_path)

@@ -155,15 +155,19 @@ def test_distillation_inputs_that_need_the_data_fail_before_the_sweep(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_sharpness_without_a_trial_that_trains_the_dense_network_fails_before_storing(tmp_path):
+def test_sharpness_brings_the_dense_network_it_splits(tmp_path):
+    """A sweep without a dense or imp trial: the Hessian job trains the dense network itself."""
+    from raylth.sweep.jobs import sweep_jobs
+
     raw = {"name": "s", "base": {"levels": 2, "data": {"name": "digits"}, "model": {"name": "lenet"},
                                  "sharpness": {"levels": [2]}},
            "grid": {"method": ["random_prune"]}}
-    with pytest.raises(SpecError) as err:
-        raylth.run(raw, storage=tmp_path / "store")
-    message = str(err.value)
-    assert "sharpness: it splits the trial's dense network train_" in message and "add method imp" in message
-    assert "\n" not in message and not (tmp_path / "store").exists()
+    jobs = {job.label: job for job in sweep_jobs(parse_sweep(raw).trials)}
+    hessian = jobs["method=random_prune,hessian"]
+    assert [s.kind for s in hessian.specs] == ["train", "hessian"]
+    split = jobs["method=random_prune,level=2,sharpness"].specs[0]
+    assert split.network == f"{hessian.specs[0].id}:init" and hessian.label in jobs[
+        "method=random_prune,level=2,sharpness"].needs
     with pytest.raises(SpecError, match="sharpness.probes: 0 must be >= 1"):
         parse_sweep({"base": {"sharpness": {"probes": 0}}})
 

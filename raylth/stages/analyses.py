@@ -16,8 +16,9 @@ from typing import Callable
 from raylth.errors import SpecError
 from raylth.specs import Spec, TrialSpec
 
-# (label suffix, the specs of one job), e.g. ("level=3,lmc", (LmcSpec(...),))
-JobSpecs = tuple[str, tuple[Spec, ...]]
+# (label suffix, the specs of one job[, whether its artifacts are results rows: default True]),
+# e.g. ("level=3,lmc", (LmcSpec(...),))
+JobSpecs = tuple
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ class StageContext:
     node: str | None = None                       # the cluster node, recorded in metrics
     compile: bool = False                         # torch.compile the training step (not hashed)
     fast: bool | None = None                      # bf16/channels_last/fused; None: RAYLTH_FAST_PATH, else CUDA
+    planned: tuple = ()                           # the job's specs: siblings of a dense run train with it
     _data: dict = field(default_factory=dict, repr=False)
 
     def dataset(self, spec: DataSpec) -> Dataset:

@@ -59,6 +59,9 @@ class Stage:
     # Its artifacts are rows of the results (False: an intermediate, e.g. a Hessian that
     # sharpness rows split).
     results_row: bool = True
+    # spec -> what it computes apart from what it keeps: specs with equal keys in one job are
+    # made by one run (a dense run and its save_at; raylth.sweep.jobs puts them together).
+    sibling_key: Callable[[Spec], Spec] | None = None
 
     @property
     def kind(self) -> str:

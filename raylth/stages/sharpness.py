@@ -13,7 +13,7 @@ import time
 from raylth.engine.data import fixed_batches
 from raylth.engine.fastpath import precision
 from raylth.engine.sharpness import exact_diagonal, hutchinson, mass_by_mask, signed_by_mask, top_eigenvalue
-from raylth.errors import SpecError, StoreError
+from raylth.errors import StoreError
 from raylth.specs import SharpnessOptions, SharpnessSpec, Spec, TrialSpec
 from raylth.specs.analysis import HessianSpec
 from raylth.stages.analyses import Analysis, register_analysis, selected
@@ -80,10 +80,17 @@ def run_sharpness(spec: SharpnessSpec, ctx: StageContext) -> Artifact:
 
 
 def sharpness_jobs(trial: TrialSpec, options: SharpnessOptions, networks: list[Spec]):
-    """One job per selected level: the Hessian of the trial's dense network
-    (at its rewind point, init or final) split by that level's mask."""
+    """The Hessian of the trial's dense network (at its rewind point, init or
+    final), one job with that network (trained there unless the sweep trains
+    it elsewhere: then that job also makes it, see raylth.sweep.jobs), not a
+    results row; then one job per selected level splitting it by that level's
+    mask. At init or final the dense network is the run without extra
+    checkpoints, the same for every rewind point: trials of other methods or
+    rewind points share one Hessian."""
     dense = trunk_level(trial).trunk_root()
     checkpoint = checkpoint_name(trial.prune.rewind) if options.checkpoint == "rewind" else options.checkpoint
+    if checkpoint in ("init", "final"):
+        dense = dense.replace(save_at=())
     jobs = []
     for network in networks:
         level = level_of(network)
@@ -93,25 +100,12 @@ def sharpness_jobs(trial: TrialSpec, options: SharpnessOptions, networks: list[S
             continue
         masks = () if level == 0 else (network.id,)  # a dense network has no mask
         jobs.append((f"level={level},sharpness", (options.of(f"{dense.id}:{checkpoint}", masks),)))
-    if jobs:  # the Hessian itself: one job per distinct network in a sweep (raylth.sweep.jobs drops repeats)
-        jobs.insert(0, ("hessian", (jobs[0][1][0].hessian(),)))
+    if jobs:  # planned once per distinct network in a sweep (raylth.sweep.jobs drops repeats)
+        jobs.insert(0, ("hessian", (dense, jobs[0][1][0].hessian()), False))
     return jobs
 
 
-def check_dense_networks(jobs, store) -> None:
-    """A sharpness job reads its trial's dense network, which the stage cannot
-    train: a job of the sweep must make it, or the store hold it."""
-    made = {i for job in jobs for i in job.ids}
-    for job in jobs:
-        for spec in job.specs:
-            network = split_ref(spec.network)[0] if isinstance(spec, SharpnessSpec) else None
-            if network and network not in made and not store.has(network):
-                raise SpecError(f"[{job.label}]: sharpness: it splits the trial's dense network {network}, which "
-                                "no trial of this sweep trains and the store does not hold; add method imp (or "
-                                "dense) with the same seeds to the grid")
-
-
-register_analysis(Analysis(SharpnessOptions, jobs=sharpness_jobs, check=check_dense_networks))
+register_analysis(Analysis(SharpnessOptions, jobs=sharpness_jobs))
 register_stage(Stage(HessianSpec, run_hessian, results_row=False,
                      origin=lambda spec, origin_of: origin_of(split_ref(spec.network)[0])))
 register_stage(Stage(SharpnessSpec, run_sharpness,

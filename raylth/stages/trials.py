@@ -30,5 +30,5 @@ def trial_plan(label: str, spec: TrialSpec) -> list[PlannedJob]:
         jobs += [PlannedJob(f"{label},level={level_of(n)}", (n,)) for n in networks]
     else:
         jobs.append(PlannedJob(label, tuple(networks)))
-    jobs += [PlannedJob(f"{label},{suffix}", specs) for suffix, specs in analysis_jobs(spec, networks)]
+    jobs += [PlannedJob(f"{label},{suffix}", specs, *rows) for suffix, specs, *rows in analysis_jobs(spec, networks)]
     return jobs

@@ -313,6 +313,23 @@ class Store:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    @contextlib.contextmanager
+    def lock_if_free(self, artifact_id: str):
+        """``lock`` without waiting: yields True holding it, False when another
+        process holds it (and is computing the artifact)."""
+        path = self.root / ".partial" / f"{artifact_id}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def finish(self, spec: Spec, partial: Partial, metrics: dict) -> Artifact:
         """Write spec and metrics into the partial folder and move it into place."""
         record = {"id": spec.id, "kind": spec.kind, "canonical": spec.canonical(),

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from raylth.errors import RaylthError
 from raylth.specs import Spec
-from raylth.stages.registry import STAGES, trains
+from raylth.stages.registry import STAGES, stage_of, trains
 from raylth.stages.trials import trial_plan
 from raylth.sweep.config import Trial
 
@@ -65,6 +65,7 @@ def sweep_jobs(trials: list[Trial]) -> list[Job]:
         if frozenset(job.ids) not in seen:
             seen.add(frozenset(job.ids))
             jobs.append(job)
+    jobs, holders = _with_siblings(jobs)
     producers: dict[str, list[int]] = {}
     for index, job in enumerate(jobs):
         for artifact in job.ids:
@@ -78,11 +79,37 @@ def sweep_jobs(trials: list[Trial]) -> list[Job]:
         # a job whose every artifact another (larger, or equal and earlier) job makes waits for it
         needs |= {other for other in set.intersection(*(set(producers[i]) for i in own))
                   if len(jobs[other].ids) > len(own) or (len(jobs[other].ids) == len(own) and other < index)}
+        # a sibling of a run another job trains (the same run, other checkpoints) waits for that job
+        needs |= {holders[artifact] for artifact in own if artifact in holders}
         needs.discard(index)
         needed.append(sorted(needs))
     _check_acyclic(jobs, needed)
     return [dataclasses.replace(job, needs=tuple(jobs[i].label for i in needs))
             for job, needs in zip(jobs, needed)]
+
+
+def _with_siblings(jobs: list[Job]) -> tuple[list[Job], dict[str, int]]:
+    """Stages that compute the same thing apart from what they keep (dense runs
+    differing only in save_at: the registry's ``sibling_key``) join the first
+    job that holds one of them, right after it, so that one run makes them all
+    (raylth.stages.train). Returns the jobs and, per sibling id, that job."""
+    groups: dict = {}
+    for index, job in enumerate(jobs):
+        for spec in job.specs:
+            key = stage_of(spec.kind).sibling_key
+            if key is not None:
+                first, members = groups.setdefault(key(spec), (index, {}))
+                members.setdefault(spec.id, spec)
+    out, holders = list(jobs), {}
+    for base, (index, members) in groups.items():
+        if len(members) < 2:
+            continue
+        job = out[index]
+        at = next(k for k, spec in enumerate(job.specs) if spec.id in members)
+        extra = tuple(spec for i, spec in members.items() if i not in set(job.ids))
+        out[index] = dataclasses.replace(job, specs=job.specs[:at + 1] + extra + job.specs[at + 1:])
+        holders |= {i: index for i in members}
+    return out, holders
 
 
 _ARTIFACT_REF = re.compile(r"^([a-z_]+_[0-9a-f]{16})(:[A-Za-z0-9_]+)?$")

@@ -49,7 +49,8 @@ PROGRESS_KEYS = ("level", "sparsity", "test_acc", "instability_test")
 def run_specs_here(specs: list[Spec], storage, data_root: Path, report=None, node=None,
                    compile: bool = False) -> list[str]:
     """Run one job's stages in this process (what every Tune trial does)."""
-    ctx = StageContext(store=Store(storage), data_root=data_root, report=report, node=node, compile=compile)
+    ctx = StageContext(store=Store(storage), data_root=data_root, report=report, node=node, compile=compile,
+                       planned=tuple(specs))
     return [run_stage(spec, ctx).id for spec in specs]
 
 

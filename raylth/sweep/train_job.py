@@ -28,7 +28,8 @@ def _worker_loop(config: dict) -> None:
 
     ctx = StageContext(store=Store(config["storage"]), data_root=Path(config["data_root"]),
                        device=ray.train.torch.get_device(), dist=Dist.current(), report=progress,
-                       node=ray.get_runtime_context().get_node_id(), compile=config["compile"])
+                       node=ray.get_runtime_context().get_node_id(), compile=config["compile"],
+                       planned=tuple(config["specs"]))
     for spec in config["specs"]:
         run_stage(spec, ctx)
 
