@@ -161,3 +161,25 @@ def test_the_instability_sweep_trains_one_dense_network_per_seed():
             if spec.kind == "train" and job not in holders:
                 maker = next(h for h in holders if spec.id in h.ids)
                 assert maker.label in job.needs
+
+
+def test_masks_of_one_hessian_are_compared_group_by_group():
+    """Two masks split by the same probes: the error of their difference is
+    that of the paired group differences, smaller than the two errors combined."""
+    from types import SimpleNamespace
+
+    from raylth.reporting.sharpness import _paired
+
+    model, batches = _small()
+    names = prunable_weight_names(model)
+    mean, groups = hutchinson(model, batches, probes=40, seed=0, names=names)
+    weights = {n: p.detach() for n, p in model.named_parameters()}
+    rows = []
+    for k in range(2):
+        mask = prune("random_layerwise", weights, full_mask(model), 0.5, torch.Generator().manual_seed(k))
+        t = signed_by_mask(mean, groups, mask)["total"]["pruned"]
+        rows.append(SimpleNamespace(hessian="h", pruned=t["sum"] / t["count"], pruned_se=t["se"] / t["count"],
+                                    pruned_groups=[v / t["count"] for v in t["groups"]]))
+    diff, paired = _paired(*rows)
+    assert diff == pytest.approx(rows[0].pruned - rows[1].pruned)
+    assert 0 < paired < (rows[0].pruned_se ** 2 + rows[1].pruned_se ** 2) ** 0.5

@@ -213,13 +213,17 @@ def signed_by_mask(diag: dict[str, torch.Tensor], groups: dict[str, torch.Tensor
     """Signed sums of the Hessian diagonal over the kept (mask True) and the
     pruned weights, per layer and in total, each with its standard error: the
     spread of the same sum over the probe groups / sqrt(groups) (``groups``
-    None, or one group: an exact diagonal, error 0). A difference between two
-    masks means something only beyond these errors."""
-    def side(sums: list[float], group_sums: torch.Tensor | None, count: int) -> dict:
+    None, or one group: an exact diagonal, error 0), and the per-group sums
+    (masks of one Hessian share its probes: their difference's error is that
+    of the group-by-group differences, much smaller than the two errors
+    combined). A difference between two masks means something only beyond its error."""
+    def side(total: float, group_sums: torch.Tensor | None, count: int) -> dict:
         se = 0.0
         if group_sums is not None and len(group_sums) > 1:
             se = float(group_sums.std(unbiased=True)) / math.sqrt(len(group_sums))
-        return {"sum": sums, "se": se, "count": count}
+        # the per-group sums too: two masks split by the same probes compare group by group (paired)
+        groups_out = [] if group_sums is None else [float(v) for v in group_sums]
+        return {"sum": total, "se": se, "count": count, "groups": groups_out}
 
     layers, total = {}, None
     for name, m in mask.items():

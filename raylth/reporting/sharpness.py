@@ -68,9 +68,10 @@ def signed_rows(store: Store, rows):
                         "pruned": t["pruned"]["sum"] / t["pruned"]["count"],
                         "pruned_se": t["pruned"]["se"] / t["pruned"]["count"],
                         "kept": t["kept"]["sum"] / t["kept"]["count"], "kept_se": t["kept"]["se"] / t["kept"]["count"],
-                        "bn": m.get("bn"), "exact": m.get("exact")})
+                        "pruned_groups": [v / t["pruned"]["count"] for v in t["pruned"].get("groups", [])],
+                        "hessian": m.get("hessian"), "bn": m.get("bn"), "exact": m.get("exact")})
     return pd.DataFrame(out, columns=["sweep", "dataset", "model", "method", "seed", "level", "sparsity", "pruned",
-                                      "pruned_se", "kept", "kept_se", "bn", "exact"])
+                                      "pruned_se", "kept", "kept_se", "pruned_groups", "hessian", "bn", "exact"])
 
 
 def _over_seeds(signed):
@@ -93,19 +94,35 @@ def signed_table(signed) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _paired(a, b) -> tuple[float, float]:
+    """Difference of two rows' pruned-weight curvature and its error: group by
+    group when they split one Hessian (the same probes), else the errors combined."""
+    if a.hessian is not None and a.hessian == b.hessian and len(a.pruned_groups) > 1:
+        d = [x - y for x, y in zip(a.pruned_groups, b.pruned_groups)]
+        mean = sum(d) / len(d)
+        return a.pruned - b.pruned, math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+    return a.pruned - b.pruned, math.hypot(a.pruned_se, b.pruned_se)
+
+
 def differences(signed) -> str:
     """Each pair of methods at each level: the difference of their pruned
-    weights' mean signed curvature, its standard error, and whether it lies
-    beyond two of them."""
-    lines = ["| sweep | level | methods | difference of pruned-weight curvature ± se | beyond 2 se |",
-             "|---|---:|---|---:|---|"]
-    summary = _over_seeds(signed)
-    for (sweep, level), group in summary.groupby(["sweep", "level"], dropna=False):
-        for a, b in itertools.combinations(group.sort_values("method").itertuples(), 2):
-            diff, se = a.pruned - b.pruned, math.hypot(a.pruned_se, b.pruned_se)
+    weights' mean signed curvature (mean over the seeds both have; per seed,
+    paired over the probe groups of the Hessian they share), its standard
+    error, and whether it lies beyond two of them."""
+    lines = ["| sweep | level | methods | difference of pruned-weight curvature ± se | beyond 2 se | seeds |",
+             "|---|---:|---|---:|---|---:|"]
+    for (sweep, level), group in signed.groupby(["sweep", "level"], dropna=False):
+        by_method = {m: {r.seed: r for r in g.itertuples()} for m, g in group.groupby("method")}
+        for a, b in itertools.combinations(sorted(by_method), 2):
+            seeds = sorted(set(by_method[a]) & set(by_method[b]))
+            if not seeds:
+                continue
+            pairs = [_paired(by_method[a][s], by_method[b][s]) for s in seeds]
+            diff = sum(d for d, _ in pairs) / len(pairs)
+            se = math.sqrt(sum(e ** 2 for _, e in pairs)) / len(pairs)
             verdict = "yes" if se > 0 and abs(diff) > 2 * se else "no"
-            lines.append(f"| {sweep or '-'} | {level:.0f} | {a.method} - {b.method} | {diff:.3g} ± {se:.2g} | "
-                         f"{verdict} |")
+            lines.append(f"| {sweep or '-'} | {level:.0f} | {a} - {b} | {diff:.3g} ± {se:.2g} | {verdict} | "
+                         f"{len(seeds)} |")
     return "\n".join(lines) + "\n"
 
 
