@@ -136,8 +136,12 @@ def plot_signed_curvature(signed, path: Path, title: str) -> None:
         ax.errorbar(100 * group.sparsity, group.pruned, yerr=group.pruned_se, marker="o", markersize=3, capsize=3,
                     label=method)
     ax.axhline(0.0, color="grey", linewidth=1)
+    _finish(plt, fig, ax, path, title, "mean Hessian diagonal of pruned weights\n(± standard error of the estimate)")
+
+
+def _finish(plt, fig, ax, path: Path, title: str, ylabel: str) -> None:
     ax.set_xlabel("weights pruned (%)")
-    ax.set_ylabel("mean Hessian diagonal of pruned weights\n(± standard error of the estimate)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -173,14 +177,7 @@ def plot_pruned_curvature(masks, path: Path, title: str) -> None:
         line, = ax.plot(100 * stats.sparsity, stats["mean"], marker="o", markersize=3, label=method)
         ax.fill_between(100 * stats.sparsity, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
                         color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("weights pruned (%)")
-    ax.set_ylabel("mean |Hessian diagonal| of pruned weights\n/ mean over all weights")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(plt, fig, ax, path, title, "mean |Hessian diagonal| of pruned weights\n/ mean over all weights")
 
 
 @report_section
@@ -200,7 +197,7 @@ def sharpness_section(store: Store, frame, out: Path) -> dict[str, Path]:
                  + "\n## Do the methods differ?\n\n" + differences(signed))
         for keys, rows in signed.groupby(["sweep", "dataset", "model"], dropna=False):
             path = out / f"pruned_signed_curvature_{group_name(keys)}.png"
-            plot_signed_curvature(rows, path, f"{group_title(keys)}, curvature of pruned weights")
+            plot_signed_curvature(rows, path, f"{group_title(keys)}: pruned weights")
             written[f"plot:{path.stem}"] = path
     (out / "sharpness.md").write_text(text)
     for keys, rows in masks[masks.sparsity.notna()].groupby(["sweep", "dataset", "model"], dropna=False):
