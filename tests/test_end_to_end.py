@@ -165,7 +165,7 @@ def test_instability_sweep_through_tune_and_its_report(tmp_path):
     path.write_text(yaml.safe_dump(sweep))
     done = cli("run", path, "--storage", tmp_path / "s")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "10 jobs finished" in done.stdout  # 2 trunks, 4 children, 2 analyses, 2 sharpness
+    assert "12 jobs finished" in done.stdout  # 2 trunks, 4 children, 2 analyses, 2 Hessians, 2 splits
     frame = raylth.results(tmp_path / "s")
     lmc = frame[frame.stage == "lmc"]
     assert sorted(lmc.rewind) == ["0it", "100it"] and (lmc.level == 3).all()
