@@ -161,7 +161,7 @@ def test_sweep_submitted_to_a_two_node_cluster_spreads_over_both(two_node_cluste
     workdir.mkdir()
     write_sweep(workdir / "s.yaml", grid={"seed": [0, 1, 2, 3]})
     storage = tmp_path / "store"
-    for attempt in range(30):  # the dashboard's job agent needs a few seconds after `ray start`
+    for attempt in range(90):  # the dashboard's job agent needs a few seconds after `ray start` (more when busy)
         submit = subprocess.run(
             [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", two_node_cluster,
              "--working-dir", str(workdir), "--", "raylth", "run", "s.yaml", "--storage", str(storage)],
