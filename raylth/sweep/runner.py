@@ -184,6 +184,8 @@ def _fit(sweep: Sweep, pending: list[Job], trainable, store: Store, stamp: str, 
                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
     )
     for result in tuner.fit():
+        if result.config is None:  # a trial whose worker never started: accounted for below
+            continue
         label = result.config["trial"]
         if result.error is not None:
             outcome.failed[label] = root_cause_line(result.error)
@@ -191,6 +193,9 @@ def _fit(sweep: Sweep, pending: list[Job], trainable, store: Store, stamp: str, 
             outcome.finished.append(label)
     for label, need in order.skipped.items():
         outcome.failed[label] = f"not run: it needs job [{need}], which did not finish"
+    for job in pending:
+        if job.label not in outcome.failed and job.label not in outcome.finished:
+            outcome.failed[job.label] = "did not run (its worker never started); run the same command to continue"
 
 
 def _short(label: str, limit: int = 60) -> str:
