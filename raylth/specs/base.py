@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import types
 import typing
 from typing import Any, ClassVar, Literal
@@ -106,11 +107,20 @@ class Spec:
         for f in dataclasses.fields(self):
             if hints[f.name] in _FLOATISH and type(getattr(self, f.name)) is int:
                 object.__setattr__(self, f.name, float(getattr(self, f.name)))  # lr=1 and lr=1.0: one id
-            options = f.metadata.get("choices")
             value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SpecError(f"{self._path(f.name)}: {value} is not a finite number; give a real value")
+            if "seed" in f.name and isinstance(value, int) and not 0 <= value < SEED_LIMIT:
+                raise SpecError(f"{self._path(f.name)}: {value} is outside 0..2**63-1, the seeds a torch "
+                                "generator takes")
+            options = f.metadata.get("choices")
             if options and value not in options:
                 raise SpecError(f"{self.label()}.{f.name}: {value!r} is not one of {', '.join(map(str, options))}")
         self.validate()
+
+    def _path(self, name: str) -> str:
+        prefix = self.label() if self.path_prefix is None else self.path_prefix
+        return f"{prefix}.{name}" if prefix else name
 
     def validate(self) -> None:
         """Check values; raise SpecError naming the field. Overridden by specs."""
@@ -201,6 +211,7 @@ class Spec:
 
 
 _FLOATISH = (float, float | None)
+SEED_LIMIT = 2 ** 63
 
 
 @functools.lru_cache(maxsize=None)

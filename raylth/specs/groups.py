@@ -157,6 +157,14 @@ class Seeds(Spec):
     order: int = 0     # data order, per epoch
     augment: int = 0   # augmentation draws, per epoch
 
+    def validate(self):
+        from raylth.specs.base import SEED_LIMIT
+
+        for name in ("init", "order", "augment"):
+            if not 0 <= getattr(self, name) < SEED_LIMIT:
+                raise SpecError(f"seeds.{name}: {getattr(self, name)} is outside 0..2**63-1, the seeds a torch "
+                                "generator takes")
+
     @classmethod
     def all(cls, seed: int) -> "Seeds":
         return cls(init=seed, order=seed, augment=seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,9 @@ from raylth.specs.analysis import TRIAL_BLOCKS
 from raylth.specs.base import Spec, _fill_id_defaults, _join
 from raylth.specs.distill import DistillEvalSpec, DistillSpec, check_distilled_trial
 from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
+
+
+MIN_LEFT = 1e-6  # the smallest share of weights a trunk may keep (levels beyond prune nothing real)
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,11 @@ class TrialSpec(Spec):
     def validate(self):
         if self.levels < 0:
             raise SpecError(f"levels: {self.levels} must be >= 0")
+        left = (1 - self.prune.fraction) ** self.levels
+        if self.levels and left < MIN_LEFT:
+            most = int(math.log(MIN_LEFT) / math.log(1 - self.prune.fraction))
+            raise SpecError(f"levels: {self.levels} levels of prune.fraction {self.prune.fraction} keep "
+                            f"{left:.1e} of the weights, fewer than one in a million; use levels <= {most}")
         for options in self.analyses:
             if type(options) not in TRIAL_BLOCKS.values():
                 raise SpecError(f"analyses: {options!r} is not the options of an analysis; use the blocks "

@@ -5,12 +5,15 @@ Reports read them from here, without the sweep planner."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import yaml
 
 from raylth.specs import TrialSpec
 from raylth.store.store import Store
+
+log = logging.getLogger("raylth")
 
 def errors_file(name: str) -> str:
     return f"sweeps/{name}.errors.json"
@@ -50,16 +53,40 @@ def write_record(store: Store, name: str, source, trials: list[tuple[str, TrialS
     store.write_file(record_file(name), yaml.safe_dump(record, sort_keys=False).encode())
 
 
-def read_record(store: Store, name: str) -> list[tuple[str, TrialSpec]]:
-    """The (label, spec) of every trial a sweep recorded."""
+def _record(store: Store, name: str) -> dict | None:
+    """The record of sweep ``name``, or None when ``sweeps/<name>.yaml`` is
+    missing or is not a record raylth wrote (a sweep definition, a stray
+    file, broken YAML): readers skip it, naming it once."""
     text = store.read_file(record_file(name))
     if text is None:
+        return None
+    try:
+        record = yaml.safe_load(text)
+    except yaml.YAMLError:
+        record = None
+    if not (isinstance(record, dict) and isinstance(record.get("trials"), list)
+            and all(isinstance(t, dict) and "label" in t and "spec" in t for t in record["trials"])):
+        if name not in _SKIPPED:
+            _SKIPPED.add(name)
+            log.warning("%s: not a sweep record raylth wrote; skipped", record_file(name))
+        return None
+    return record
+
+
+_SKIPPED: set[str] = set()
+
+
+def read_record(store: Store, name: str) -> list[tuple[str, TrialSpec]]:
+    """The (label, spec) of every trial a sweep recorded."""
+    record = _record(store, name)
+    if record is None:
         return []
-    record = yaml.safe_load(text) or {}
     written = record.get("format", 1)
     return [(t["label"], TrialSpec.from_stored(t["spec"], written=None if written < 2 else written))
-            for t in record.get("trials", [])]
+            for t in record["trials"]]
 
 
 def sweep_names(store: Store) -> list[str]:
-    return [name[:-len(".yaml")] for name in store.file_names("sweeps", ".yaml")]
+    """The sweeps recorded in ``store`` (files under sweeps/ that are records)."""
+    names = [name[:-len(".yaml")] for name in store.file_names("sweeps", ".yaml")]
+    return [name for name in names if _record(store, name) is not None]

@@ -83,6 +83,9 @@ def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep
         raise SpecError(f"{where}: base must be a mapping of trial fields")
     if not isinstance(grid, dict):
         raise SpecError(f"{where}: grid must be a mapping of key: [values]")
+    if not base and not grid:
+        raise SpecError(f"{where}: the sweep names no trial; give base: (the trial's fields) and/or "
+                        "grid: (key: [values]), e.g. base: {data: {name: digits}, model: {name: lenet}}")
     trials = expand(base, grid, where, per_method=_per_method(raw.get("per_method") or {}, where))
     return Sweep(name=name, trials=trials, storage=raw.get("storage"), data_root=raw.get("data_root"),
                  resources=resources, workers=workers, compile=compile_steps, max_concurrent=max_concurrent,

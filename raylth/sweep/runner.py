@@ -117,12 +117,12 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
     check_trials(sweep, data_root)  # before anything is written
     store = Store(storage)
     check_analysis_inputs(sweep, store)
-    write_record(store, sweep)
     outcome = SweepOutcome(sweep.name, store.location)
     states = job_states(store, sweep.trials)
     outcome.cached = [s.job.label for s in states if s.state == "finished"]
     pending = [s.job for s in states if s.state != "finished"]
     if not pending:
+        write_record(store, sweep)
         log.info("%s: all %d jobs already finished in %s", sweep.name, len(states), store.location)
         return outcome
     import ray
@@ -130,8 +130,10 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
 
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=True)
+    # resources no node can give stop the run before its record is written
     _check_fits(sweep, ray.cluster_resources(), started_here=address is None and not os.environ.get("RAY_ADDRESS"),
                 nodes=[node["Resources"] for node in ray.nodes() if node.get("Alive")])
+    write_record(store, sweep)
     jobs = {job.label: (job.specs, job.trains) for job in pending}
     trainable = tune.with_resources(
         tune.with_parameters(_tune_trainable, jobs=jobs, storage=str(storage), data_root=str(data_root),
