@@ -91,6 +91,11 @@ class SubmittedSweep:
         return self.client.stop_job(self.job_id)
 
 
+# Anchored (a leading /): Ray reads excludes as .gitignore lines, where a bare "data" would also
+# drop raylth/engine/data/ from the upload.
+UPLOAD_EXCLUDES = ("/.git", "/raylth-results", "/data", "/.bench-data")
+
+
 def submit(sweep, address: str, storage=None, data_root=None, working_dir=".",
            runtime_env: dict | None = None) -> SubmittedSweep:
     """Launch ``raylth run SWEEP`` as a job on a running Ray cluster (its
@@ -104,11 +109,12 @@ def submit(sweep, address: str, storage=None, data_root=None, working_dir=".",
 
     path = Path(working_dir) / sweep
     _as_sweep(path)  # a bad sweep fails here, not on the cluster
-    command = ["raylth", "run", str(sweep)]
+    # the interpreter's module entry point: no console script needs to be on the cluster's PATH
+    command = ["python", "-m", "raylth.cli.main", "run", str(sweep)]
     command += ["--storage", str(storage)] if storage else []
     command += ["--data-root", str(data_root)] if data_root else []
     client = JobSubmissionClient(address)
-    env = {"working_dir": str(working_dir), "excludes": [".git", "raylth-results", "data"]} | (runtime_env or {})
+    env = {"working_dir": str(working_dir), "excludes": list(UPLOAD_EXCLUDES)} | (runtime_env or {})
     return SubmittedSweep(client, client.submit_job(entrypoint=shlex.join(command), runtime_env=env))
 
 
