@@ -80,10 +80,18 @@ def test_every_method_plans_registered_stages(name):
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
-def test_every_data_set_is_named_in_the_registry_checks(name):
-    from raylth.engine.data import check_dataset_name
+def test_every_data_set_refuses_the_keys_it_does_not_read(name, tmp_path):
+    """data.path / data.test only where the set declares it reads them: one
+    line naming the key, before any file is touched."""
+    from raylth.engine.data import load_dataset
+    from raylth.engine.data.registry import _TAKES
+    from raylth.errors import SpecError
+    from raylth.specs import DataSpec
 
-    check_dataset_name(name)
+    assert set(_TAKES[name]) <= {"path", "test"}
+    for key in {"path", "test"} - set(_TAKES[name]):
+        with pytest.raises(SpecError, match=rf"^data\.{key}: only the .* take {key}; remove it for {name}$"):
+            load_dataset(DataSpec(name, **{key: "x"}), tmp_path)
 
 
 def test_every_report_section_takes_an_empty_frame(tmp_path):

@@ -51,15 +51,29 @@ def per_example_line(measure: Callable[[int], int]) -> tuple[float, float]:
     return max(0.0, a - per * small), max(0.0, per)
 
 
+_LINES: dict = {}  # measured lines by (what, network structure, input shape, classes)
+
+
+def _cached_line(what: str, model: nn.Module, input_shape, num_classes: int,
+                 measure_on: Callable[[nn.Module], Callable[[int], int]]) -> tuple[float, float]:
+    """per_example_line of ``measure_on(a CPU copy of model)``, measured once per
+    network structure: every level, child and resumed run of one network asks
+    the same question."""
+    key = (what, tuple(type(m).__name__ for m in model.modules()),
+           tuple((n, tuple(p.shape)) for n, p in model.named_parameters()), tuple(input_shape), num_classes)
+    if key not in _LINES:
+        _LINES[key] = per_example_line(measure_on(_cpu_copy(model)))
+    return _LINES[key]
+
+
 def param_bytes(model: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """Peak bytes a job keeps on its device and in host memory."""
+    """Peak bytes a job keeps on its device."""
     device: float
-    host: float = 0.0
 
 
 def training_estimate(model: nn.Module, input_shape, batch: int, num_classes: int, data_bytes: int,
@@ -68,14 +82,14 @@ def training_estimate(model: nn.Module, input_shape, batch: int, num_classes: in
     (bf16 autocast keeps about half), weights, gradients and
     ``optimizer_states`` buffers per weight, and the data set resident on the
     device."""
-    model = _cpu_copy(model)
+    def measure_on(net: nn.Module):
+        def measure(n: int) -> int:
+            x = torch.zeros(n, *input_shape)
+            y = torch.arange(n) % num_classes
+            return saved_bytes(lambda: F.cross_entropy(net(x), y))
+        return measure
 
-    def measure(n: int) -> int:
-        x = torch.zeros(n, *input_shape)
-        y = torch.arange(n) % num_classes
-        return saved_bytes(lambda: F.cross_entropy(model(x), y))
-
-    fixed, per = per_example_line(measure)
+    fixed, per = _cached_line("train", model, input_shape, num_classes, measure_on)
     weights = param_bytes(model) * (2 + optimizer_states)
     return Estimate(device=fixed + per * batch + weights + data_bytes)
 
@@ -86,28 +100,9 @@ def mtt_unroll_estimate(model: nn.Module, input_shape, batch_syn: int, syn_steps
     forward activations of ``batch_syn`` images and the graph of their
     parameter gradient (create_graph) and one parameter vector; with
     ``low_memory`` only each step's inputs, plus one step recomputed at a time."""
-    from torch.func import functional_call
-
-    model = _cpu_copy(model)
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    sizes = [p.numel() for _, p in model.named_parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).requires_grad_(True)
-
-    def measure(n: int) -> int:
-        x = torch.zeros(n, *input_shape, requires_grad=True)
-        y = torch.arange(n) % num_classes
-
-        def step():
-            params = {k: t.view(s) for k, t, s in zip(names, torch.split(flat, sizes), shapes)}
-            loss = F.cross_entropy(functional_call(model, params, (x,)), y)
-            grad, = torch.autograd.grad(loss, flat, create_graph=True)
-            return flat - 0.01 * grad
-        return saved_bytes(step)
-
-    fixed, per = per_example_line(measure)
+    fixed, per = _cached_line("mtt", model, input_shape, num_classes, _unroll_step_measure(input_shape, num_classes))
     one_step = fixed + per * batch_syn
-    vector = flat.numel() * 4
+    vector = sum(p.numel() for p in model.parameters()) * 4
     image_bytes = 4 * int(torch.tensor(input_shape).prod())
     resident = 4 * vector + 3 * n_images * image_bytes  # theta0, target, flat, grad; images, grad, momentum
     if low_memory:
@@ -115,6 +110,30 @@ def mtt_unroll_estimate(model: nn.Module, input_shape, batch_syn: int, syn_steps
     else:
         kept = syn_steps * (one_step + vector)
     return Estimate(device=kept + resident)
+
+
+def _unroll_step_measure(input_shape, num_classes: int):
+    """measure(batch) of one unrolled MTT student step on a network."""
+    from torch.func import functional_call
+
+    def measure_on(net: nn.Module):
+        names = [n for n, _ in net.named_parameters()]
+        shapes = [p.shape for _, p in net.named_parameters()]
+        sizes = [p.numel() for _, p in net.named_parameters()]
+        flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()]).requires_grad_(True)
+
+        def measure(n: int) -> int:
+            x = torch.zeros(n, *input_shape, requires_grad=True)
+            y = torch.arange(n) % num_classes
+
+            def step():
+                params = {k: t.view(s) for k, t, s in zip(names, torch.split(flat, sizes), shapes)}
+                loss = F.cross_entropy(functional_call(net, params, (x,)), y)
+                grad, = torch.autograd.grad(loss, flat, create_graph=True)
+                return flat - 0.01 * grad
+            return saved_bytes(step)
+        return measure
+    return measure_on
 
 
 def trajectories_bytes(n_params: int, n_experts: int, epochs_kept: int) -> int:

@@ -144,12 +144,12 @@ def exact_diagonal(model: nn.Module, batches: Batches, names: list[str] | None =
         raise ValueError(f"the exact diagonal of {n} weights is {n} Hessian-vector products; "
                          f"it is offered up to {most} (use probes)")
     out = {}
-    for name, p in zip(names, params):
+    for k, (name, p) in enumerate(zip(names, params)):
         diag = torch.zeros(p.numel(), dtype=torch.float64)
         for i in range(p.numel()):
             e = [torch.zeros_like(q) for q in params]
-            e[names.index(name)].view(-1)[i] = 1.0
-            diag[i] = hessian_vector_product(model, batches, params, e, bn)[names.index(name)].reshape(-1)[i]
+            e[k].view(-1)[i] = 1.0
+            diag[i] = hessian_vector_product(model, batches, params, e, bn)[k].reshape(-1)[i]
         out[name] = diag.view(p.shape).float()
     return out
 

@@ -58,6 +58,13 @@ class ChildSpec(Spec):
             raise SpecError(f"index: {self.index} must be >= 0")
 
 
+class SpawnsChildren:
+    """An analysis of children of ``parent`` spawned at ``spawn`` under ``noise``."""
+
+    def child(self, index: int) -> ChildSpec:
+        return ChildSpec(parent=self.parent, spawn=self.spawn, noise=self.noise, index=index)
+
+
 @dataclass(frozen=True)
 class LmcSettings(Spec):
     """How children are made and compared: the fields an lmc analysis hashes."""
@@ -82,7 +89,7 @@ class LmcSettings(Spec):
 
 
 @dataclass(frozen=True)
-class LmcSpec(LmcSettings):
+class LmcSpec(SpawnsChildren, LmcSettings):
     """The analysis of one parent network at one spawn step."""
     kind = "lmc"
     path_prefix = ""
@@ -92,9 +99,6 @@ class LmcSpec(LmcSettings):
     def validate(self):
         super().validate()
         ChildSpec(parent=self.parent, spawn=self.spawn, noise=self.noise)
-
-    def child(self, index: int) -> ChildSpec:
-        return ChildSpec(parent=self.parent, spawn=self.spawn, noise=self.noise, index=index)
 
     def inputs(self) -> tuple[ChildSpec, ...]:
         return tuple(self.child(i) for i in range(self.children))
@@ -218,7 +222,7 @@ class DistanceSettings(Spec):
 
 
 @dataclass(frozen=True)
-class DistanceSpec(DistanceSettings):
+class DistanceSpec(SpawnsChildren, DistanceSettings):
     """Per-layer distance between children 0 and 1 of a parent spawned at one
     step: ||w_0 - w_1|| / ||w_0|| over each prunable layer's weights."""
     kind = "distance"
@@ -228,9 +232,6 @@ class DistanceSpec(DistanceSettings):
 
     def validate(self):
         ChildSpec(parent=self.parent, spawn=self.spawn, noise=self.noise)
-
-    def child(self, index: int) -> ChildSpec:
-        return ChildSpec(parent=self.parent, spawn=self.spawn, noise=self.noise, index=index)
 
     def inputs(self) -> tuple[ChildSpec, ...]:
         return (self.child(0), self.child(1))

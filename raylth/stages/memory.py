@@ -9,7 +9,6 @@ artifact id unchanged, ``low_memory_auto`` in its metrics).
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import torch
@@ -29,7 +28,6 @@ def check_fits(what: str, need: float, have: float, device: torch.device, fix: s
         raise WontFitError(f"{what}: needs ~{gib(need)} of {device_words(device)}, the worker has {gib(have)}: {fix}")
 
 
-@functools.lru_cache(maxsize=64)
 def _network(model: ModelSpec, input_shape: tuple, num_classes: int):
     return build_model(model, input_shape, num_classes, seed=0)
 

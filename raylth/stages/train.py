@@ -8,11 +8,15 @@ from raylth.stages.registry import Stage, network_origin, register_stage
 from raylth.store import Artifact
 
 
+def the_run(spec: TrainStageSpec) -> TrainStageSpec:
+    """What a dense run computes apart from the checkpoints it keeps."""
+    return spec.replace(save_at=())
+
+
 def siblings(spec: TrainStageSpec, specs) -> list[TrainStageSpec]:
     """The specs among ``specs`` that are the same dense run as ``spec`` but
     keep other checkpoints (``save_at``): one training makes them all."""
-    base = spec.replace(save_at=())
-    return [s for s in specs if isinstance(s, TrainStageSpec) and s != spec and s.replace(save_at=()) == base]
+    return [s for s in specs if isinstance(s, TrainStageSpec) and s != spec and the_run(s) == the_run(spec)]
 
 
 def run_train(spec: TrainStageSpec, ctx: StageContext) -> Artifact:
@@ -47,7 +51,7 @@ def _store_sibling(ctx: StageContext, sibling: TrainStageSpec, trained: Artifact
 
 register_stage(Stage(
     TrainStageSpec, run_train, trains=True, method_network=True, method="dense",
-    sibling_key=lambda spec: spec.replace(save_at=()),
+    sibling_key=the_run,
     recipe=lambda spec, store: (spec.data, spec.model, spec.train, spec.seeds),
     origin=lambda spec, origin_of: network_origin(spec.data, spec.model, spec.seeds),
     loop_points=lambda spec, points, method: points.own(spec.id)))
