@@ -127,21 +127,39 @@ def results(storage="raylth-results", sweep=None):
 
 
 def status(storage="raylth-results"):
-    """Per sweep: the state of each job (finished / running / missing)."""
+    """Per sweep: the state of each job (raylth.sweep.plan.JobState.STATES:
+    finished, running, damaged, failed, interrupted, missing)."""
     from raylth.store.records import read_errors, sweep_names
+    from raylth.sweep.drivers import drivers
     from raylth.sweep.plan import job_states, read_record
 
     store = _require_store(storage)
-    return {name: job_states(store, read_record(store, name), read_errors(store, name))
-            for name in sweep_names(store)}
+    sweeps = {}
+    for name in sweep_names(store):
+        alive, gone = drivers(store, name)
+        sweeps[name] = job_states(store, read_record(store, name), read_errors(store, name),
+                                  drivers_alive=bool(alive) if alive or gone else None)
+    return sweeps
 
 
 def report(storage="raylth-results", out="raylth-report", sweep=None):
     """Write results.csv, summary.md and accuracy-vs-sparsity PNGs into ``out``."""
     from raylth.reporting import write_report
 
+    from raylth.sweep.paths import check_folder_writable
+
     _require_store(storage)
+    check_folder_writable(Path(out).expanduser().resolve(), "report folder", "--out")
     return write_report(storage, out, sweep)
+
+
+def verify(storage="raylth-results", repair=False, progress=None):
+    """Check every file of every artifact against its manifest's size and
+    checksum; with ``repair``, move damaged artifacts to .broken/ (the next
+    run computes them again). A list of raylth.store.verify.Finding."""
+    from raylth.store.verify import verify_store
+
+    return verify_store(_require_store(storage), repair=repair, progress=progress)
 
 
 def _require_store(storage):
@@ -149,6 +167,8 @@ def _require_store(storage):
     from raylth.sweep.paths import resolve_storage
 
     store = Store(resolve_storage(storage))
+    if store.remote is None and store.root.exists() and not store.root.is_dir():
+        raise RaylthError(f"{store.location}: is a file, not a storage folder; pass the folder a sweep wrote to")
     if not store.exists():
         raise RaylthError(f"{store.location}: no such storage root; pass the folder or URI a sweep wrote to "
                           "(its `storage:` or --storage)")

@@ -3,7 +3,22 @@
 
 class RaylthError(ValueError):
     """A user-facing error. Its message is one line naming the field, path or
-    file at fault and what would fix it; the CLI prints it and exits 2."""
+    file at fault and what would fix it; the CLI prints it and exits
+    ``exit_code`` (2: a bad input, found before anything ran)."""
+
+    exit_code = 2
+
+
+class Interrupted(RaylthError):
+    """Ctrl-C or SIGTERM stopped a run; what finished is kept (exit 130, as a shell does)."""
+
+    exit_code = 130
+
+
+class StorageFault(RaylthError):
+    """The storage failed mid-run (a full disk, a lost mount): what finished is kept; rerun to continue."""
+
+    exit_code = 1
 
 
 class SpecError(RaylthError):

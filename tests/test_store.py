@@ -1,6 +1,7 @@
 """The store: atomic finishing, manifests, broken artifacts moved aside."""
 
 import json
+import zlib
 
 import pytest
 import torch
@@ -46,8 +47,9 @@ def test_finish_writes_a_complete_artifact(tmp_path):
     assert files == set(manifest) | {"manifest.json"}
     assert set(manifest) == {"spec.yaml", "metrics.json", "weights/init.pt", "weights/final.pt",
                              "mask.pt"}  # resume.pt and owner.json are not kept
-    for name, size in manifest.items():
-        assert (folder / name).stat().st_size == size
+    for name, entry in manifest.items():
+        assert (folder / name).stat().st_size == entry["size"]
+        assert entry["crc32"] == f"{zlib.crc32((folder / name).read_bytes()):08x}"
 
     record = yaml.safe_load((folder / "spec.yaml").read_text())
     assert record["id"] == SPEC_A.id and record["kind"] == "train"
@@ -75,7 +77,7 @@ def _assert_quarantined(store, tmp_path, artifact_id, before_files):
     assert not (tmp_path / artifact_id).exists()
     broken = list((tmp_path / ".broken").iterdir())
     assert len(broken) == 1 and broken[0].name.startswith(f"{artifact_id}-")
-    assert _files(broken[0]) == before_files  # moved whole, not deleted
+    assert _files(broken[0]) == before_files | {"REASON.txt"}  # moved whole, not deleted, with why
     assert store.get(artifact_id) is None
 
 
@@ -149,15 +151,53 @@ def test_a_recomputed_artifact_can_break_again(tmp_path, monkeypatch):
         assert len(list((tmp_path / ".broken").iterdir())) == round_ + 1
 
 
-def test_same_size_corruption_surfaces_as_store_error_on_load(tmp_path):
+def test_same_size_corruption_is_found_by_its_checksum_and_moved_aside(tmp_path):
     store = Store(tmp_path)
     _write(store, SPEC_A)
     target = tmp_path / SPEC_A.id / "weights" / "final.pt"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 16] = bytes(b ^ 0xFF for b in data[len(data) // 2: len(data) // 2 + 16])
+    target.write_bytes(bytes(data))  # the size still matches the manifest
+    assert store.condition(SPEC_A.id)[0] == "damaged"
+    with pytest.warns(UserWarning, match="final.pt does not match the checksum"):
+        assert store.get(SPEC_A.id) is None
+    broken = next((tmp_path / ".broken").iterdir())
+    assert "final.pt" in (broken / "REASON.txt").read_text()
+
+
+def test_a_file_damaged_after_get_is_refused_on_load(tmp_path):
+    store = Store(tmp_path)
+    _write(store, SPEC_A)
+    artifact = store.get(SPEC_A.id)
+    target = tmp_path / SPEC_A.id / "weights" / "final.pt"
     target.write_bytes(b"\0" * target.stat().st_size)
-    artifact = store.get(SPEC_A.id)  # sizes still match the manifest
-    assert artifact is not None
-    with pytest.raises(StoreError, match="final.pt"):
+    with pytest.raises(StoreError, match="final.pt: does not match the checksum"):
         artifact.weights("final")
+
+
+def test_checks_are_remembered_until_a_file_changes(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    _write(store, SPEC_A)
+    calls = []
+    real = store_module.checksums.crc32_file
+    monkeypatch.setattr(store_module.checksums, "crc32_file", lambda path: calls.append(path) or real(path))
+    assert store.condition(SPEC_A.id) == ("finished", "")  # checked when finished: nothing read again
+    assert calls == []
+    target = tmp_path / SPEC_A.id / "mask.pt"
+    target.write_bytes(target.read_bytes())  # same bytes, new modification time
+    assert store.condition(SPEC_A.id) == ("finished", "")
+    assert calls == [target]
+    assert store.scan(SPEC_A.id) is None and len(calls) == 1 + 5  # a scan reads every file
+
+
+def test_artifacts_written_before_checksums_are_checked_by_size(tmp_path):
+    store = Store(tmp_path)
+    _write(store, SPEC_A)
+    folder = tmp_path / SPEC_A.id
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({k: v["size"] for k, v in manifest.items()}))
+    assert store.condition(SPEC_A.id) == ("finished", "") and store.scan(SPEC_A.id) is None
+    assert torch.equal(store.get(SPEC_A.id).weights("final")["w"], torch.load(folder / "weights/final.pt")["w"])
 
 
 def test_partial_folders_are_never_artifacts(tmp_path):

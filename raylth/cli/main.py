@@ -1,13 +1,14 @@
-"""raylth command line: run, status, results, report."""
+"""raylth command line: run, status, verify, results, report."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import warnings
 
 from raylth import api
-from raylth.errors import RaylthError
+from raylth.errors import Interrupted, RaylthError
 
 DEFAULT_STORAGE = "raylth-results"
 
@@ -30,15 +31,37 @@ def _cmd_status(args) -> int:
     if not sweeps:
         print(f"{args.storage}: no sweeps recorded yet")
         return 0
-    states_shown = ("finished", "running", "failed", "missing")
-    print(f"{'sweep':<28} {'jobs':>6} " + " ".join(f"{s:>8}" for s in states_shown))
+    from raylth.sweep.plan import JobState
+
+    states_shown = JobState.STATES
+    print(f"{'sweep':<28} {'jobs':>6} " + " ".join(f"{s:>11}" for s in states_shown))
     for name, states in sweeps.items():
         count = {s: sum(t.state == s for t in states) for s in states_shown}
-        print(f"{name:<28} {len(states):>6} " + " ".join(f"{count[s]:>8}" for s in states_shown))
+        print(f"{name:<28} {len(states):>6} " + " ".join(f"{count[s]:>11}" for s in states_shown))
         for t in states:
-            if args.verbose or t.state == "failed":
-                error = f"  ({t.error})" if t.state == "failed" else ""
-                print(f"    {t.state:<9} {t.finished}/{len(t.job.ids)} artifacts  {t.job.label}{error}")
+            if args.verbose or t.state in ("failed", "damaged"):
+                why = {"failed": t.error, "damaged": "; ".join(t.damaged.values())}.get(t.state)
+                note = f"  ({why})" if why else ""
+                print(f"    {t.state:<11} {t.finished}/{len(t.job.ids)} artifacts  {t.job.label}{note}")
+    if any(t.state in ("damaged", "interrupted") for states in sweeps.values() for t in states):
+        print("run the same sweep again to recompute damaged artifacts and continue interrupted jobs")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    def progress(finding) -> None:
+        if finding.problem is not None:
+            moved = f"; moved to {finding.moved_to}" if finding.moved_to else ""
+            print(f"damaged  {finding.id}: {finding.problem}{moved}")
+        elif args.verbose:
+            print(f"ok       {finding.id}")
+
+    findings = api.verify(args.storage, repair=args.repair, progress=progress)
+    damaged = sum(f.problem is not None for f in findings)
+    print(f"{args.storage}: {len(findings)} artifacts checked, {len(findings) - damaged} intact, {damaged} damaged")
+    if damaged and not args.repair:
+        print("run `raylth verify --repair` (or `raylth run` of the sweep) to move them aside and recompute them")
+        return 1
     return 0
 
 
@@ -68,6 +91,10 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"raylth: warning: {message}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raylth", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("storage", nargs="?", default=DEFAULT_STORAGE)
     status.add_argument("-v", "--verbose", action="store_true", help="list every trial")
     status.set_defaults(func=_cmd_status)
+
+    verify = sub.add_parser("verify", help="check every stored file against its checksum (--repair: move damaged "
+                                           "artifacts aside to be recomputed)")
+    verify.add_argument("storage", nargs="?", default=DEFAULT_STORAGE)
+    verify.add_argument("--repair", action="store_true", help="move damaged artifacts to .broken/")
+    verify.add_argument("-v", "--verbose", action="store_true", help="list intact artifacts too")
+    verify.set_defaults(func=_cmd_verify)
 
     results = sub.add_parser("results", help="one row per finished result")
     results.add_argument("storage", nargs="?", default=DEFAULT_STORAGE)
@@ -101,11 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    warnings.showwarning = _one_line_warning
     try:
         return args.func(args)
     except RaylthError as err:
-        print(f"raylth: error: {err}", file=sys.stderr)
-        return 2
+        print(f"raylth: {'' if isinstance(err, Interrupted) else 'error: '}{err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:  # before any work started
+        print("raylth: interrupted; nothing was running", file=sys.stderr)
+        return 130
+    except OSError as err:  # a storage or output fault outside a run (a run reports its own)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"raylth: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # output piped into head and the like
         sys.stderr.close()
         return 0

@@ -35,7 +35,8 @@ from raylth.search.optuna_io import (default_study_storage, make_pruner, make_sa
                                      optuna_experimental_warning, quiet_optuna)
 from raylth.search.spec import Search
 from raylth.search.trial import run_trial
-from raylth.sweep.paths import resolve_paths, root_cause_line
+from raylth.sweep.interrupt import stopped_cleanly
+from raylth.sweep.paths import check_writable, resolve_paths, root_cause_line
 
 log = logging.getLogger("raylth")
 
@@ -148,15 +149,17 @@ def run_search(search: Search, storage=None, data_root=None, address: str | None
     url = search.study["storage"] or default_study_storage(store_root, search.name)
     store = Store(store_root)
     quiet_optuna()
-    store.root.mkdir(parents=True, exist_ok=True)
+    check_writable(store)
     study = _open_study(search, url)
     outcome = SearchOutcome(search.name, store.location, url)
     if _finished(study) < search.study["n_trials"]:
         import ray
 
-        if not ray.is_initialized():
-            ray.init(address=address, log_to_driver=True)
-        _run_trials(search, study, url, store_root, data_root, outcome)
+        # trials in flight when interrupted are left RUNNING: the next run fails and enqueues them again
+        with stopped_cleanly(lambda: f"{_finished(study)} of {search.study['n_trials']} trials finished"):
+            if not ray.is_initialized():
+                ray.init(address=address, log_to_driver=True)
+            _run_trials(search, study, url, store_root, data_root, outcome)
         if len(outcome.failed) > search.study["max_failures"]:
             _count(study, outcome)
             raise RaylthError(f"{search.name}: {len(outcome.failed)} trials failed (more than study.max_failures "

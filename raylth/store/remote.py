@@ -135,6 +135,10 @@ class Remote:
 
     def files(self, rel: str) -> list[str]:
         """Every file under ``rel``, relative to it."""
+        return sorted(self.file_sizes(rel))
+
+    def file_sizes(self, rel: str) -> dict[str, int]:
+        """{path relative to ``rel``: size} of every file under ``rel``."""
         from pyarrow import fs as pafs
 
         selector = pafs.FileSelector(self._path(rel), recursive=True, allow_not_found=True)
@@ -143,7 +147,20 @@ class Remote:
             infos = self.fs.get_file_info(selector)
         except OSError as err:
             raise StoreError(f"{self.url(rel)}: cannot list ({err})") from None
-        return sorted(info.path[len(prefix):] for info in infos if info.type == pafs.FileType.File)
+        return {info.path[len(prefix):]: info.size for info in infos if info.type == pafs.FileType.File}
+
+    def crc32(self, rel: str) -> str:
+        """The CRC32 of one file, streamed (nothing kept on this node)."""
+        from raylth.store.checksums import crc32_stream
+
+        def chunks():
+            with self.fs.open_input_stream(self._path(rel)) as src:
+                while chunk := src.read(_CHUNK):
+                    yield chunk
+        try:
+            return crc32_stream(chunks())
+        except OSError as err:
+            raise StoreError(f"{self.url(rel)}: cannot read ({err})") from None
 
     def delete(self, rel: str) -> None:
         from pyarrow import fs as pafs

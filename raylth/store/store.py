@@ -4,12 +4,15 @@
                              manifest.json, weights/*.pt, mask.pt
     ROOT/.partial/<id>/      work in progress: the same files as they are
                              written, plus resume.pt (the latest epoch state)
-    ROOT/.broken/<id>-<t>/   unreadable artifacts moved aside
+    ROOT/.broken/<id>-<t>/   damaged artifacts moved aside (REASON.txt says why)
+    ROOT/.verified/<id>.json what this node has checked against the checksums
     ROOT/sweeps/<name>.yaml  the sweeps run against this root
 
 A stage writes into its partial folder and, once everything is there,
 renames it into place in one step, so a finished-looking folder is never
-half-written. A finished artifact is reused, never recomputed.
+half-written. A finished artifact is reused, never recomputed, unless a
+file of it no longer matches the size and checksum its manifest records
+(checksums.py): then it is moved aside and computed again.
 
 ROOT may also be a URI (s3://bucket/path): see remote.py. Then the folders
 above live in a node-local cache, partial files are mirrored to the URI as
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -35,27 +39,38 @@ import yaml
 
 from raylth.errors import StoreError
 from raylth.specs import Spec
+import raylth.store.checksums as checksums
 from raylth.store.remote import Remote, is_uri
 
 SPEC_FILE, METRICS_FILE, MANIFEST_FILE, RESUME_FILE, OWNER_FILE = (
     "spec.yaml", "metrics.json", "manifest.json", "resume.pt", "owner.json")
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
+@contextlib.contextmanager
+def _replacing(path: Path):
+    """Yield a temporary path beside ``path``; what is written there replaces
+    ``path`` in one rename once complete and on disk. A write that fails
+    midway (an exception, a full disk) leaves ``path`` as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    with _replacing(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(payload)
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with _replacing(path) as tmp:
+        torch.save(obj, tmp)
 
 
 class Artifact:
@@ -91,15 +106,21 @@ class Artifact:
         path = self.path / name
         if name not in self.manifest:
             raise StoreError(f"{path}: the artifact has no file {name}")
-        if self._fetch is not None and not (path.is_file() and path.stat().st_size == self.manifest[name]):
+        size = checksums.size_of(self.manifest[name])
+        if self._fetch is not None and not (path.is_file() and path.stat().st_size == size):
             self._fetch(name, path, self.manifest[name])
         return path
 
     def load(self, name: str):
-        """Load a tensor file of this artifact; StoreError if unreadable."""
+        """Load a tensor file of this artifact, checked against its checksum;
+        StoreError if damaged or unreadable."""
         path = self.file(name)
+        data = path.read_bytes()
+        expected = checksums.crc_of(self.manifest[name])
+        if expected is not None and checksums.crc32_bytes(data) != expected:
+            raise StoreError(f"{path}: does not match the checksum in its manifest (damaged)")
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for a corrupt file
             raise StoreError(f"{path}: unreadable ({type(err).__name__}: {err})") from err
 
@@ -167,14 +188,49 @@ class Store:
         if not path.is_dir():
             return None
         try:
-            return self._read(path)
+            return self._read(path, checked=True)
         except StoreError as err:
             self.quarantine(artifact_id, str(err))
             return None
 
-    def _read(self, path: Path, fetch=None) -> Artifact:
+    def condition(self, artifact_id: str) -> tuple[str, str]:
+        """("finished" | "missing" | "damaged", why): what ``get`` would find,
+        without moving anything aside. Local files are checked by size and
+        checksum (remembered per node, see checksums.py); a bucket's by the
+        sizes it lists, their checksums when downloaded."""
+        if self.remote is not None:
+            return self._remote_condition(artifact_id)
+        path = self.path(artifact_id)
+        if not path.is_dir():
+            return "missing", ""
+        try:
+            self._read(path, checked=True)
+        except StoreError as err:
+            return "damaged", str(err)
+        return "finished", ""
+
+    def _remote_condition(self, artifact_id: str) -> tuple[str, str]:
+        manifest = self.remote.read(f"{artifact_id}/{MANIFEST_FILE}")
+        if manifest is None:  # not committed; finished here but never uploaded counts (get commits it)
+            local = self.path(artifact_id)
+            try:
+                return ("finished", "") if local.is_dir() and self._read(local, checked=True) else ("missing", "")
+            except StoreError:
+                return "missing", ""
+        try:
+            listed = self.remote.file_sizes(artifact_id)
+            entries = json.loads(manifest)
+        except (StoreError, ValueError) as err:
+            return "damaged", f"{self.remote.url(artifact_id)}: unreadable manifest ({err})"
+        for name, entry in entries.items():
+            if listed.get(name) != checksums.size_of(entry):
+                return "damaged", f"{self.remote.url(artifact_id)}: {name} is missing or truncated"
+        return "finished", ""
+
+    def _read(self, path: Path, fetch=None, checked: bool = False, remember: bool = True) -> Artifact:
         """Check an artifact folder: every file of its manifest there with its
-        size, or (remote) just its metadata, the rest checked when fetched."""
+        size (and with ``checked``, its checksum), or (remote) just its
+        metadata, the rest checked when fetched."""
         try:
             record = yaml.safe_load((path / SPEC_FILE).read_text())
             metrics = json.loads((path / METRICS_FILE).read_text())
@@ -184,11 +240,62 @@ class Store:
         if not isinstance(record, dict) or record.get("id") != path.name:
             raise StoreError(f"{path}: {SPEC_FILE} does not describe this artifact")
         if fetch is None:
-            for name, size in manifest.items():
+            for name, entry in manifest.items():
                 file = path / name
-                if not file.is_file() or file.stat().st_size != size:
+                if not file.is_file() or file.stat().st_size != checksums.size_of(entry):
                     raise StoreError(f"{path}: {name} is missing or truncated")
+            if checked:
+                self._check_sums(path, manifest, remember)
         return Artifact(path, record, metrics, manifest, fetch)
+
+    def scan(self, artifact_id: str) -> str | None:
+        """Check every file of an artifact against its size and checksum,
+        reading all of it (a bucket's files are streamed, not kept): None when
+        intact, else what is wrong."""
+        if self.remote is None:
+            try:
+                self._read(self.path(artifact_id), checked=True, remember=False)
+            except StoreError as err:
+                return str(err)
+            return None
+        state, why = self._remote_condition(artifact_id)
+        if state != "finished":
+            return why or "no manifest: an upload that never completed"
+        manifest = json.loads(self.remote.read(f"{artifact_id}/{MANIFEST_FILE}"))
+        for name, entry in manifest.items():
+            expected = checksums.crc_of(entry)
+            if expected is not None and self.remote.crc32(f"{artifact_id}/{name}") != expected:
+                return f"{self.remote.url(artifact_id)}: {name} does not match the checksum in its manifest (damaged)"
+        return None
+
+    def artifact_ids(self) -> list[str]:
+        """Every artifact folder's id, finished, damaged or being uploaded."""
+        return self._artifact_names()
+
+    def _verified_file(self, artifact_id: str) -> Path:
+        return self.root / ".verified" / f"{artifact_id}.json"
+
+    def _check_sums(self, path: Path, manifest: dict, remember: bool = True) -> None:
+        """Every file against its checksum, skipping those this node checked
+        before and that have not changed since (with ``remember``, else all)."""
+        memo_path = self._verified_file(path.name)
+        try:
+            memo = json.loads(memo_path.read_text()) if remember else {}
+        except (OSError, ValueError):
+            memo = {}
+        seen = {}
+        for name, entry in manifest.items():
+            expected = checksums.crc_of(entry)
+            if expected is None:
+                continue
+            stamp = checksums.stamp(path / name)
+            if memo.get(name) != stamp + [expected]:
+                if checksums.crc32_file(path / name) != expected:
+                    raise StoreError(f"{path}: {name} does not match the checksum in its manifest (damaged)")
+            seen[name] = stamp + [expected]
+        if remember and seen != memo:
+            with contextlib.suppress(OSError):  # only a memo: a read-only store is still readable
+                atomic_write_bytes(memo_path, json.dumps(seen).encode())
 
     def _get_remote(self, artifact_id: str) -> Artifact | None:
         local = self.path(artifact_id)
@@ -223,8 +330,13 @@ class Store:
             finally:
                 shutil.rmtree(fetched, ignore_errors=True)
 
-        def fetch(name: str, path: Path, size: int) -> None:
-            self.remote.download(f"{artifact_id}/{name}", path, size)
+        def fetch(name: str, path: Path, entry) -> None:
+            self.remote.download(f"{artifact_id}/{name}", path, checksums.size_of(entry))
+            expected = checksums.crc_of(entry)
+            if expected is not None and checksums.crc32_file(path) != expected:
+                path.unlink(missing_ok=True)
+                raise StoreError(f"{self.remote.url(f'{artifact_id}/{name}')}: does not match the checksum in "
+                                 "its manifest (damaged); `raylth verify --repair` moves the artifact aside")
 
         return self._read(local, fetch=fetch)
 
@@ -280,6 +392,11 @@ class Store:
             return (self.root / rel).read_bytes()
         except OSError:
             return None
+
+    def delete_file(self, rel: str) -> None:
+        (self.root / rel).unlink(missing_ok=True)
+        if self.remote is not None:
+            self.remote.delete(rel)
 
     def file_names(self, folder: str, suffix: str) -> list[str]:
         if self.remote is not None:
@@ -338,9 +455,11 @@ class Store:
             (partial.path / name).unlink(missing_ok=True)
         atomic_write_bytes(partial.path / SPEC_FILE, yaml.safe_dump(record, sort_keys=False).encode())
         atomic_write_bytes(partial.path / METRICS_FILE, json.dumps(metrics, indent=1).encode())
-        manifest = {str(p.relative_to(partial.path)): p.stat().st_size
+        manifest = {str(p.relative_to(partial.path)): checksums.entry(p)
                     for p in sorted(partial.path.rglob("*")) if p.is_file() and not p.name.startswith(".")}
         atomic_write_bytes(partial.path / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
+        memo = {name: checksums.stamp(partial.path / name) + [entry["crc32"]] for name, entry in manifest.items()}
+        atomic_write_bytes(self._verified_file(spec.id), json.dumps(memo).encode())  # just computed
         final = self.path(spec.id)
         try:
             os.rename(partial.path, final)
@@ -364,10 +483,13 @@ class Store:
         self.remote.delete(f".partial/{artifact.id}")
 
     def quarantine(self, artifact_id: str, reason: str) -> str:
+        """Move a damaged artifact to .broken/ (with REASON.txt), so it is computed again."""
         stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        self._verified_file(artifact_id).unlink(missing_ok=True)
         if self.remote is not None:
             dest = f".broken/{artifact_id}-{stamp}"
             self.remote.copy_tree(artifact_id, dest)
+            self.remote.write(f"{dest}/REASON.txt", (reason + "\n").encode())
             self.remote.delete(artifact_id)
             shutil.rmtree(self.path(artifact_id), ignore_errors=True)
             warnings.warn(f"{reason}; moved it to {self.remote.url(dest)} and will recompute it", stacklevel=3)
@@ -378,5 +500,7 @@ class Store:
             os.rename(self.path(artifact_id), dest)
         except FileNotFoundError:  # another process moved it aside first
             return str(dest)
+        with contextlib.suppress(OSError):
+            (dest / "REASON.txt").write_text(reason + "\n")
         warnings.warn(f"{reason}; moved it to {dest} and will recompute it", stacklevel=3)
         return str(dest)

@@ -4,8 +4,7 @@ in the store, and tell which trials are finished, running or missing."""
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from raylth.stages.analyses import check_analyses
 from raylth.store import Store
 from raylth.store import records
 from raylth.sweep.config import Sweep, Trial
+from raylth.sweep.drivers import process_alive
 from raylth.sweep.jobs import Job, sweep_jobs, trial_jobs
 
 RUNNING_WITHIN_S = 300  # a partial artifact touched this recently counts as running
@@ -93,10 +93,10 @@ def check_steps(spec: TrialSpec, n_train: int, where: str) -> None:
     total = spec.train.duration.iterations(per_epoch)
     named = [("prune.rewind", spec.prune.rewind, total - 1), ("train.warmup", spec.train.warmup, total)]
     named += [(f"train.milestones[{i}]", m, total) for i, m in enumerate(spec.train.milestones)]
-    for field, step, last in named:
+    for name, step, last in named:
         if step.iterations(per_epoch) > last:
             raise SpecError(
-                f"{where}: {field}: {step} is iteration {step.iterations(per_epoch)}, past the end of "
+                f"{where}: {name}: {step} is iteration {step.iterations(per_epoch)}, past the end of "
                 f"training ({spec.train.duration} = {total} iterations of {per_epoch} per epoch); "
                 "use an earlier step or a longer train.duration")
 
@@ -107,6 +107,10 @@ class JobState:
     finished: int
     running: bool
     error: str | None = None  # the last run's error, when it failed
+    damaged: dict[str, str] = field(default_factory=dict)  # artifact id -> what is wrong with it
+    begun: bool = False  # work in progress is stored for it
+
+    STATES = ("finished", "running", "damaged", "failed", "interrupted", "missing")
 
     @property
     def state(self) -> str:
@@ -114,18 +118,38 @@ class JobState:
             return "finished"
         if self.running:
             return "running"
-        return "failed" if self.error else "missing"
+        if self.damaged:
+            return "damaged"
+        if self.error:
+            return "failed"
+        return "interrupted" if self.begun else "missing"
 
 
-def job_states(store: Store, trials: list[Trial], errors: dict | None = None) -> list[JobState]:
-    now = time.time()
+def job_states(store: Store, trials: list[Trial], errors: dict | None = None,
+               drivers_alive: bool | None = None) -> list[JobState]:
+    """Each job's state. A job is running when a process computing one of its
+    artifacts is alive (same host: its pid; another host: touched in the last
+    RUNNING_WITHIN_S) and, where the sweep's drivers are known
+    (``drivers_alive``), one of them is; work left by a dead process is
+    interrupted. Damaged artifacts (raylth.store: size or checksum wrong)
+    count as damaged, never finished."""
     errors = errors or {}
     states = []
     for job in sweep_jobs(trials):
-        finished = sum(store.has(i) for i in job.ids)
-        running = any((owner := store.partial_state(i)) and now - owner["time"] < RUNNING_WITHIN_S
-                      for i in job.ids)
-        states.append(JobState(job, finished, running, errors.get(job.label)))
+        finished, damaged, begun, running = 0, {}, False, False
+        for artifact_id in job.ids:
+            condition, why = store.condition(artifact_id)
+            if condition == "finished":
+                finished += 1
+                continue
+            if condition == "damaged":
+                damaged[artifact_id] = why
+            owner = store.partial_state(artifact_id)
+            if owner:
+                begun = True
+                running = running or (drivers_alive is not False and process_alive(
+                    owner.get("host"), owner.get("pid"), owner.get("time", 0), RUNNING_WITHIN_S))
+        states.append(JobState(job, finished, running, errors.get(job.label), damaged, begun))
     return states
 
 

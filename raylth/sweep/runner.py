@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from raylth.stages import StageContext, run_stage
 from raylth.store import Store
 from raylth.sweep.config import Sweep
 from raylth.sweep.jobs import Job
-from raylth.sweep.paths import resolve_paths, root_cause_line, tune_storage
+from raylth.sweep.drivers import registered
+from raylth.sweep.interrupt import stopped_cleanly
+from raylth.sweep.paths import check_writable, resolve_paths, root_cause_line, tune_storage
 from raylth.store.records import write_errors
 from raylth.sweep.plan import check_analysis_inputs, check_trials, job_states, write_record
 
@@ -116,35 +119,46 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
     storage, data_root = resolve_paths(sweep, storage, data_root)
     check_trials(sweep, data_root)  # before anything is written
     store = Store(storage)
+    check_writable(store)
     check_analysis_inputs(sweep, store)
     outcome = SweepOutcome(sweep.name, store.location)
     states = job_states(store, sweep.trials)
+    for state in states:  # damaged artifacts: moved aside (one line each), then computed again
+        for artifact_id, why in state.damaged.items():
+            store.quarantine(artifact_id, why)
     outcome.cached = [s.job.label for s in states if s.state == "finished"]
     pending = [s.job for s in states if s.state != "finished"]
     if not pending:
         write_record(store, sweep)
         log.info("%s: all %d jobs already finished in %s", sweep.name, len(states), store.location)
         return outcome
-    import ray
-    from ray import tune
 
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=True)
-    # resources no node can give stop the run before its record is written
-    _check_fits(sweep, ray.cluster_resources(), started_here=address is None and not os.environ.get("RAY_ADDRESS"),
-                nodes=[node["Resources"] for node in ray.nodes() if node.get("Alive")])
-    write_record(store, sweep)
-    jobs = {job.label: (job.specs, job.trains) for job in pending}
-    trainable = tune.with_resources(
-        tune.with_parameters(_tune_trainable, jobs=jobs, storage=str(storage), data_root=str(data_root),
-                             workers=sweep.workers, resources=sweep.resources,
-                             max_failures=sweep.max_failures, compile=sweep.compile),
-        _trial_resources(jobs, sweep.workers, sweep.resources))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    store.root.mkdir(parents=True, exist_ok=True)
-    with _working_directory(store.root):
-        _fit(sweep, pending, trainable, store, stamp, outcome)
-    write_errors(store, sweep.name, outcome.failed)
+    def progress() -> str:
+        done = sum(s.state == "finished" for s in job_states(store, sweep.trials))
+        return f"{done} of {len(states)} jobs finished"
+
+    with stopped_cleanly(progress):
+        import ray
+        from ray import tune
+
+        if not ray.is_initialized():
+            ray.init(address=address, log_to_driver=True)
+        # resources no node can give stop the run before its record is written
+        _check_fits(sweep, ray.cluster_resources(),
+                    started_here=address is None and not os.environ.get("RAY_ADDRESS"),
+                    nodes=[node["Resources"] for node in ray.nodes() if node.get("Alive")])
+        write_record(store, sweep)
+        jobs = {job.label: (job.specs, job.trains) for job in pending}
+        trainable = tune.with_resources(
+            tune.with_parameters(_tune_trainable, jobs=jobs, storage=str(storage), data_root=str(data_root),
+                                 workers=sweep.workers, resources=sweep.resources,
+                                 max_failures=sweep.max_failures, compile=sweep.compile),
+            _trial_resources(jobs, sweep.workers, sweep.resources))
+        # unique per run: two runs started in the same second must not share Tune's folder
+        run_name = f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        with registered(store, sweep.name), _working_directory(store.root):
+            _fit(sweep, pending, trainable, store, run_name, outcome)
+        write_errors(store, sweep.name, outcome.failed)
     return outcome
 
 
@@ -166,7 +180,7 @@ def _working_directory(path: Path):
                 os.chdir(previous)
 
 
-def _fit(sweep: Sweep, pending: list[Job], trainable, store: Store, stamp: str, outcome: SweepOutcome) -> None:
+def _fit(sweep: Sweep, pending: list[Job], trainable, store: Store, run_name: str, outcome: SweepOutcome) -> None:
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
@@ -182,7 +196,7 @@ def _fit(sweep: Sweep, pending: list[Job], trainable, store: Store, stamp: str, 
         tune_config=tune.TuneConfig(search_alg=limited, num_samples=len(pending), reuse_actors=True,
                                     trial_name_creator=lambda t: _short(t.config["trial"]),
                                     trial_dirname_creator=lambda t: f"{t.trial_id}"),
-        run_config=tune.RunConfig(name=f"{sweep.name}-{stamp}", **tune_storage(store),
+        run_config=tune.RunConfig(name=run_name, **tune_storage(store),
                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
     )
     for result in tuner.fit():
