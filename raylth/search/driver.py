@@ -156,7 +156,8 @@ def run_search(search: Search, storage=None, data_root=None, address: str | None
         import ray
 
         # trials in flight when interrupted are left RUNNING: the next run fails and enqueues them again
-        with stopped_cleanly(lambda: f"{_finished(study)} of {search.study['n_trials']} trials finished"):
+        with stopped_cleanly(lambda: f"{_finished(study)} of {search.study['n_trials']} trials finished",
+                             store.root):
             if not ray.is_initialized():
                 ray.init(address=address, log_to_driver=True)
             _run_trials(search, study, url, store_root, data_root, outcome)

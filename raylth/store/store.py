@@ -69,8 +69,11 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    with _replacing(path) as tmp:
-        torch.save(obj, tmp)
+    # serialized in memory first: torch.save into a full disk fails with an opaque
+    # RuntimeError from its zip writer, a plain write with OSError ENOSPC
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 class Artifact:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import signal
 import threading
 
@@ -18,11 +19,34 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+LOW_SPACE_BYTES = 16 << 20
+
+
+def out_of_space(err: BaseException, folder) -> OSError | None:
+    """The storage fault behind ``err``: an OSError of a full, read-only or
+    failing disk in its chain, or, for the errors Ray Tune raises when it
+    cannot write its own state (EOFError and the like), a storage folder
+    with under 16 MiB free."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _FULL:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    try:
+        if folder is not None and shutil.disk_usage(folder).free < LOW_SPACE_BYTES:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
+    except OSError:
+        pass
+    return None
+
+
 @contextlib.contextmanager
-def stopped_cleanly(progress):
+def stopped_cleanly(progress, folder=None):
     """Inside the block, Ctrl-C or SIGTERM shuts this driver's Ray work down
     (trials and tasks die with their driver) and raises Interrupted, and a
-    full disk raises StorageFault; ``progress()`` says what is done."""
+    full disk (under the storage ``folder``) raises StorageFault;
+    ``progress()`` says what is done."""
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     main = threading.current_thread() is threading.main_thread()
     previous = (signal.signal(signal.SIGTERM, _sigterm), signal.getsignal(signal.SIGINT)) if main else None
@@ -33,12 +57,15 @@ def stopped_cleanly(progress):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         _shutdown_ray()
         raise Interrupted(f"interrupted: {progress()}; run the same command to continue") from None
-    except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+    except StorageFault:
+        raise
+    except Exception as err:
+        fault = out_of_space(err, folder)
+        if fault is None:
             raise
         _shutdown_ray()
-        where = f"{err.filename}: " if err.filename else ""
-        raise StorageFault(f"{where}{os.strerror(err.errno)} mid-run; {progress()}; free space (or fix the "
+        where = f"{fault.filename}: " if fault.filename else ""
+        raise StorageFault(f"{where}{os.strerror(fault.errno)} mid-run; {progress()}; free space (or fix the "
                            "storage) and run the same command to continue") from None
     finally:
         if main:

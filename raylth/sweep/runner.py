@@ -10,6 +10,7 @@ finishes only what is missing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -137,7 +138,7 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
         done = sum(s.state == "finished" for s in job_states(store, sweep.trials))
         return f"{done} of {len(states)} jobs finished"
 
-    with stopped_cleanly(progress):
+    with stopped_cleanly(progress, store.root):
         import ray
         from ray import tune
 
@@ -158,8 +159,16 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
         run_name = f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         with registered(store, sweep.name), _working_directory(store.root):
             _fit(sweep, pending, trainable, store, run_name, outcome)
-        write_errors(store, sweep.name, outcome.failed)
+        with contextlib.suppress(OSError):  # a full disk: said below
+            write_errors(store, sweep.name, outcome.failed)
+        fault = next((code for code in STORAGE_FAULTS for error in outcome.failed.values() if code in error), None)
+        if fault is not None:  # trials failed on the storage itself: one line (stopped_cleanly), not a list
+            raise OSError(STORAGE_FAULTS[fault], os.strerror(STORAGE_FAULTS[fault]), store.location)
     return outcome
+
+
+# how a trial's storage fault reads in its root-cause line (raylth.sweep.paths.root_cause_line)
+STORAGE_FAULTS = {f"[Errno {code}]": code for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)}
 
 
 @contextlib.contextmanager
