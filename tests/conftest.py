@@ -86,3 +86,16 @@ def fast_path(request):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAYLTH_FAST_PATH", "1" if request.param else "0")
         yield request.param
+
+
+@pytest.fixture(scope="session")
+def quickstart_store(tmp_path_factory):
+    """sweeps/quickstart.yaml run once, uninterrupted, through the CLI: the
+    reference that interrupted and damaged runs are compared with."""
+    repo = Path(__file__).resolve().parents[1]
+    storage = tmp_path_factory.mktemp("quickstart") / "results"
+    done = subprocess.run([sys.executable, "-m", "raylth.cli.main", "run", str(repo / "sweeps" / "quickstart.yaml"),
+                           "--storage", str(storage)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "6 jobs finished" in done.stdout
+    return storage

@@ -1,18 +1,15 @@
 """Sweeps through Ray Tune on CPU, from the CLI and from Python.
 
-The quickstart runs once, uninterrupted (its results are checked against the
-science it should show), and once killed mid-sweep and run again (it must
-finish, retrain nothing finished, and equal the uninterrupted run).
+The quickstart runs once, uninterrupted (conftest's quickstart_store; its
+results are checked against the science it should show); interrupted,
+killed and concurrent runs of it are in test_faults_interrupt.py.
 """
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
@@ -27,15 +24,6 @@ def cli(*args, cwd=None, env=None, timeout=600):
     return subprocess.run([sys.executable, "-m", "raylth.cli.main", *map(str, args)], cwd=cwd,
                           env={**os.environ, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def quickstart_store(tmp_path_factory):
-    storage = tmp_path_factory.mktemp("quickstart") / "results"
-    done = cli("run", QUICKSTART, "--storage", storage)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "6 jobs finished" in done.stdout
-    return storage
 
 
 def test_quickstart_finds_tickets_and_beats_random_pruning(quickstart_store):
@@ -70,41 +58,6 @@ def test_cli_status_results_report(quickstart_store, tmp_path):
     assert "| quickstart | digits | lenet | random_prune | 14 |" in table
     png = tmp_path / "report" / "accuracy_vs_sparsity_quickstart-digits-lenet.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def _finished(storage: Path) -> dict[str, int]:
-    return {p.name: (p / "metrics.json").stat().st_mtime_ns
-            for p in storage.glob("*_*") if (p / "metrics.json").exists()}
-
-
-def test_killed_sweep_resumes_without_retraining(quickstart_store, tmp_path):
-    storage = tmp_path / "results"
-    driver = subprocess.Popen([sys.executable, "-m", "raylth.cli.main", "run", str(QUICKSTART),
-                               "--storage", str(storage)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while len(_finished(storage)) < 8 and time.time() < deadline and driver.poll() is None:
-        time.sleep(0.2)
-    assert driver.poll() is None, "the sweep ended before it could be interrupted"
-    family = [driver.pid] + [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
-    for pid in family:  # a crash: the driver, Ray and every trial die at once
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    driver.wait()
-    before = _finished(storage)
-    assert 8 <= len(before) < 60, len(before)
-
-    again = cli("run", QUICKSTART, "--storage", storage)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    after = _finished(storage)
-    assert all(after[name] == mtime for name, mtime in before.items()), "a finished artifact was rewritten"
-
-    resumed = raylth.results(storage).set_index(["trial", "id"]).sort_index()
-    reference = raylth.results(quickstart_store).set_index(["trial", "id"]).sort_index()
-    assert list(resumed.index) == list(reference.index)
-    assert (resumed.test_acc == reference.test_acc).all()
 
 
 BAD_INPUTS = {
