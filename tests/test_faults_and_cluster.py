@@ -173,10 +173,11 @@ def test_sweep_submitted_to_a_two_node_cluster_spreads_over_both(two_node_cluste
     nodes = {m["node"] for m in metrics(storage).values()}
     assert len(metrics(storage)) == 8 and len(nodes) == 2, nodes
 
-    # the same from Python: a handle to wait on and query
-    write_sweep(workdir / "more.yaml", grid={"seed": [4]})
+    # from Python, as the README shows: the repository root uploaded, its package run by the job
     os.environ.update(ENV)
-    job = raylth.submit("more.yaml", address=two_node_cluster, storage=storage, working_dir=workdir)
-    assert job.wait(timeout_s=300) == "SUCCEEDED", job.logs()[-2000:]
-    assert "1 jobs finished" in job.logs()
-    assert len(metrics(storage)) == 10
+    quickstart = tmp_path / "quickstart"
+    job = raylth.submit("sweeps/quickstart.yaml", address=two_node_cluster, storage=quickstart, working_dir=REPO)
+    assert job.wait(timeout_s=600) == "SUCCEEDED", job.logs()[-3000:]
+    assert "quickstart: 6 jobs finished" in job.logs()
+    frame = raylth.results(quickstart)
+    assert len(frame) == 60 and set(frame["method"]) == {"dense", "imp", "random_prune"}

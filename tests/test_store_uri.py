@@ -89,7 +89,7 @@ def test_an_artifact_is_committed_then_fetched_lazily_on_another_node(s3, node):
     assert got.metrics == done.metrics
     assert not (got.path / "weights" / "final.pt").exists()  # metadata only, until asked
     assert same(got.weights("final"), done.weights("final"))
-    assert (got.path / "weights" / "final.pt").stat().st_size == got.manifest["weights/final.pt"]
+    assert (got.path / "weights" / "final.pt").stat().st_size == got.manifest["weights/final.pt"]["size"]
     assert [a.id for a in store.artifacts()] == [SPEC.id]
     assert run_stage(SPEC, ctx(uri)).metrics == done.metrics  # reused, not recomputed
 
@@ -167,6 +167,29 @@ def test_unreadable_remote_artifacts_are_moved_aside_and_truncated_files_refused
     assert "moved it to s3://raylth/" in str(caught[0].message)
     assert not remote.exists(SPEC.id) and [n for n, _ in remote.listdir(".broken")][0].startswith(SPEC.id)
     assert done.id == SPEC.id
+
+
+def test_same_size_damage_on_a_bucket_is_refused_on_download_and_found_by_verify(s3, node):
+    uri = s3()
+    run_stage(SPEC, ctx(uri))
+    remote = Remote(uri)
+    data = bytearray(remote.read(f"{SPEC.id}/weights/final.pt"))
+    data[len(data) // 2] ^= 0xFF
+    remote.write(f"{SPEC.id}/weights/final.pt", bytes(data))
+    node("b")
+    store = Store(uri)
+    assert store.condition(SPEC.id) == ("finished", "")  # a bucket's sizes are listed, its bytes not read
+    with pytest.raises(StoreError, match="final.pt: does not match the checksum"):
+        store.get(SPEC.id).weights("final")
+    assert "weights/final.pt does not match the checksum" in store.scan(SPEC.id)
+    assert [f.problem is not None for f in raylth.verify(uri)] == [True]
+    findings = raylth.verify(uri, repair=True)
+    assert [(f.id, f.moved_to.startswith("s3://raylth/")) for f in findings] == [(SPEC.id, True)]
+    broken = remote.listdir(".broken")[0][0]
+    assert not remote.exists(SPEC.id) and "final.pt" in remote.read(f".broken/{broken}/REASON.txt").decode()
+    # a manifest naming a file the bucket lacks (or holds cut): damaged from the listing alone
+    remote.write(f"{SPEC.id}/manifest.json", json.dumps({"mask.pt": {"size": 10, "crc32": "0"}}).encode())
+    assert store.condition(SPEC.id)[0] == "damaged"
 
 
 def test_bad_storage_uris_fail_with_one_line(tmp_path):
