@@ -161,7 +161,8 @@ class Partial:
 
 
 class Store:
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, read_only: bool = False):
+        self.read_only = read_only  # checks are not remembered (.verified): e.g. a dry run writes nothing
         if is_uri(root):
             self.remote: Remote | None = Remote(root)
             self.root = self.remote.cache_dir()  # node-local working copy
@@ -296,7 +297,7 @@ class Store:
                 if checksums.crc32_file(path / name) != expected:
                     raise StoreError(f"{path}: {name} does not match the checksum in its manifest (damaged)")
             seen[name] = stamp + [expected]
-        if remember and seen != memo:
+        if remember and seen != memo and not self.read_only:
             with contextlib.suppress(OSError):  # only a memo: a read-only store is still readable
                 atomic_write_bytes(memo_path, json.dumps(seen).encode())
 

@@ -1,0 +1,111 @@
+"""Command-line overrides of a sweep (or search) file: ``KEY=VALUE`` with a
+dotted KEY and a YAML VALUE, applied to the file's contents before they are
+parsed, so an override is checked exactly like the file's own keys.
+
+    train.lr=0.05            a trial field: set in base (or, if the grid varies
+                             train.lr, replaces that axis: a list stays an axis,
+                             one value fixes it)
+    'grid.seed=[0,1,2]'      a path from the file's top level (grid, base,
+                             resources, storage, name, study, ...)
+    resources.gpu=0.5
+"""
+
+from __future__ import annotations
+
+import copy
+
+import yaml
+
+from raylth.errors import RaylthError, did_you_mean
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    key, sep, value = str(text).partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise RaylthError(f"override {text!r}: expected KEY=VALUE with a dotted KEY, e.g. train.lr=0.05 "
+                          "or 'grid.seed=[0,1,2]'")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as err:
+        raise RaylthError(f"override {text!r}: the value is not valid YAML ({getattr(err, 'problem', err)})") from None
+    return key.strip().split("."), parsed
+
+
+def _top_keys(raw: dict) -> tuple[str, ...]:
+    if raw.get("kind") == "search":
+        from raylth.search.spec import SEARCH_KEYS
+        return SEARCH_KEYS
+    from raylth.sweep.config import SWEEP_KEYS
+    return SWEEP_KEYS
+
+
+def _trial_keys() -> tuple[str, ...]:
+    """What a trial (``base:``) may set: TrialSpec's fields and the grid's shorthands."""
+    from dataclasses import fields
+
+    from raylth.specs import TrialSpec
+    from raylth.sweep.files import SHORTHANDS
+
+    return (*(f.name for f in fields(TrialSpec)), "seed", *SHORTHANDS)
+
+
+def _set(tree: dict, path: list[str], value, text: str) -> None:
+    node = tree
+    for depth, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise RaylthError(f"override {text!r}: {'.'.join(path[:depth + 1])} is {child!r}, not a mapping; "
+                              f"set {'.'.join(path[:depth + 1])}=... instead")
+        node = child
+    node[path[-1]] = value
+
+
+def apply_override(raw: dict, text: str) -> dict:
+    """``raw`` (a sweep or search file's contents) with one override applied."""
+    path, value = parse_override(text)
+    out = copy.deepcopy(raw)
+    if path[0] in _top_keys(raw):
+        _set(out, path, value, text)
+        return out
+    trial_keys = _trial_keys()
+    if path[0] not in trial_keys:
+        known = (*_top_keys(raw), *trial_keys)
+        raise RaylthError(f"override {text!r}: unknown key {path[0]!r}{did_you_mean(path[0], known)}; a KEY "
+                          f"starts with a key of the file ({', '.join(_top_keys(raw))}) or of a trial "
+                          f"({', '.join(trial_keys)})")
+    dotted = ".".join(path)
+    grid = out.get("grid") if isinstance(out.get("grid"), dict) else {}
+    if dotted in grid:  # the grid varies it: a list replaces the axis, one value fixes it
+        if isinstance(value, list):
+            grid[dotted] = value
+            return out
+        del grid[dotted]
+    if not isinstance(out.get("base"), dict):
+        if "base" not in _top_keys(raw):
+            raise RaylthError(f"override {text!r}: {path[0]!r} is not a key of this file{did_you_mean(path[0], _top_keys(raw))}; "
+                              f"its keys are {', '.join(_top_keys(raw))}")
+        out["base"] = {}
+    _set(out["base"], path, value, text)
+    return out
+
+
+def apply_overrides(raw, overrides, parse, where: str):
+    """Apply each override to ``raw`` and ``parse`` the result (a sweep or a
+    search). The file is parsed first without them, so an error that comes
+    with an override names it; returns the parsed object."""
+    overrides = list(overrides or [])
+    parsed = parse(raw)
+    for text in overrides:
+        if not isinstance(raw, dict):
+            break
+        raw = apply_override(raw, text)
+        try:
+            parsed = parse(raw)
+        except RaylthError as err:
+            message = str(err)
+            if message.startswith(f"{where}: "):
+                message = message[len(where) + 2:]
+            raise type(err)(f"override {text!r}: {message}") from None
+    return parsed
