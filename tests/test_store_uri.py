@@ -8,6 +8,7 @@ sweep records, and a whole sweep run, rerun and read back through s3://.
 """
 
 import json
+from pathlib import Path
 import logging
 import os
 import subprocess
@@ -190,6 +191,17 @@ def test_same_size_damage_on_a_bucket_is_refused_on_download_and_found_by_verify
     # a manifest naming a file the bucket lacks (or holds cut): damaged from the listing alone
     remote.write(f"{SPEC.id}/manifest.json", json.dumps({"mask.pt": {"size": 10, "crc32": "0"}}).encode())
     assert store.condition(SPEC.id)[0] == "damaged"
+
+
+def test_a_bucket_that_refuses_writes_is_one_line_before_anything_runs(s3, tmp_path, capsys):
+    from raylth.cli.main import main
+
+    refused = s3().replace("s3://raylth/", "s3://no-such-bucket/")
+    quickstart = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"
+    assert main(["run", str(quickstart), "--storage", refused]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("raylth: error: storage s3://no-such-bucket/") and \
+        "refuses writes" in err[0], err
 
 
 def test_bad_storage_uris_fail_with_one_line(tmp_path):
