@@ -8,12 +8,12 @@ sweep records, and a whole sweep run, rerun and read back through s3://.
 """
 
 import json
-from pathlib import Path
 import logging
 import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import moto.server as moto_server
 import pytest
