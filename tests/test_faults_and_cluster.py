@@ -112,11 +112,12 @@ def test_a_job_that_keeps_failing_is_reported_and_the_rest_finish(tmp_path):
     status = cli("status", storage)
     assert "faults" in status.stdout
     row = status.stdout.splitlines()[1].split()
-    assert row[1:] == ["4", "2", "0", "2", "0"], status.stdout  # jobs finished running failed missing
+    # jobs finished running damaged failed interrupted missing
+    assert row[1:] == ["4", "2", "0", "0", "2", "0", "0"], status.stdout
     assert "failed" in status.stdout and "injected failure" in status.stdout
     again = cli("run", sweep, "--storage", storage)
     assert again.returncode == 0 and "2 already stored, 2 run now" in again.stdout
-    assert cli("status", storage).stdout.splitlines()[1].split()[1:] == ["4", "4", "0", "0", "0"]
+    assert cli("status", storage).stdout.splitlines()[1].split()[1:] == ["4", "4", "0", "0", "0", "0", "0"]
 
 
 def _free_port() -> int:
