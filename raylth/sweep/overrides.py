@@ -31,10 +31,7 @@ def parse_override(text: str) -> tuple[list[str], object]:
     return key.strip().split("."), parsed
 
 
-def _top_keys(raw: dict) -> tuple[str, ...]:
-    if raw.get("kind") == "search":
-        from raylth.search.spec import SEARCH_KEYS
-        return SEARCH_KEYS
+def _sweep_keys() -> tuple[str, ...]:
     from raylth.sweep.config import SWEEP_KEYS
     return SWEEP_KEYS
 
@@ -62,18 +59,20 @@ def _set(tree: dict, path: list[str], value, text: str) -> None:
     node[path[-1]] = value
 
 
-def apply_override(raw: dict, text: str) -> dict:
-    """``raw`` (a sweep or search file's contents) with one override applied."""
+def apply_override(raw: dict, text: str, top_keys: tuple[str, ...] | None = None) -> dict:
+    """``raw`` (a sweep file's contents, or another file's whose top-level
+    keys are ``top_keys``, e.g. a search's) with one override applied."""
     path, value = parse_override(text)
     out = copy.deepcopy(raw)
-    if path[0] in _top_keys(raw):
+    top_keys = top_keys or _sweep_keys()
+    if path[0] in top_keys:
         _set(out, path, value, text)
         return out
     trial_keys = _trial_keys()
     if path[0] not in trial_keys:
-        known = (*_top_keys(raw), *trial_keys)
+        known = (*top_keys, *trial_keys)
         raise RaylthError(f"override {text!r}: unknown key {path[0]!r}{did_you_mean(path[0], known)}; a KEY "
-                          f"starts with a key of the file ({', '.join(_top_keys(raw))}) or of a trial "
+                          f"starts with a key of the file ({', '.join(top_keys)}) or of a trial "
                           f"({', '.join(trial_keys)})")
     dotted = ".".join(path)
     grid = out.get("grid") if isinstance(out.get("grid"), dict) else {}
@@ -83,15 +82,15 @@ def apply_override(raw: dict, text: str) -> dict:
             return out
         del grid[dotted]
     if not isinstance(out.get("base"), dict):
-        if "base" not in _top_keys(raw):
-            raise RaylthError(f"override {text!r}: {path[0]!r} is not a key of this file{did_you_mean(path[0], _top_keys(raw))}; "
-                              f"its keys are {', '.join(_top_keys(raw))}")
+        if "base" not in top_keys:
+            raise RaylthError(f"override {text!r}: {path[0]!r} is not a key of this file{did_you_mean(path[0], top_keys)}; "
+                              f"its keys are {', '.join(top_keys)}")
         out["base"] = {}
     _set(out["base"], path, value, text)
     return out
 
 
-def apply_overrides(raw, overrides, parse, where: str):
+def apply_overrides(raw, overrides, parse, where: str, top_keys: tuple[str, ...] | None = None):
     """Apply each override to ``raw`` and ``parse`` the result (a sweep or a
     search). The file is parsed first without them, so an error that comes
     with an override names it; returns the parsed object."""
@@ -100,7 +99,7 @@ def apply_overrides(raw, overrides, parse, where: str):
     for text in overrides:
         if not isinstance(raw, dict):
             break
-        raw = apply_override(raw, text)
+        raw = apply_override(raw, text, top_keys)
         try:
             parsed = parse(raw)
         except RaylthError as err:
