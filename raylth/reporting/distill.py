@@ -8,15 +8,16 @@
   evaluated distilled set against a random real subset of the same size
   under the same evaluation (mean ± std over the evaluation seeds).
 
-Loop points (the x axis; training points = SGD steps x batch): the points
-of every training of the pruning loop that produced the level-L network,
-levels 0..L:
+Loop points (the x axis, and the results table's ``search_points``; training
+points = SGD steps x batch): the points of every training of the pruning loop
+that produced the level-L network, levels 0..L:
 - dense: its own training; imp level L: real levels 0..L;
 - random_prune / reinit level L: the IMP trunk's levels 0..L-1 (they give
   the mask or its per-layer counts) plus its own training;
-- distilled_imp level L: the distilled trunk's levels 0..L (its rows'
-  ``points_seen``); the ticket's final training on the real data is an
-  evaluation outside the loop (``train_points_seen``, in the table);
+- distilled_imp level L: the distilled trunk's levels 0..L (the ticket
+  artifact's stored ``points_seen``); the ticket's final training on the real
+  data is an evaluation outside the loop (stored as ``train_points_seen``; the
+  results table's ``points_seen``);
 - mask_then_imp level L: the distilled trunk's levels 0..start_level, the
   start ticket's real training, and the real levels start_level+1..L.
 """

@@ -13,13 +13,15 @@ mask_then_imp: ordinary IMP on the real data that starts from the ticket of
 ``start_level`` (its mask and its start weights are both the start and the
 rewind point of every later level) and continues to ``levels``.
 
-points_seen (training points = the examples of every SGD step, the last partial
-batch of an epoch counted as it is, or dropped with train.last_batch: drop):
-- ``ticket`` rows (distilled_imp): the cumulative points of the distilled
-  trunk's levels 0..L, i.e. distilled images x epochs summed over the levels up
-  to the ticket's level: the cost of finding it. The ticket's own training on
-  the real data is ``train_points_seen`` in its metrics.
-- ``maskimp`` rows: that level's own training on the real data (as imp rows).
+Training points (the examples of every SGD step, the last partial batch of an
+epoch counted as it is, or dropped with train.last_batch: drop), as stored:
+- a ``ticket`` artifact's metrics: ``points_seen`` is the cumulative points of
+  the distilled trunk's levels 0..L (distilled images x epochs summed over the
+  levels up to the ticket's level: the cost of finding it) and
+  ``train_points_seen`` the ticket's own training on the real data. The results
+  table reads them as ``search_points`` and ``points_seen`` (its own training,
+  one meaning for every method: raylth.reporting.results).
+- ``maskimp``: that level's own training on the real data (as imp levels).
 """
 
 from __future__ import annotations
