@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from raylth.api import report, results, run, status, submit, verify  # noqa: E402
+from raylth.api import export, history, report, results, run, status, submit, verify  # noqa: E402
 from raylth.errors import RaylthError  # noqa: E402
 
-__all__ = ["run", "results", "status", "report", "submit", "verify", "RaylthError", "__version__"]
+__all__ = ["run", "results", "status", "report", "submit", "verify", "export", "history", "RaylthError", "__version__"]

@@ -33,29 +33,58 @@ def parse_any(raw, default_name: str = "sweep", where: str = "sweep"):
     return parse_sweep(raw, default_name=default_name, where=where)
 
 
-def _as_sweep(sweep):
-    """A Sweep, or a Search for ``kind: search`` files and dicts."""
+def _as_sweep(sweep, overrides=None):
+    """A Sweep, or a Search for ``kind: search`` files and dicts, with
+    ``overrides`` (``KEY=VALUE`` strings, raylth.sweep.overrides) applied."""
     from raylth.sweep.config import Sweep
+    from raylth.sweep.files import read_yaml
+    from raylth.sweep.overrides import apply_overrides
     from raylth.search import Search
 
     if isinstance(sweep, (Sweep, Search)):
+        if overrides:
+            raise RaylthError("overrides apply to a sweep file or dict, not to a parsed Sweep; pass the path")
         return sweep
     if isinstance(sweep, dict):
-        return parse_any(sweep, default_name=sweep.get("name", "sweep"))
-    if isinstance(sweep, (str, os.PathLike)):
-        return load_sweep(sweep)
-    raise RaylthError(f"sweep: expected a YAML path, a dict or a Sweep, got {type(sweep).__name__}")
+        raw, name, where = sweep, sweep.get("name", "sweep"), "sweep"
+    elif isinstance(sweep, (str, os.PathLike)):
+        raw, name, where = read_yaml(sweep), Path(sweep).stem, str(sweep)
+    else:
+        raise RaylthError(f"sweep: expected a YAML path, a dict or a Sweep, got {type(sweep).__name__}")
+    from raylth.search.spec import SEARCH_KEYS
+
+    top_keys = SEARCH_KEYS if isinstance(raw, dict) and raw.get("kind") == "search" else None
+    return apply_overrides(raw, overrides, lambda r: parse_any(r, default_name=name, where=where), where, top_keys)
 
 
-def run(sweep, storage=None, data_root=None, address=None):
+def run(sweep, storage=None, data_root=None, address=None, overrides=None, dry_run=False, devices=1,
+        device_kind=None):
     """Run a sweep (a YAML path, a dict in the same format, or a Sweep) on Ray
     Tune; finished artifacts are reused. Returns a SweepOutcome. A ``kind:
     search`` file or dict runs its Optuna study instead (trials as Ray tasks,
-    resumed from the study's storage) and returns a SearchOutcome."""
+    resumed from the study's storage) and returns a SearchOutcome.
+
+    ``overrides``: ``["train.lr=0.05", "grid.seed=[0,1,2]"]``, checked like the
+    file's keys. ``dry_run``: start nothing, return a raylth.sweep.dry_run.DryRun
+    (``.lines()``: jobs by stage, what is stored, resources, estimated cost and
+    wall time on ``devices`` devices of ``device_kind``)."""
     from raylth.sweep.runner import run_sweep
     from raylth.search import Search, run_search
 
-    spec = _as_sweep(sweep)
+    spec = _as_sweep(sweep, overrides)
+    if dry_run:
+        if isinstance(spec, Search):
+            raise RaylthError(f"{spec.name}: --dry-run prices sweeps; a search's trials are chosen as it runs")
+        from raylth.store import Store
+        from raylth.sweep.dry_run import dry_run as plan_dry_run
+        from raylth.sweep.paths import resolve_paths
+        from raylth.sweep.plan import check_analysis_inputs, check_trials
+
+        store_root, data = resolve_paths(spec, storage, data_root)
+        check_trials(spec, data)
+        store = Store(store_root, read_only=True)
+        check_analysis_inputs(spec, store)
+        return plan_dry_run(spec, store, data, device_kind=device_kind, devices=devices)
     if isinstance(spec, Search):
         return run_search(spec, storage=storage, data_root=data_root, address=address)
     return run_sweep(spec, storage=storage, data_root=data_root, address=address)
@@ -97,7 +126,7 @@ UPLOAD_EXCLUDES = ("/.git", "/raylth-results", "/data", "/.bench-data")
 
 
 def submit(sweep, address: str, storage=None, data_root=None, working_dir=".",
-           runtime_env: dict | None = None) -> SubmittedSweep:
+           runtime_env: dict | None = None, overrides=None) -> SubmittedSweep:
     """Launch ``raylth run SWEEP`` as a job on a running Ray cluster (its
     dashboard address, e.g. http://127.0.0.1:8265). ``sweep`` is a path
     relative to ``working_dir``, which is uploaded; the sweep is checked here
@@ -108,9 +137,9 @@ def submit(sweep, address: str, storage=None, data_root=None, working_dir=".",
     from ray.job_submission import JobSubmissionClient
 
     path = Path(working_dir) / sweep
-    _as_sweep(path)  # a bad sweep fails here, not on the cluster
+    _as_sweep(path, overrides)  # a bad sweep or override fails here, not on the cluster
     # the interpreter's module entry point: no console script needs to be on the cluster's PATH
-    command = ["python", "-m", "raylth.cli.main", "run", str(sweep)]
+    command = ["python", "-m", "raylth.cli.main", "run", str(sweep), *(overrides or [])]
     command += ["--storage", str(storage)] if storage else []
     command += ["--data-root", str(data_root)] if data_root else []
     client = JobSubmissionClient(address)
@@ -124,6 +153,17 @@ def results(storage="raylth-results", sweep=None):
 
     _require_store(storage)
     return results_frame(storage, sweep)
+
+
+def history(storage="raylth-results", sweep=None):
+    """Every evaluation of every stored training as a pandas DataFrame: one
+    row per entry of an artifact's history (step, epoch, train_loss,
+    test_loss, test_acc, ...), with its sweep, stage, method, seed, level,
+    trial, id and the results' config/ columns."""
+    from raylth.reporting.history import history_frame
+
+    _require_store(storage)
+    return history_frame(storage, sweep)
 
 
 def status(storage="raylth-results"):
@@ -160,6 +200,20 @@ def verify(storage="raylth-results", repair=False, progress=None):
     from raylth.store.verify import verify_store
 
     return verify_store(_require_store(storage), repair=repair, progress=progress)
+
+
+def export(storage, ticket_id, out, prune_form=False, force=False, data_root=None):
+    """Write a stored ticket (an artifact holding a mask: an imp level, a
+    random_prune/reinit branch) as a plain PyTorch file that
+    ``torch.load(out, weights_only=True)`` reads without raylth: its mask, its
+    rewind-point weights (``prune_form``: as torch.nn.utils.prune keeps them),
+    model, training recipe and provenance (raylth.reporting.export). An
+    existing ``out`` is replaced only with ``force``. Returns the file's Path."""
+    from raylth.reporting.export import export_ticket
+    from raylth.sweep.paths import resolve_data_root
+
+    return export_ticket(_require_store(storage), ticket_id, out, prune_form=prune_form, force=force,
+                         data_root=resolve_data_root(data_root))
 
 
 def _require_store(storage):

@@ -325,7 +325,8 @@ def test_distilled_imp_jobs_results_and_report(pruned, ctx, tmp_path):
     frame = results_frame(ctx.store.root, "dp")
     rows = frame[frame.method == "distilled_imp"]
     assert list(rows.level) == [LEVEL, LEVEL] and set(rows.stage) == {"ticket"}  # levels 1-7 were not run
-    assert list(rows.points_seen) == [400 * (LEVEL + 1)] * 2
+    assert list(rows.search_points) == [400 * (LEVEL + 1)] * 2  # the distilled trunk's levels 0..8
+    assert list(rows.points_seen) == [1258 * 20] * 2  # the ticket's own training, on the real data
     assert (rows.dataset == "digits").all() and (rows.model == "lenet").all()
     assert set(frame.stage) == {"train", "ticket", "distill", "distill_eval"}  # the distilled trunk is no row
     written = write_report(ctx.store.root, tmp_path / "report", "dp")

@@ -41,7 +41,14 @@ def _assert_results_as_then(store, tmp_path):
     expected = pd.read_csv(DATA / "expected" / "results.csv", keep_default_na=False, dtype=str)
     results_frame(store).to_csv(tmp_path / "now.csv", index=False)
     now = pd.read_csv(tmp_path / "now.csv", keep_default_na=False, dtype=str)
-    pd.testing.assert_frame_equal(now, expected)
+    # Since #15 a ticket's points_seen is its own training (its stored train_points_seen: one epoch of
+    # digits); what it held then, the distilled trunk's levels 0..L, is its search_points as a
+    # distilled_imp row. Columns added since (search_points, config/...) are checked in test_results_tidy.
+    tickets = expected.stage == "ticket"
+    distilled = tickets & (expected.method == "distilled_imp")
+    assert list(now.search_points[distilled]) == list(expected.points_seen[distilled])
+    expected.loc[tickets, "points_seen"] = "1258.0"
+    pd.testing.assert_frame_equal(now[expected.columns], expected)
 
 
 def test_results_and_report_equal_those_written_then(old_store, tmp_path):

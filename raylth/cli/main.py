@@ -1,10 +1,11 @@
-"""raylth command line: run, status, verify, results, report."""
+"""raylth command line: run, status, verify, results, report, export."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import time
 import warnings
 
 from raylth import api
@@ -14,7 +15,12 @@ DEFAULT_STORAGE = "raylth-results"
 
 
 def _cmd_run(args) -> int:
-    outcome = api.run(args.sweep, storage=args.storage, data_root=args.data_root, address=args.address)
+    outcome = api.run(args.sweep, storage=args.storage, data_root=args.data_root, address=args.address,
+                      overrides=args.overrides, dry_run=args.dry_run, devices=args.devices,
+                      device_kind=args.device_kind)
+    if args.dry_run:
+        print("\n".join(outcome.lines()))
+        return 0
     if getattr(outcome, "kind", "sweep") == "search":  # an Optuna search (kind: search)
         print("\n".join(outcome.lines()))
         return 0 if outcome.ok else 1
@@ -27,6 +33,21 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_status(args) -> int:
+    if args.watch is None:
+        return _print_status(args)
+    try:
+        while True:  # refreshed in place until Ctrl-C
+            if sys.stdout.isatty():
+                print("\033[2J\033[H", end="")
+            print(time.strftime("%H:%M:%S"), f"(every {args.watch:g} s; Ctrl-C to stop)")
+            _print_status(args)
+            sys.stdout.flush()
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _print_status(args) -> int:
     sweeps = api.status(args.storage)
     if not sweeps:
         print(f"{args.storage}: no sweeps recorded yet")
@@ -66,28 +87,26 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_results(args) -> int:
-    frame = api.results(args.storage, sweep=args.sweep)
-    if args.format == "csv":
-        frame.to_csv(sys.stdout, index=False)
-    elif args.format == "json":
-        print(frame.to_json(orient="records", indent=1))
-    else:
-        print(frame.to_markdown(index=False) if _has_tabulate() else frame.to_string(index=False))
+    from raylth.reporting.results import write_table
+
+    frame = (api.history if args.history else api.results)(args.storage, sweep=args.sweep)
+    write_table(frame, args.format, args.out)
     return 0
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False
 
 
 def _cmd_report(args) -> int:
     written = api.report(args.storage, out=args.out, sweep=args.sweep)
     for path in written.values():
         print(path)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    out = args.out or f"{args.ticket}.pt"
+    path = api.export(args.storage, args.ticket, out, prune_form=args.prune_form, force=args.force,
+                      data_root=args.data_root)
+    print(f"{path}: {args.ticket}'s mask and rewind-point weights"
+          f"{' (torch.nn.utils.prune form)' if args.prune_form else ''}; torch.load(path, weights_only=True)")
     return 0
 
 
@@ -104,11 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", help="storage root (default: the sweep's storage, else raylth-results)")
     run.add_argument("--data-root", help="folder holding data sets (default: $RAYLTH_DATA, the sweep's data_root, else ./data)")
     run.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a new local one)")
+    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                     help="change a value of the file: train.lr=0.05 'grid.seed=[0,1,2]' (YAML values)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="start nothing: print jobs by stage, what is stored, resources and the estimated cost")
+    run.add_argument("--devices", type=float, default=1,
+                     help="--dry-run: GPUs (or CPU jobs) the cluster gives at once, for the wall time (default 1)")
+    run.add_argument("--device-kind", help="--dry-run: the GPU kind that prices a GPU sweep (default nvidia-a10g)")
     run.set_defaults(func=_cmd_run)
 
     status = sub.add_parser("status", help="finished / running / missing trials per sweep")
     status.add_argument("storage", nargs="?", default=DEFAULT_STORAGE)
     status.add_argument("-v", "--verbose", action="store_true", help="list every trial")
+    status.add_argument("--watch", type=float, nargs="?", const=5.0, metavar="SECONDS",
+                        help="refresh the counts every SECONDS (default 5) until Ctrl-C")
     status.set_defaults(func=_cmd_status)
 
     verify = sub.add_parser("verify", help="check every stored file against its checksum (--repair: move damaged "
@@ -120,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     results = sub.add_parser("results", help="one row per finished result")
     results.add_argument("storage", nargs="?", default=DEFAULT_STORAGE)
-    results.add_argument("--format", choices=["csv", "md", "json"], default="md")
+    results.add_argument("--format", choices=["csv", "md", "json", "parquet"], default="md")
+    results.add_argument("--out", metavar="FILE",
+                         help="write to FILE instead of stdout (parquet: required on a terminal)")
+    results.add_argument("--history", action="store_true",
+                         help="one row per evaluation of every training (step, epoch, losses, test_acc)")
     results.add_argument("--sweep", help="only this sweep")
     results.set_defaults(func=_cmd_results)
 
@@ -129,6 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="raylth-report", help="output folder (default: raylth-report)")
     report.add_argument("--sweep", help="only this sweep")
     report.set_defaults(func=_cmd_report)
+
+    export = sub.add_parser("export", help="write a ticket (mask, rewind-point weights, recipe) as a plain "
+                                           "PyTorch file")
+    export.add_argument("ticket", metavar="TICKET_ID", help="an artifact holding a mask: an imp level or a "
+                                                            "random_prune/reinit branch (ids: raylth results)")
+    export.add_argument("--out", help="the file to write (default: TICKET_ID.pt)")
+    export.add_argument("--storage", default=DEFAULT_STORAGE, help=f"storage root (default: {DEFAULT_STORAGE})")
+    export.add_argument("--data-root", help="folder holding the data set, read for its shape and normalisation "
+                                            "(default: $RAYLTH_DATA, else ./data)")
+    export.add_argument("--prune-form", action="store_true", help="state dict as torch.nn.utils.prune keeps it "
+                                                                  "(<module>.weight_orig + weight_mask)")
+    export.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    export.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -172,10 +172,12 @@ class Trainer:
         self._loss_count = 0
 
     def run(self, save_at: Iterable[int] = (), on_save: Callable[[int, dict], None] | None = None,
-            on_epoch: Callable[["Trainer"], None] | None = None) -> list[dict]:
+            on_epoch: Callable[["Trainer"], None] | None = None,
+            on_eval: Callable[[dict], None] | None = None) -> list[dict]:
         """Train from the current step to the end. ``on_save(step, weights)`` is
         called at each step in ``save_at`` (0 = before any update);
-        ``on_epoch(trainer)`` after each completed epoch (for resumption)."""
+        ``on_epoch(trainer)`` after each completed epoch (for resumption);
+        ``on_eval(entry)`` after each test evaluation with its history entry (live progress)."""
         save_at = set(save_at)
         if self.step in save_at and on_save:
             on_save(self.step, self.weights())
@@ -190,6 +192,8 @@ class Trainer:
                     on_save(self.step, self.weights())
                 if self._eval_due():
                     self._record_eval()
+                    if on_eval:
+                        on_eval(dict(self.history[-1]))
                 if self.step >= self.total_steps:
                     break
             self.mask_keeper.reapply()

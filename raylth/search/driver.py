@@ -21,6 +21,7 @@ written as a ready-to-run sweep, ``<store>/searches/<name>-best.yaml``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -160,7 +161,8 @@ def run_search(search: Search, storage=None, data_root=None, address: str | None
                              store.root):
             if not ray.is_initialized():
                 ray.init(address=address, log_to_driver=True)
-            _run_trials(search, study, url, store_root, data_root, outcome)
+            with _trackers(search, store) as trackers:
+                _run_trials(search, study, url, store_root, data_root, outcome, trackers)
         if len(outcome.failed) > search.study["max_failures"]:
             _count(study, outcome)
             raise RaylthError(f"{search.name}: {len(outcome.failed)} trials failed (more than study.max_failures "
@@ -193,7 +195,23 @@ def _finished(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def _run_trials(search: Search, study, url: str, store_root, data_root: Path, outcome: SearchOutcome) -> None:
+@contextlib.contextmanager
+def _trackers(search: Search, store):
+    """The search's ``loggers:`` (raylth.sweep.loggers): each finished trial logged from here."""
+    from raylth.sweep.loggers import SearchLoggers
+
+    if not search.loggers:
+        yield None
+        return
+    trackers = SearchLoggers(search.loggers, search.name, store.root)
+    try:
+        yield trackers
+    finally:
+        trackers.close()
+
+
+def _run_trials(search: Search, study, url: str, store_root, data_root: Path, outcome: SearchOutcome,
+                trackers=None) -> None:
     """Trials as Ray tasks, up to ``concurrent`` at once, until n_trials are
     finished or more than max_failures failed (and none is in flight)."""
     import ray
@@ -217,11 +235,22 @@ def _run_trials(search: Search, study, url: str, store_root, data_root: Path, ou
             in_flight[task.remote(search, url, trial.number, params, str(store_root), str(data_root))] = trial
         ready, _ = ray.wait(list(in_flight), num_returns=1)
         for ref in ready:
-            _tell(search, study, in_flight.pop(ref), ref, outcome)
+            trial = in_flight.pop(ref)
+            progress = _tell(search, study, trial, ref, outcome)
+            if trackers is not None:
+                _log_trial(trackers, study, trial.number, progress)
 
 
-def _tell(search: Search, study, trial, ref, outcome: SearchOutcome) -> None:
-    """A finished task's result told to the study: COMPLETE, PRUNED or FAIL."""
+def _log_trial(trackers, study, number: int, progress: list) -> None:
+    """A told trial to the trackers: its parameters, state, value, intermediate values and evaluations."""
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    trackers.log_trial(number, dict(frozen.params), frozen.state.name, frozen.value,
+                       dict(frozen.intermediate_values), progress)
+
+
+def _tell(search: Search, study, trial, ref, outcome: SearchOutcome) -> list:
+    """A finished task's result told to the study: COMPLETE, PRUNED or FAIL.
+    Returns the evaluations inside its stages (none for a trial that raised)."""
     import ray
     from optuna.trial import TrialState
 
@@ -232,7 +261,7 @@ def _tell(search: Search, study, trial, ref, outcome: SearchOutcome) -> None:
         study.tell(trial, state=TrialState.FAIL)
         outcome.failed[trial.number] = root_cause_line(err)
         log.warning("%s: trial %d failed: %s", search.name, trial.number, outcome.failed[trial.number])
-        return
+        return []
     trial.set_user_attr("artifacts", result["artifacts"])
     value = result.get("value")
     if result["state"] == "pruned":
@@ -244,6 +273,7 @@ def _tell(search: Search, study, trial, ref, outcome: SearchOutcome) -> None:
     else:
         study.tell(trial, value)
         log.info("%s: trial %d: %.4f %s", search.name, trial.number, value, trial.params)
+    return result.get("progress", [])
 
 
 def _count(study, outcome: SearchOutcome) -> None:

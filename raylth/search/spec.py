@@ -27,6 +27,7 @@
       distill.lr_img: {type: float, low: 0.1, high: 10, log: true}
       distill.iterations: {type: int, low: 50, high: 400, step: 50}
       trial.inner.duration: {type: int, low: 2, high: 16, unit: ep}   # -> "8ep"
+    loggers: {mlflow: {experiment: digits}}   # optional trackers, as in a sweep (raylth.sweep.loggers)
 
 Objective: the distilled set's evaluation accuracy (mean over the eval
 seeds), or the test accuracy of the distilled-pruning ticket at the first
@@ -45,8 +46,9 @@ from raylth.specs import DistillEvalSpec, DistillSpec, TrialSpec
 from raylth.specs.distill import level_for_sparsity, uses_field
 from raylth.sweep.config import Trial
 from raylth.sweep.files import checked_block, checked_name, checked_resources, set_path
+from raylth.sweep.loggers import parse_loggers
 
-SEARCH_KEYS = ("kind", "name", "storage", "data_root", "resources", "study", "base", "space")
+SEARCH_KEYS = ("kind", "name", "storage", "data_root", "resources", "study", "base", "space", "loggers")
 STUDY_KEYS = ("storage", "direction", "sampler", "pruner", "n_trials", "concurrent", "seed", "max_failures",
               "intermediate")
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "unit")
@@ -105,6 +107,7 @@ class Search:
     storage: str | None = None
     data_root: str | None = None
     resources: dict = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
+    loggers: dict = field(default_factory=dict)  # tracker -> options (raylth.sweep.loggers)
 
     @property
     def trials(self) -> list:
@@ -182,7 +185,8 @@ def parse_search(raw, default_name: str = "search", where: str = "search") -> Se
     space = _space(raw.get("space") or {}, where, objective)
     search = Search(name=name, objective=objective, base=copy.deepcopy(base), space=space, study=study,
                     storage=raw.get("storage"), data_root=raw.get("data_root"),
-                    resources=checked_resources(raw.get("resources") or {}, where))
+                    resources=checked_resources(raw.get("resources") or {}, where),
+                    loggers=parse_loggers(raw.get("loggers"), where))
     for params in [{}] + [{p.path: v} for p in space for v in p.extremes()]:
         try:  # the base and every extreme of every parameter make valid specs
             search.distill_specs(params) if objective == "distill" else search.ticket_spec(params)

@@ -40,7 +40,8 @@ class Reporter:
 
 def run_trial(search: Search, study_url: str, number: int, params: dict, store_root: str, data_root: str) -> dict:
     """One search trial in this process: its stages in the store, its
-    intermediate values in the study. Returns {'state', 'value', 'artifacts'}."""
+    intermediate values in the study. Returns {'state', 'value', 'artifacts', 'progress'}
+    (progress: each evaluation inside its stages, raylth.stages.context.live_progress)."""
     import optuna
     import torch
 
@@ -54,15 +55,16 @@ def run_trial(search: Search, study_url: str, number: int, params: dict, store_r
     reporter = Reporter(study, storage, trial_id)
     ids: list[str] = []
     torch.set_num_threads(max(1, int(search.resources["cpu"] or 1)))
-    ctx = StageContext(store=Store(store_root), data_root=Path(data_root))
+    progress: list[dict] = []  # each evaluation inside its stages, for the search's trackers
+    ctx = StageContext(store=Store(store_root), data_root=Path(data_root), on_eval=progress.append)
     try:
         if search.objective == "distill":
             value = _distill_objective(search, params, ctx, reporter, ids)
         else:
             value = _ticket_objective(search, params, ctx, reporter, ids)
     except optuna.TrialPruned:
-        return {"state": "pruned", "value": None, "artifacts": ids, "step": reporter.last_step}
-    return {"state": "complete", "value": value, "artifacts": ids}
+        return {"state": "pruned", "value": None, "artifacts": ids, "step": reporter.last_step, "progress": progress}
+    return {"state": "complete", "value": value, "artifacts": ids, "progress": progress}
 
 
 def _distill_objective(search: Search, params, ctx, reporter, ids) -> float:

@@ -29,6 +29,7 @@ class StageContext:
     data_root: Path = Path("data")
     device: torch.device = field(default_factory=default_device)
     report: Callable[[dict], None] | None = None  # progress (e.g. ray.tune.report)
+    on_eval: Callable[[dict], None] | None = None  # each evaluation inside a stage (live_progress)
     dist: Dist = field(default_factory=Dist)      # this process among DDP workers
     node: str | None = None                       # the cluster node, recorded in metrics
     compile: bool = False                         # torch.compile the training step (not hashed)
@@ -75,6 +76,15 @@ def ensure(ctx: StageContext, spec: Spec, compute: Callable[[], Artifact]) -> Ar
             compute()
         dist.barrier()
     return ctx.store.get(spec.id)
+
+
+def live_progress(ctx: StageContext, spec: Spec, values: dict, **more) -> None:
+    """One evaluation inside a stage to ``ctx.on_eval`` (a Tune trial: its progress
+    table and trackers): the stage kind and artifact with ``values`` and ``more``
+    (level, sparsity), None values left out. The stored history is unchanged."""
+    if ctx.on_eval:
+        row = {"stage": spec.kind, **more, **values, "artifact": spec.id}
+        ctx.on_eval({k: v for k, v in row.items() if v is not None})
 
 
 def resume_every_s() -> float:
@@ -130,7 +140,9 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
             writer.save("resume.pt", {"trainer": t.state_dict(), "wall_s": time.time() - started})
             last_saved[0] = time.time()
 
-    history = trainer.run(save_at=saves, on_save=on_save, on_epoch=on_epoch)
+    level, kept = (extra_metrics or {}).get("level"), sparsity(mask) if mask is not None else 0.0
+    on_eval = (lambda entry: live_progress(ctx, spec, entry, level=level, sparsity=kept)) if ctx.on_eval else None
+    history = trainer.run(save_at=saves, on_save=on_save, on_epoch=on_epoch, on_eval=on_eval)
     if writer:
         writer.save("weights/final.pt", trainer.weights())
     final = history[-1] if history else {}

@@ -36,7 +36,7 @@ from raylth.engine.fastpath import precision
 from raylth.engine.models import build_model, check_model_name
 from raylth.errors import SpecError
 from raylth.specs import DistillSpec
-from raylth.stages.context import StageContext, ensure
+from raylth.stages.context import StageContext, ensure, live_progress
 from raylth.stages.datasets import RECORD, distill_space
 from raylth.stages.experts import load_experts, run_experts
 from raylth.stages.memory import check_matching, mtt_low_memory
@@ -163,6 +163,7 @@ def _synthesis(spec: DistillSpec, ctx: StageContext, real: Dataset, monitor, los
     def callback(it: int, loss: float, images_now: torch.Tensor, lr: float | None = None) -> None:
         if it % every == 0 or it + 1 == spec.iterations:
             losses.append([it + 1, loss])
+            live_progress(ctx, spec, {"iteration": it + 1, "distill_loss": float(loss)}, level=0)
         if monitor is not None:
             monitor(Progress(it + 1, spec.iterations, loss, images_now, labels, spec.factor, zca, real, lr))
 

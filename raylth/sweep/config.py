@@ -7,6 +7,7 @@
     resources: {cpu: 1, gpu: 0}   # per worker; fractions allowed (gpu: 0.25 packs 4 on a GPU)
     max_concurrent: 4             # optional bound on trials at once
     max_failures: 2               # retries of a failing trial
+    loggers: {tensorboard: true}  # optional trackers: wandb, mlflow, tensorboard (raylth.sweep.loggers)
     compile: false                # torch.compile training steps (CUDA speed; same results up to float error)
     base: {method: imp, levels: 12, data: {...}, model: {...}, train: {...}, prune: {...}, seed: 0}
     per_method: {imp: {prune: {rewind: 2000it}}}   # optional: fields for one method's trials
@@ -30,9 +31,10 @@ from raylth.errors import SpecError
 from raylth.specs import TrialSpec
 from raylth.sweep.files import (SHORTHANDS, checked_block, checked_name, checked_resources, positive_int, read_yaml,
                                 set_path)
+from raylth.sweep.loggers import parse_loggers
 
 SWEEP_KEYS = ("kind", "name", "storage", "data_root", "workers", "resources", "max_concurrent", "max_failures",
-              "compile", "base", "per_method", "grid")
+              "compile", "base", "per_method", "grid", "loggers")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Sweep:
     max_concurrent: int | None = None
     max_failures: int = 1
     source: dict = field(default_factory=dict)
+    loggers: dict = field(default_factory=dict)  # tracker -> options (raylth.sweep.loggers)
 
 
 def load_sweep(path: str | os.PathLike) -> Sweep:
@@ -89,7 +92,8 @@ def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep
     trials = expand(base, grid, where, per_method=_per_method(raw.get("per_method") or {}, where))
     return Sweep(name=name, trials=trials, storage=raw.get("storage"), data_root=raw.get("data_root"),
                  resources=resources, workers=workers, compile=compile_steps, max_concurrent=max_concurrent,
-                 max_failures=1 if max_failures is None else max_failures, source=raw)
+                 max_failures=1 if max_failures is None else max_failures, source=raw,
+                 loggers=parse_loggers(raw.get("loggers"), where))
 
 
 def _per_method(raw, where: str) -> dict:

@@ -51,10 +51,10 @@ PROGRESS_KEYS = ("level", "sparsity", "test_acc", "instability_test")
 
 
 def run_specs_here(specs: list[Spec], storage, data_root: Path, report=None, node=None,
-                   compile: bool = False) -> list[str]:
+                   compile: bool = False, on_eval=None) -> list[str]:
     """Run one job's stages in this process (what every Tune trial does)."""
     ctx = StageContext(store=Store(storage), data_root=data_root, report=report, node=node, compile=compile,
-                       planned=tuple(specs))
+                       planned=tuple(specs), on_eval=on_eval)
     return [run_stage(spec, ctx).id for spec in specs]
 
 
@@ -76,8 +76,9 @@ def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_fa
         def progress(metrics: dict) -> None:  # one Tune result per stored stage: the progress table
             tune.report({k: metrics[k] for k in PROGRESS_KEYS if k in metrics})
 
+        # and one per evaluation inside a stage (epoch, train loss, test accuracy): live progress
         ids = run_specs_here(list(specs), storage, Path(data_root), report=progress, node=node,
-                             compile=compile)
+                             compile=compile, on_eval=tune.report)
     last = Store(storage).get(ids[-1]).metrics
     tune.report({k: last[k] for k in PROGRESS_KEYS if k in last} | {"artifacts": len(ids)})
 
@@ -193,9 +194,11 @@ def _fit(sweep: Sweep, pending: list[Job], trainable, store: Store, run_name: st
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
+    from raylth.sweep.loggers import progress_reporter, trial_configs, tune_callbacks, tune_output
     from raylth.sweep.schedule import DependencyOrder
 
-    order = DependencyOrder(pending)
+    # each trial's config: its job label and its trial's spec as dotted keys (trackers' params)
+    order = DependencyOrder(pending, config=trial_configs(sweep))
     # Tune queues as many trials as the limiter allows (one for a bare searcher): every
     # job that is ready waits as a trial, so idle nodes take it and autoscaling sees it.
     limited = ConcurrencyLimiter(order, max_concurrent=sweep.max_concurrent or len(pending))
@@ -206,9 +209,13 @@ def _fit(sweep: Sweep, pending: list[Job], trainable, store: Store, run_name: st
                                     trial_name_creator=lambda t: _short(t.config["trial"]),
                                     trial_dirname_creator=lambda t: f"{t.trial_id}"),
         run_config=tune.RunConfig(name=run_name, **tune_storage(store),
-                                  failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
+                                  failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                                  callbacks=tune_callbacks(sweep.loggers, sweep.name, store.root),
+                                  progress_reporter=progress_reporter(), verbose=1),
     )
-    for result in tuner.fit():
+    with tune_output():  # the progress table with raylth's columns
+        results = tuner.fit()
+    for result in results:
         if result.config is None:  # a trial whose worker never started: accounted for below
             continue
         label = result.config["trial"]

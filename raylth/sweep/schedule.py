@@ -21,8 +21,9 @@ class DependencyOrder(Searcher):
     all finished; ``None`` (Tune asks again later) while every waiting job
     still needs a running one. A job that needs a failed one is not run."""
 
-    def __init__(self, jobs: list[Job]):
+    def __init__(self, jobs: list[Job], config: dict | None = None):
         super().__init__()
+        self.config = config or {}  # label -> the rest of its trial's config (trackers log it as params)
         labels = {job.label for job in jobs}
         # needs outside this run (finished before it) are met already
         self.waiting = [(job.label, set(job.needs) & labels) for job in jobs]
@@ -37,7 +38,7 @@ class DependencyOrder(Searcher):
             if needs <= self.done:
                 del self.waiting[index]
                 self.running[trial_id] = label
-                return {"trial": label}
+                return {"trial": label, **self.config.get(label, {})}
         return None if self.waiting else Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:

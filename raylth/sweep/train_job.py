@@ -26,8 +26,14 @@ def _worker_loop(config: dict) -> None:
     def progress(metrics: dict) -> None:  # a barrier on all ranks: every rank reports
         ray.train.report({k: metrics[k] for k in config["progress_keys"] if k in metrics})
 
+    def evaluation(metrics: dict) -> None:
+        # every rank evaluates at the same steps and reports (a collective); Ray Train
+        # hands rank 0's values to the Tune trial (TuneReportCallback)
+        ray.train.report(metrics)
+
     ctx = StageContext(store=Store(config["storage"]), data_root=Path(config["data_root"]),
                        device=ray.train.torch.get_device(), dist=Dist.current(), report=progress,
+                       on_eval=evaluation,
                        node=ray.get_runtime_context().get_node_id(), compile=config["compile"],
                        planned=tuple(config["specs"]))
     for spec in config["specs"]:
