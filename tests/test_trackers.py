@@ -106,6 +106,7 @@ def tracked(tmp_path_factory):
     for key, value in env.items():
         os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
     shown = io.StringIO()
+    ray.shutdown()  # a session an earlier test left: this one needs its own
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         with contextlib.redirect_stdout(shown):

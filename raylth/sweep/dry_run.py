@@ -72,16 +72,15 @@ class DryRun:
     def lines(self) -> list[str]:
         sweep, jobs = self.sweep, self.jobs
         left = [p for p in jobs if p.state != "finished"]
-        artifacts = sum(len(p.job.ids) for p in jobs)
-        stored = len({i for p in jobs for i in p.job.ids} & self.stored)
+        ids = {i for p in jobs for i in p.job.ids}  # a job may hold another's artifact (IMP's level 0 is the dense run)
+        artifacts, stored = len(ids), len(ids & self.stored)
         out = [f"{sweep.name}: {len(sweep.trials)} trials, {len(jobs)} jobs ({len(jobs) - len(left)} stored, "
                f"{len(left)} to run), {artifacts} artifacts ({stored} stored) in {self.storage}"]
         kinds: dict[str, list[int]] = {}
-        for plan in jobs:
-            for spec in plan.job.specs:
-                counts = kinds.setdefault(spec.kind, [0, 0])
-                counts[0] += 1
-                counts[1] += spec.id in self.stored
+        for spec in {spec.id: spec for p in jobs for spec in p.job.specs}.values():
+            counts = kinds.setdefault(spec.kind, [0, 0])
+            counts[0] += 1
+            counts[1] += spec.id in self.stored
         out.append(f"  {'stage':<14}{'artifacts':>10}{'stored':>8}{'to compute':>12}")
         out += [f"  {kind:<14}{n:>10}{done:>8}{n - done:>12}" for kind, (n, done) in sorted(kinds.items())]
         for plan in jobs if len(jobs) <= 30 else left[:30]:
@@ -134,13 +133,14 @@ def dry_run(sweep: Sweep, store, data_root: Path, device_kind: str | None = None
                           f"known: {', '.join(sorted(PEAK_BF16_FLOPS))}")
     rate, source = _rate(kind, sweep, data_root)
     pricer = _Pricer(store, data_root)
-    plans, stored = [], set()
+    plans, stored, priced = [], set(), set()
     for state in job_states(store, sweep.trials):
         plan = JobPlan(state.job, state.state, state.finished)
         for spec in state.job.specs:
             if store.condition(spec.id)[0] == "finished":
                 stored.add(spec.id)
-            elif state.state != "running":
+            elif state.state != "running" and spec.id not in priced:  # one job computes a shared artifact
+                priced.add(spec.id)
                 flops = pricer.flops(spec)
                 if flops is None:
                     plan.unpriced.append(spec.kind)

@@ -143,12 +143,18 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
         import ray
         from ray import tune
 
-        if not ray.is_initialized():
+        started = not ray.is_initialized()
+        if started:
             ray.init(address=address, log_to_driver=True)
         # resources no node can give stop the run before its record is written
-        _check_fits(sweep, ray.cluster_resources(),
-                    started_here=address is None and not os.environ.get("RAY_ADDRESS"),
-                    nodes=[node["Resources"] for node in ray.nodes() if node.get("Alive")])
+        try:
+            _check_fits(sweep, ray.cluster_resources(),
+                        started_here=address is None and not os.environ.get("RAY_ADDRESS"),
+                        nodes=[node["Resources"] for node in ray.nodes() if node.get("Alive")])
+        except RaylthError:
+            if started:  # a refused run leaves nothing running
+                ray.shutdown()
+            raise
         write_record(store, sweep)
         jobs = {job.label: (job.specs, job.trains) for job in pending}
         trainable = tune.with_resources(
