@@ -5,6 +5,7 @@ written. Mid-run: Ctrl-C, SIGTERM and a full disk end a run with one line
 (exit 130 and 1), Ray's work shut down."""
 
 import errno
+import io
 import os
 import pathlib
 import signal
@@ -103,6 +104,18 @@ def test_sigterm_is_an_interrupt(no_ray):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_sigterm_after_ray_replaced_the_handler_is_an_interrupt(no_ray):
+    with pytest.raises(Interrupted):
+        with interrupt.stopped_cleanly(lambda: "0 of 1 jobs finished"):
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # what ray.init installs
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.pause()
+    with pytest.raises(SystemExit):  # any other exit passes through
+        with interrupt.stopped_cleanly(lambda: ""):
+            sys.exit(3)
+    assert os.environ.get("TUNE_DISABLE_SIGINT_HANDLER") is None  # as it was
+
+
 def test_a_full_disk_is_a_storage_fault_and_other_errors_pass_through(tmp_path, no_ray, monkeypatch):
     with pytest.raises(StorageFault, match=r"/s/x: No space left on device mid-run; 1 of 2 jobs finished; free space"):
         with interrupt.stopped_cleanly(lambda: "1 of 2 jobs finished", tmp_path):
@@ -147,3 +160,32 @@ def test_a_disk_that_fills_mid_run_is_one_line_and_the_rerun_completes(small_dis
     resumed = raylth.results(storage).set_index(["trial", "id"]).sort_index()
     reference = raylth.results(quickstart_store).set_index(["trial", "id"]).sort_index()
     assert list(resumed.index) == list(reference.index) and (resumed.test_acc == reference.test_acc).all()
+
+
+def test_output_into_a_closed_pipe_and_a_bad_watch_interval(monkeypatch, capsys, tmp_path):
+    import raylth.api
+
+    def closed(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(raylth.api, "results", closed)
+    (tmp_path / "sweeps").mkdir()
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "stderr", io.StringIO())  # the CLI closes stderr on a broken pipe
+        assert main(["results", str(tmp_path)]) == 0  # `raylth results | head`
+    assert main(["status", str(tmp_path), "--watch", "-1"]) == 2
+    assert "--watch: -1 seconds; give a positive interval" in capsys.readouterr().err
+
+
+def test_a_lost_heartbeat_or_driver_record_is_not_an_error(tmp_path, monkeypatch):
+    from raylth.errors import StoreError
+    from raylth.store import Store
+    from raylth.sweep import drivers
+
+    store = Store(tmp_path)
+
+    def unreachable(*args):
+        raise StoreError("s3://b/x: cannot reach the storage")
+    monkeypatch.setattr(store, "write_file", unreachable)
+    monkeypatch.setattr(store, "delete_file", unreachable)
+    with drivers.registered(store, "s"):
+        pass

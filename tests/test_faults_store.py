@@ -138,3 +138,23 @@ def test_a_damaged_input_is_recomputed_equal(store_copy, tmp_path):
     for i in job.ids:
         after = store.get(i).weights("final")
         assert all(torch.equal(before[i][k], after[k]) for k in after)
+
+
+def test_a_read_only_store_moves_nothing_aside(store_copy):
+    root, sweep = store_copy
+    artifact_id = sweep_jobs(sweep.trials)[0].ids[0]
+    os.truncate(root / artifact_id / "weights" / "final.pt", 10)
+    assert Store(root, read_only=True).get(artifact_id) is None  # what a dry run reads through
+    assert (root / artifact_id).is_dir() and not (root / ".broken").exists()
+
+
+def test_a_manifest_left_in_the_partial_folder_is_not_a_file_of_the_artifact(tmp_path):
+    from raylth.specs import Step, TrainSpec, TrainStageSpec
+
+    spec = TrainStageSpec(train=TrainSpec(duration=Step(1, "ep")))
+    store = Store(tmp_path)
+    partial = store.partial(spec.id)
+    partial.save("weights/final.pt", {"w": torch.ones(3)})
+    (partial.path / "manifest.json").write_text("{}")  # an earlier finish that stopped after its manifest
+    artifact = store.finish(spec, partial, {"test_acc": 0.5})
+    assert "manifest.json" not in artifact.manifest and store.condition(spec.id) == ("finished", "")

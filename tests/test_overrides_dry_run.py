@@ -40,6 +40,16 @@ def test_an_override_sets_one_value(override, path, value):
     assert RAW == read_yaml(QUICKSTART)  # the file's contents are not changed
 
 
+@pytest.mark.parametrize("override", ["prune.rewind", "rewind"])
+def test_a_shorthand_and_its_field_are_one_key(override):
+    raw = {**RAW, "grid": {**RAW["grid"], "rewind": ["0it", "10it"]}}
+    assert apply_override(raw, f"{override}=[5it]")["grid"]["rewind"] == ["5it"]
+    fixed = apply_override(raw, f"{override}=5it")
+    assert "rewind" not in fixed["grid"] and fixed["base"]["prune"]["rewind"] == "5it"
+    sweep = raylth.api._as_sweep(raw, [f"{override}=5it"])
+    assert {t.spec.prune.rewind.iterations(1) for t in sweep.trials} == {5}
+
+
 def test_one_value_for_a_grid_axis_fixes_it():
     out = apply_override(RAW, "seed=3")
     assert "seed" not in out["grid"] and out["base"]["seed"] == 3
@@ -77,6 +87,14 @@ def test_the_dry_run_counts_jobs_and_prices_them_without_ray_or_writes(tmp_path)
     assert "resources per job: 1 worker(s) x {cpu: 1, gpu: 0}" in out
     assert "CPU-hours on this machine's CPU" in out and "on 4 CPU(s) (4 jobs at once" in out
     assert not (tmp_path / "s").exists()
+
+
+def test_overrides_may_follow_the_options(tmp_path, capsys):
+    assert main(["run", str(QUICKSTART), "--dry-run", "grid.seed=[0]", "--storage", str(tmp_path), "train.lr=0.1"]) == 0
+    assert "quickstart: 3 trials" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["run", str(QUICKSTART), "--dry-run", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
 def test_a_gpu_sweep_is_priced_on_a_device_kind(tmp_path, capsys):

@@ -146,6 +146,10 @@ def test_finished_here_but_never_uploaded_is_committed_on_next_read(s3, node, mo
             run_stage(SPEC, ctx(uri))
     store = Store(uri)
     assert (store.root / SPEC.id / "manifest.json").is_file() and not store.has(SPEC.id)
+    # not finished until it is in the bucket: the plan schedules its job, whose get commits it
+    assert store.condition(SPEC.id) == ("missing", "") and store.scan(SPEC.id) is None
+    assert store.artifact_ids() == [] and raylth.verify(uri) == []  # an upload in progress is not damage
+    assert Store(uri, read_only=True).get(SPEC.id) is None and not store.has(SPEC.id)  # a dry run uploads nothing
     got = store.get(SPEC.id)
     assert got is not None and store.has(SPEC.id)
     node("b")
@@ -202,6 +206,25 @@ def test_a_bucket_that_refuses_writes_is_one_line_before_anything_runs(s3, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("raylth: error: storage s3://no-such-bucket/") and \
         "refuses writes" in err[0], err
+
+
+def test_a_damaged_copy_in_the_cache_is_fetched_again_and_an_unreachable_bucket_is_not_damage(s3, node,
+                                                                                                 monkeypatch):
+    uri = s3()
+    done = run_stage(SPEC, ctx(uri))
+    cached = done.path / "weights" / "final.pt"
+    assert cached.is_file()
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    cached.write_bytes(bytes(data))  # same size: Artifact.file keeps it
+    assert same(Store(uri).get(SPEC.id).weights("final"), done.weights("final"))  # the bucket's copy is whole
+    def unreachable(self, rel):
+        raise StoreError(f"{self.url(rel)}: cannot list (connection refused)")
+    monkeypatch.setattr(Remote, "file_sizes", unreachable)
+    with pytest.raises(StoreError, match="cannot list"):
+        Store(uri).condition(SPEC.id)  # said, not taken for damage (nothing is moved aside)
+    monkeypatch.undo()
+    assert Remote(uri).exists(SPEC.id)
 
 
 def test_bad_storage_uris_fail_with_one_line(tmp_path):

@@ -35,6 +35,8 @@ def _cmd_run(args) -> int:
 def _cmd_status(args) -> int:
     if args.watch is None:
         return _print_status(args)
+    if not args.watch > 0:
+        raise RaylthError(f"--watch: {args.watch:g} seconds; give a positive interval, e.g. --watch 5")
     try:
         while True:  # refreshed in place until Ctrl-C
             if sys.stdout.isatty():
@@ -178,7 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # overrides after an option (run s.yaml --dry-run a=1): argparse leaves them over
+        if args.command == "run" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     warnings.showwarning = _one_line_warning
     try:
@@ -189,13 +197,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:  # before any work started
         print("raylth: interrupted; nothing was running", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into head and the like
+        sys.stderr.close()
+        return 0
     except OSError as err:  # a storage or output fault outside a run (a run reports its own)
         where = f"{err.filename}: " if err.filename else ""
         print(f"raylth: error: {where}{err.strerror or err}", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # output piped into head and the like
-        sys.stderr.close()
-        return 0
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from raylth.errors import RaylthError
 from raylth.reporting.distill import Points
@@ -32,6 +33,7 @@ from raylth.specs import TrialSpec
 from raylth.stages.registry import method_network_kinds, stage_of, stored_spec
 from raylth.stages.trials import PlannedJob, trial_plan
 from raylth.store import Artifact, Store
+from raylth.store.store import atomic_write_bytes
 from raylth.store.records import read_record, sweep_names
 
 COLUMNS = ["sweep", "stage", "method", "dataset", "model", "seed", "level", "sparsity",
@@ -213,10 +215,13 @@ def write_table(frame, fmt: str = "md", out=None) -> None:
             raise RaylthError("--format parquet: binary output, not written to a terminal; "
                               "name a file with --out FILE (or redirect stdout)")
         table = arrow_table(frame)
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         if out is not None:
-            pq.write_table(table, str(out))
+            buffer = pa.BufferOutputStream()
+            pq.write_table(table, buffer)
+            atomic_write_bytes(Path(out), buffer.getvalue().to_pybytes())
         else:
             sys.stdout.flush()
             pq.write_table(table, sys.stdout.buffer)
@@ -230,8 +235,7 @@ def write_table(frame, fmt: str = "md", out=None) -> None:
     if out is None:
         sys.stdout.write(text)
     else:
-        with open(out, "w") as f:
-            f.write(text)
+        atomic_write_bytes(Path(out), text.encode())
 
 
 def arrow_table(frame):

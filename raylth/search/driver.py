@@ -244,8 +244,12 @@ def _run_trials(search: Search, study, url: str, store_root, data_root: Path, ou
 def _log_trial(trackers, study, number: int, progress: list) -> None:
     """A told trial to the trackers: its parameters, state, value, intermediate values and evaluations."""
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-    trackers.log_trial(number, dict(frozen.params), frozen.state.name, frozen.value,
-                       dict(frozen.intermediate_values), progress)
+    try:
+        trackers.log_trial(number, dict(frozen.params), frozen.state.name, frozen.value,
+                           dict(frozen.intermediate_values), progress)
+    except Exception as err:  # a tracker's own failure (network, quota) must not stop the search
+        log.warning("trial %d was not logged to the trackers (%s: %s); the study holds it", number,
+                    type(err).__name__, err)
 
 
 def _tell(search: Search, study, trial, ref, outcome: SearchOutcome) -> list:

@@ -120,6 +120,9 @@ class Artifact:
         path = self.file(name)
         data = path.read_bytes()
         expected = checksums.crc_of(self.manifest[name])
+        if expected is not None and checksums.crc32_bytes(data) != expected and self._fetch is not None:
+            path.unlink(missing_ok=True)  # a damaged copy in this node's cache: the bucket's may be whole
+            data = self.file(name).read_bytes()
         if expected is not None and checksums.crc32_bytes(data) != expected:
             raise StoreError(f"{path}: does not match the checksum in its manifest (damaged)")
         try:
@@ -194,7 +197,8 @@ class Store:
         try:
             return self._read(path, checked=True)
         except StoreError as err:
-            self.quarantine(artifact_id, str(err))
+            if not self.read_only:
+                self.quarantine(artifact_id, str(err))
             return None
 
     def condition(self, artifact_id: str) -> tuple[str, str]:
@@ -215,17 +219,13 @@ class Store:
 
     def _remote_condition(self, artifact_id: str) -> tuple[str, str]:
         manifest = self.remote.read(f"{artifact_id}/{MANIFEST_FILE}")
-        if manifest is None:  # not committed; finished here but never uploaded counts (get commits it)
-            local = self.path(artifact_id)
-            try:
-                return ("finished", "") if local.is_dir() and self._read(local, checked=True) else ("missing", "")
-            except StoreError:
-                return "missing", ""
+        if manifest is None:  # not committed (finished here but never uploaded: a job's get commits it)
+            return "missing", ""
         try:
-            listed = self.remote.file_sizes(artifact_id)
             entries = json.loads(manifest)
-        except (StoreError, ValueError) as err:
+        except ValueError as err:
             return "damaged", f"{self.remote.url(artifact_id)}: unreadable manifest ({err})"
+        listed = self.remote.file_sizes(artifact_id)  # unreachable: StoreError, not damage
         for name, entry in entries.items():
             if listed.get(name) != checksums.size_of(entry):
                 return "damaged", f"{self.remote.url(artifact_id)}: {name} is missing or truncated"
@@ -263,8 +263,10 @@ class Store:
                 return str(err)
             return None
         state, why = self._remote_condition(artifact_id)
+        if state == "missing":  # an upload in progress (or abandoned): not an artifact yet
+            return None
         if state != "finished":
-            return why or "no manifest: an upload that never completed"
+            return why
         manifest = json.loads(self.remote.read(f"{artifact_id}/{MANIFEST_FILE}"))
         for name, entry in manifest.items():
             expected = checksums.crc_of(entry)
@@ -273,8 +275,10 @@ class Store:
         return None
 
     def artifact_ids(self) -> list[str]:
-        """Every artifact folder's id, finished, damaged or being uploaded."""
-        return self._artifact_names()
+        """Every artifact folder's id, finished or damaged (on a bucket: those
+        with a manifest; a folder without one is an upload in progress)."""
+        names = self._artifact_names()
+        return names if self.remote is None else [n for n in names if self.has(n)]
 
     def _verified_file(self, artifact_id: str) -> Path:
         return self.root / ".verified" / f"{artifact_id}.json"
@@ -304,7 +308,7 @@ class Store:
     def _get_remote(self, artifact_id: str) -> Artifact | None:
         local = self.path(artifact_id)
         if self.remote.size(f"{artifact_id}/{MANIFEST_FILE}") is None:
-            if not local.is_dir():
+            if not local.is_dir() or self.read_only:
                 return None
             try:  # finished here, but the upload never completed: commit it now
                 artifact = self._read(local)
@@ -316,7 +320,8 @@ class Store:
         try:
             return self._remote_artifact(artifact_id)
         except StoreError as err:
-            self.quarantine(artifact_id, str(err))
+            if not self.read_only:
+                self.quarantine(artifact_id, str(err))
             return None
 
     def _remote_artifact(self, artifact_id: str) -> Artifact:
@@ -460,10 +465,12 @@ class Store:
         atomic_write_bytes(partial.path / SPEC_FILE, yaml.safe_dump(record, sort_keys=False).encode())
         atomic_write_bytes(partial.path / METRICS_FILE, json.dumps(metrics, indent=1).encode())
         manifest = {str(p.relative_to(partial.path)): checksums.entry(p)
-                    for p in sorted(partial.path.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+                    for p in sorted(partial.path.rglob("*"))
+                    if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST_FILE}
         atomic_write_bytes(partial.path / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
         memo = {name: checksums.stamp(partial.path / name) + [entry["crc32"]] for name, entry in manifest.items()}
-        atomic_write_bytes(self._verified_file(spec.id), json.dumps(memo).encode())  # just computed
+        with contextlib.suppress(OSError):  # just computed; only a memo (a full disk: checked again later)
+            atomic_write_bytes(self._verified_file(spec.id), json.dumps(memo).encode())
         final = self.path(spec.id)
         try:
             os.rename(partial.path, final)

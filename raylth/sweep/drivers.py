@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 
+from raylth.errors import StoreError
 from raylth.store import Store
 
 HEARTBEAT_S = 30
@@ -44,7 +45,7 @@ def registered(store: Store, name: str):
 
     def beat() -> None:
         record = {"host": host, "pid": pid, "started": started, "heartbeat": time.time()}
-        with contextlib.suppress(OSError):  # a heartbeat lost to a full disk is not worth a crash
+        with contextlib.suppress(OSError, StoreError):  # a lost heartbeat (full disk, network) is not worth a crash
             store.write_file(rel, json.dumps(record).encode())
 
     stop = threading.Event()
@@ -61,7 +62,7 @@ def registered(store: Store, name: str):
     finally:
         stop.set()
         thread.join(timeout=5)
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, StoreError):
             store.delete_file(rel)
 
 

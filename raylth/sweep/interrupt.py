@@ -47,11 +47,17 @@ def stopped_cleanly(progress, folder=None):
     (trials and tasks die with their driver) and raises Interrupted, and a
     full disk (under the storage ``folder``) raises StorageFault;
     ``progress()`` says what is done."""
+    tune_handler = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     main = threading.current_thread() is threading.main_thread()
     previous = (signal.signal(signal.SIGTERM, _sigterm), signal.getsignal(signal.SIGINT)) if main else None
     try:
-        yield
+        try:
+            yield
+        except SystemExit as exit_:  # ray.init replaces the SIGTERM handler with one calling sys.exit(15)
+            if exit_.code != signal.SIGTERM:
+                raise
+            raise KeyboardInterrupt from None
     except KeyboardInterrupt:
         if main:  # a second Ctrl-C must not break the shutdown
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -71,6 +77,10 @@ def stopped_cleanly(progress, folder=None):
         if main:
             signal.signal(signal.SIGTERM, previous[0])
             signal.signal(signal.SIGINT, previous[1])
+        if tune_handler is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_handler
 
 
 def _shutdown_ray() -> None:

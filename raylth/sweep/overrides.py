@@ -74,13 +74,18 @@ def apply_override(raw: dict, text: str, top_keys: tuple[str, ...] | None = None
         raise RaylthError(f"override {text!r}: unknown key {path[0]!r}{did_you_mean(path[0], known)}; a KEY "
                           f"starts with a key of the file ({', '.join(top_keys)}) or of a trial "
                           f"({', '.join(trial_keys)})")
-    dotted = ".".join(path)
+    from raylth.sweep.files import SHORTHANDS
+
+    full = SHORTHANDS.get(".".join(path), ".".join(path))  # rewind is prune.rewind
+    names = {full} | {short for short, long in SHORTHANDS.items() if long == full}
     grid = out.get("grid") if isinstance(out.get("grid"), dict) else {}
-    if dotted in grid:  # the grid varies it: a list replaces the axis, one value fixes it
+    axis = next((key for key in grid if key in names), None)
+    if axis is not None:  # the grid varies it: a list replaces the axis, one value fixes it
         if isinstance(value, list):
-            grid[dotted] = value
+            grid[axis] = value
             return out
-        del grid[dotted]
+        del grid[axis]
+    path = full.split(".")
     if not isinstance(out.get("base"), dict):
         if "base" not in top_keys:
             raise RaylthError(f"override {text!r}: {path[0]!r} is not a key of this file{did_you_mean(path[0], top_keys)}; "

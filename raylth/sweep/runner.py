@@ -127,7 +127,8 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
     states = job_states(store, sweep.trials)
     for state in states:  # damaged artifacts: moved aside (one line each), then computed again
         for artifact_id, why in state.damaged.items():
-            store.quarantine(artifact_id, why)
+            if store.condition(artifact_id)[0] == "damaged":  # not recomputed by another run meanwhile
+                store.quarantine(artifact_id, why)
     outcome.cached = [s.job.label for s in states if s.state == "finished"]
     pending = [s.job for s in states if s.state != "finished"]
     if not pending:
