@@ -236,3 +236,11 @@ def test_tensorboard_event_files_hold_the_scalars(tracked):
     search = _scalars(tracked.storage / ".ray" / "tracked_search" / "trial-0")
     assert [step for step, _ in search["intermediate_value"]] == [1]
     assert len(search["distill/distill_loss"]) == 6 and 0 < search["value"][0][1] <= 1
+
+
+@needs("wandb")
+def test_a_trial_whose_actor_never_started_ends_without_a_wandb_run(tmp_path):
+    from raylth.sweep.loggers import Where
+
+    callback = TRACKERS["wandb"].tune({"mode": "offline"}, Where("s", tmp_path))
+    callback.log_trial_end(object(), failed=True)  # Ray's own callback raised KeyError here and ended the fit

@@ -219,6 +219,12 @@ def _wandb_tune(options: dict, where: Where):
     class Callback(WandbLoggerCallback):
         _logger_actor_cls = Actor
 
+        def log_trial_end(self, trial, failed: bool = False):
+            # a trial whose actor died before it started (Tune retries it) has no W&B run yet;
+            # Ray's callback assumes one and raises KeyError, which ended the whole fit
+            if trial in self._trial_queues:
+                super().log_trial_end(trial, failed)
+
         def setup(self, *args, **kwargs):
             # Tune asks for an API key unless $WANDB_MODE says offline; the file's mode counts too
             with _environ("WANDB_MODE", self.kwargs.get("mode")):
