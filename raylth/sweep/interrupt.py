@@ -12,7 +12,7 @@ import shutil
 import signal
 import threading
 
-from raylth.errors import Interrupted, StorageFault
+from raylth.errors import Interrupted, RaylthError, StorageFault
 
 
 def _sigterm(signum, frame):
@@ -62,8 +62,8 @@ def stopped_cleanly(progress, folder=None):
         if main:  # a second Ctrl-C must not break the shutdown
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         _shutdown_ray()
-        raise Interrupted(f"interrupted: {progress()}; run the same command to continue") from None
-    except StorageFault:
+        raise Interrupted(f"interrupted: {_said(progress)}; run the same command to continue") from None
+    except RaylthError:  # said already (a storage fault, a refused input)
         raise
     except Exception as err:
         fault = out_of_space(err, folder)
@@ -71,7 +71,7 @@ def stopped_cleanly(progress, folder=None):
             raise
         _shutdown_ray()
         where = f"{fault.filename}: " if fault.filename else ""
-        raise StorageFault(f"{where}{os.strerror(fault.errno)} mid-run; {progress()}; free space (or fix the "
+        raise StorageFault(f"{where}{os.strerror(fault.errno)} mid-run; {_said(progress)}; free space (or fix the "
                            "storage) and run the same command to continue") from None
     finally:
         if main:
@@ -81,6 +81,13 @@ def stopped_cleanly(progress, folder=None):
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_handler
+
+
+def _said(progress) -> str:
+    try:
+        return progress()
+    except Exception:  # the store itself may be what failed
+        return "how many jobs finished is unknown"
 
 
 def _shutdown_ray() -> None:
