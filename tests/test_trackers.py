@@ -1,12 +1,11 @@
 """Experiment trackers (``loggers:``): a sweep through Ray Tune and a search
-through its Optuna driver, in one Ray session, logging to Weights & Biases
+through its Optuna driver, logging to Weights & Biases
 (offline), MLflow (a local SQLite store) and TensorBoard (event files) at
-once; each tracker's own files read back. The block is checked at the edge."""
+once, each run by the CLI in a process of its own; each tracker's own files
+read back. The block is checked at the edge."""
 
-import contextlib
 import glob
 import importlib.util
-import io
 import json
 import os
 import struct
@@ -18,7 +17,6 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-import raylth
 from raylth.errors import SpecError
 from raylth.search import parse_search
 from raylth.sweep.config import parse_sweep
@@ -97,27 +95,23 @@ def test_the_cli_refuses_a_bad_block_before_writing_anything(tmp_path):
 # -- a sweep and a search with all three trackers ------------------------------------------------
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
-    import ray
-
+    """The sweep and the search run as a user runs them: `raylth run FILE` in a
+    process of its own (in the suite's process an earlier test's Ray/Tune state
+    once cancelled the first trial's actor before it started)."""
     root = tmp_path_factory.mktemp("trackers")
     loggers = {name: options for name, options in LOGGERS.items() if INSTALLED[name]}
-    env = {"WANDB_DIR": str(root / "wandb"), "WANDB_SILENT": "true", "MLFLOW_TRACKING_URI": None}
-    saved = {key: os.environ.get(key) for key in env}
-    for key, value in env.items():
-        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
-    shown = io.StringIO()
-    ray.shutdown()  # a session an earlier test left: this one needs its own
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        with contextlib.redirect_stdout(shown):
-            sweep = raylth.run(SWEEP | {"loggers": loggers}, storage=root / "results")
-            search = raylth.run(SEARCH | {"loggers": loggers}, storage=root / "results")
-    finally:
-        ray.shutdown()
-        for key, value in saved.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
-    assert sweep.ok and search.ok and search.complete == 2
-    return SimpleNamespace(storage=root / "results", wandb=root / "wandb" / "wandb", stdout=shown.getvalue())
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env |= {"WANDB_DIR": str(root / "wandb"), "WANDB_SILENT": "true"}
+    shown = []
+    for name, spec in (("sweep", SWEEP), ("search", SEARCH)):
+        path = root / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(spec | {"loggers": loggers}))
+        done = subprocess.run([sys.executable, "-m", "raylth.cli.main", "run", str(path), "--storage",
+                               str(root / "results")], capture_output=True, text=True, timeout=600, env=env)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        shown.append(done.stdout)
+    assert "tracked_search: 2 trials complete, 0 pruned" in shown[1], shown[1][-2000:]
+    return SimpleNamespace(storage=root / "results", wandb=root / "wandb" / "wandb", stdout=shown[0])
 
 
 EVALUATIONS = [("train", 0, 1.0), ("train", 0, 2.0), ("imp", 1, 1.0), ("imp", 1, 2.0)]  # (stage, level, epoch)
@@ -238,9 +232,11 @@ def test_tensorboard_event_files_hold_the_scalars(tracked):
     assert len(search["distill/distill_loss"]) == 6 and 0 < search["value"][0][1] <= 1
 
 
-@needs("wandb")
-def test_a_trial_whose_actor_never_started_ends_without_a_wandb_run(tmp_path):
+@pytest.mark.parametrize("name, options", [("wandb", {"mode": "offline"}), ("mlflow", {}), ("tensorboard", {})])
+def test_a_trial_whose_actor_never_started_ends_without_a_tracker_run(name, options, tmp_path):
     from raylth.sweep.loggers import Where
 
-    callback = TRACKERS["wandb"].tune({"mode": "offline"}, Where("s", tmp_path))
-    callback.log_trial_end(object(), failed=True)  # Ray's own callback raised KeyError here and ended the fit
+    if not INSTALLED[name]:
+        pytest.skip(f"{name} is not installed")
+    callback = TRACKERS[name].tune(options, Where("s", tmp_path))
+    callback.log_trial_end(object(), failed=True)  # Ray's own W&B and MLflow callbacks raised KeyError here

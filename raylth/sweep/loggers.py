@@ -275,9 +275,14 @@ def _mlflow_uri(options: dict, where: Where) -> str:
 def _mlflow_tune(options: dict, where: Where):
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-    return MLflowLoggerCallback(tracking_uri=_mlflow_uri(options, where),
-                                experiment_name=options.get("experiment") or where.name,
-                                tags={"sweep": where.name})
+    class Callback(MLflowLoggerCallback):
+        def log_trial_end(self, trial, failed: bool = False):
+            # as for W&B: a trial whose actor died before it started has no run (Ray assumes one)
+            if trial in getattr(self, "_trial_runs", {}):  # set up by setup(), before any trial
+                super().log_trial_end(trial, failed)
+
+    return Callback(tracking_uri=_mlflow_uri(options, where), experiment_name=options.get("experiment") or where.name,
+                    tags={"sweep": where.name})
 
 
 class _MlflowSearch(SearchLogger):
