@@ -140,8 +140,8 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
             writer.save("resume.pt", {"trainer": t.state_dict(), "wall_s": time.time() - started})
             last_saved[0] = time.time()
 
-    level, kept = (extra_metrics or {}).get("level"), sparsity(mask) if mask is not None else 0.0
-    on_eval = (lambda entry: live_progress(ctx, spec, entry, level=level, sparsity=kept)) if ctx.on_eval else None
+    level, pruned = (extra_metrics or {}).get("level"), sparsity(mask) if mask is not None else 0.0
+    on_eval = (lambda entry: live_progress(ctx, spec, entry, level=level, sparsity=pruned)) if ctx.on_eval else None
     history = trainer.run(save_at=saves, on_save=on_save, on_epoch=on_epoch, on_eval=on_eval)
     if writer:
         writer.save("weights/final.pt", trainer.weights())
