@@ -75,15 +75,10 @@ def run(sweep, storage=None, data_root=None, address=None, overrides=None, dry_r
     if dry_run:
         if isinstance(spec, Search):
             raise RaylthError(f"{spec.name}: --dry-run prices sweeps; a search's trials are chosen as it runs")
-        from raylth.store import Store
         from raylth.sweep.dry_run import dry_run as plan_dry_run
-        from raylth.sweep.paths import resolve_paths
-        from raylth.sweep.plan import check_analysis_inputs, check_trials
+        from raylth.sweep.plan import checked_store
 
-        store_root, data = resolve_paths(spec, storage, data_root)
-        check_trials(spec, data)
-        store = Store(store_root, read_only=True)
-        check_analysis_inputs(spec, store)
+        store, data = checked_store(spec, storage, data_root, read_only=True)
         return plan_dry_run(spec, store, data, device_kind=device_kind, devices=devices)
     if isinstance(spec, Search):
         return run_search(spec, storage=storage, data_root=data_root, address=address)

@@ -14,7 +14,6 @@ from raylth.specs import TrialSpec
 from raylth.store import Store
 from raylth.store import records
 from raylth.store import store as store_module
-from raylth.sweep import drivers
 
 
 def _record(store, version):
@@ -38,16 +37,8 @@ def _tensor(store, version):
     return store.root / ".partial" / "train_0" / "resume.pt"
 
 
-def _heartbeat(store, version):
-    with drivers.registered(store, "s"):
-        path = next((store.root / "sweeps" / ".drivers" / "s").iterdir())
-        kept = path.read_bytes()
-    path.write_bytes(kept)  # what a driver killed mid-run leaves
-    return path
-
-
-WRITERS = {"sweep record": _record, "errors": _errors, "owner file": _owner, "partial tensor": _tensor,
-           "driver heartbeat": _heartbeat}
+# (the drivers' heartbeats go through Store.write_file, as the sweep record and errors do)
+WRITERS = {"sweep record": _record, "errors": _errors, "owner file": _owner, "partial tensor": _tensor}
 
 
 def _fail_fsync(monkeypatch):
@@ -89,11 +80,8 @@ def test_a_write_that_fails_midway_leaves_the_old_content(tmp_path, monkeypatch,
     before = path.read_bytes()
     with monkeypatch.context() as patch:
         inject(patch)
-        if writer == "driver heartbeat":
-            WRITERS[writer](store, 2)  # its failed beats are dropped, the last good one stays
-        else:
-            with pytest.raises((OSError, RuntimeError)):
-                WRITERS[writer](store, 2)
+        with pytest.raises((OSError, RuntimeError)):
+            WRITERS[writer](store, 2)
     assert path.read_bytes() == before
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 

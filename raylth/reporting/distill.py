@@ -29,7 +29,7 @@ from pathlib import Path
 from raylth.reporting.axes import pyplot, weights_remaining_axis
 from raylth.reporting.sections import group_name, report_section
 from raylth.specs import DistillEvalSpec, TicketSpec
-from raylth.stages.registry import method_network_kinds, stage_of, stored_spec
+from raylth.stages.registry import method_network_kinds
 from raylth.store import Store
 
 PRUNING_METHODS = ("dense", "imp", "random_prune", "reinit", "distilled_imp", "mask_then_imp")
@@ -56,15 +56,6 @@ class Points:
         chain = [spec.trunk_root()] + [spec.at_level(level) for level in range(1, upto + 1)]
         return sum(self.own(s.id) for s in chain)
 
-    def loop(self, row) -> float:
-        artifact = self.store.get(row.id)
-        if artifact is None:
-            return float("nan")
-        facts = stage_of(artifact.kind)
-        if facts.loop_points is None:
-            return float("nan")
-        return facts.loop_points(stored_spec(artifact), self, row.method)
-
 
 # -- the report ----------------------------------------------------------------------------------
 @report_section
@@ -81,13 +72,11 @@ def _distilled_pruning(store: Store, frame, out: Path) -> dict[str, Path]:
               if rows.method.isin(DISTILLED_METHODS).any()]
     if not groups:
         return {}
-    points = Points(store)
     tables, written = [], {}
     for keys, rows in groups:
         rows = rows.drop_duplicates(["method", "id"]).copy()
-        rows["loop_points"] = [points.loop(r) for r in rows.itertuples()]
-        rows["ticket_points"] = [points.own(r.id, "train_points_seen") if r.stage == TicketSpec.kind else float("nan")
-                                 for r in rows.itertuples()]
+        rows["loop_points"] = rows.search_points  # the results' columns (raylth.reporting.results)
+        rows["ticket_points"] = rows.points_seen.where(rows.stage == TicketSpec.kind)
         summary = rows.groupby(["method", "level"]).agg(
             sparsity=("sparsity", "mean"), acc=("test_acc", "mean"), acc_std=("test_acc", "std"),
             points=("loop_points", "mean"), ticket_points=("ticket_points", "mean"),

@@ -35,7 +35,8 @@ from raylth.engine.data import load_dataset, resolve_augment
 from raylth.engine.models import MODELS
 from raylth.errors import RaylthError
 from raylth.specs import Step
-from raylth.stages.networks import Network, load_network
+from raylth.stages.networks import Network
+from raylth.stages.registry import recipe_of, stored_spec
 from raylth.store import Store
 from raylth.store.store import atomic_write_bytes
 
@@ -69,7 +70,7 @@ def _network(store: Store, ticket_id: str) -> Network:
     if not artifact.has_file("mask.pt"):
         raise ExportError(f"{ticket_id}: a {artifact.kind} artifact holds no mask, so it is no ticket; export "
                           "an imp level or a random_prune/reinit branch (their ids are in `raylth results`)")
-    return load_network(store, ticket_id)
+    return Network(artifact, *recipe_of(stored_spec(artifact), store))
 
 
 def _checkpoint_step(name: str, steps_per_epoch: int) -> int | None:
@@ -123,9 +124,8 @@ def to_prune_form(state: dict[str, torch.Tensor], mask: dict[str, torch.Tensor])
     return out
 
 
-def ticket_payload(store: Store, ticket_id: str | Network, *, prune_form: bool = False, data_root=None) -> dict:
+def ticket_payload(store: Store, network: Network, *, prune_form: bool = False, data_root=None) -> dict:
     """The exported dict (plain types and tensors only) of a stored ticket."""
-    network = ticket_id if isinstance(ticket_id, Network) else _network(store, ticket_id)
     artifact = network.artifact
     mask = {name: m.to("cpu", torch.bool).contiguous() for name, m in network.mask().items()}
     checkpoint, start = start_checkpoint(network)

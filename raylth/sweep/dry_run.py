@@ -26,8 +26,10 @@ from pathlib import Path
 
 import torch
 
+from raylth.errors import RaylthError, did_you_mean
+from raylth.specs import ModelSpec
 from raylth.sweep.config import Sweep
-from raylth.sweep.jobs import Job, sweep_jobs
+from raylth.sweep.jobs import Job
 
 UTILIZATION = 0.3  # assumed share of the peak a small-image training step reaches
 PEAK_BF16_FLOPS = {"nvidia-a10g": 70e12, "nvidia-l4": 121e12, "nvidia-a100": 312e12, "nvidia-h100": 989e12,
@@ -127,8 +129,6 @@ def dry_run(sweep: Sweep, store, data_root: Path, device_kind: str | None = None
     gpu = bool(sweep.resources["gpu"])
     kind = (device_kind or DEFAULT_GPU) if gpu else "cpu"
     if gpu and kind not in PEAK_BF16_FLOPS:
-        from raylth.errors import RaylthError, did_you_mean
-
         raise RaylthError(f"--device-kind: unknown device kind {kind!r}{did_you_mean(kind, PEAK_BF16_FLOPS)}; "
                           f"known: {', '.join(sorted(PEAK_BF16_FLOPS))}")
     rate, source = _rate(kind, sweep, data_root)
@@ -136,10 +136,10 @@ def dry_run(sweep: Sweep, store, data_root: Path, device_kind: str | None = None
     plans, stored, priced = [], set(), set()
     for state in job_states(store, sweep.trials):
         plan = JobPlan(state.job, state.state, state.finished)
+        stored |= state.stored
         for spec in state.job.specs:
-            if store.condition(spec.id)[0] == "finished":
-                stored.add(spec.id)
-            elif state.state != "running" and spec.id not in priced:  # one job computes a shared artifact
+            if spec.id not in state.stored and state.state != "running" and spec.id not in priced:
+                # one job computes an artifact two jobs share
                 priced.add(spec.id)
                 flops = pricer.flops(spec)
                 if flops is None:
@@ -200,8 +200,9 @@ def forward_flops(model_spec, shape, classes) -> float:
 
 
 def _rate(kind: str, sweep: Sweep, data_root: Path) -> tuple[float, str]:
-    """FLOP/s one job reaches on ``kind``, and where the figure comes from."""
-    measured = _bench_rate(kind)
+    """FLOP/s one job reaches on ``kind``, and where the figure comes from.
+    A CPU figure in bench/results is another machine's: the CPU is measured here."""
+    measured = None if kind == "cpu" else _bench_rate(kind)
     if measured is not None:
         return measured
     if kind == "cpu":
@@ -218,10 +219,6 @@ def _bench_rate(kind: str) -> tuple[float, str] | None:
         width = record["details"]["sizes"]["width"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if kind == "cpu":
-        return None  # a CPU figure is this machine's only if measured here: use the matmul rate
-    from raylth.specs import ModelSpec
-
     per_image = 3 * forward_flops(ModelSpec(name="resnet18", width=width), (3, 32, 32), 10)
     return images_per_s * per_image, f"measured ResNet-18 training rate in {path.name}"
 

@@ -201,8 +201,10 @@ def numeric(row: dict) -> dict:
 
 # -- Weights & Biases -------------------------------------------------------------------------
 def _wandb_init_options(options: dict, where: Where) -> dict:
+    """wandb.init's options (its folder made here)."""
     init = {"project": options.get("project") or where.name, "group": where.name,
             "dir": os.environ.get("WANDB_DIR") or str(where.root)}
+    Path(init["dir"]).mkdir(parents=True, exist_ok=True)
     return init | {k: options[k] for k in ("entity", "mode") if k in options}
 
 
@@ -233,15 +235,12 @@ def _wandb_tune(options: dict, where: Where):
                 except ValueError as err:
                     raise RaylthError(f"loggers.wandb: {err}; or set mode: offline") from None
 
-    init = _wandb_init_options(options, where)
-    Path(init["dir"]).mkdir(parents=True, exist_ok=True)
-    return Callback(**init)
+    return Callback(**_wandb_init_options(options, where))
 
 
 class _WandbSearch(SearchLogger):
     def __init__(self, options: dict, where: Where):
         self.init = _wandb_init_options(options, where)
-        Path(self.init["dir"]).mkdir(parents=True, exist_ok=True)
 
     def log_trial(self, number, params, state, value, intermediate, progress) -> None:
         import wandb

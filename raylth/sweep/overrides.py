@@ -13,10 +13,14 @@ parsed, so an override is checked exactly like the file's own keys.
 from __future__ import annotations
 
 import copy
+from dataclasses import fields
 
 import yaml
 
 from raylth.errors import RaylthError, did_you_mean
+from raylth.specs import TrialSpec
+from raylth.sweep.config import SWEEP_KEYS
+from raylth.sweep.files import SHORTHANDS
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -31,18 +35,8 @@ def parse_override(text: str) -> tuple[list[str], object]:
     return key.strip().split("."), parsed
 
 
-def _sweep_keys() -> tuple[str, ...]:
-    from raylth.sweep.config import SWEEP_KEYS
-    return SWEEP_KEYS
-
-
 def _trial_keys() -> tuple[str, ...]:
     """What a trial (``base:``) may set: TrialSpec's fields and the grid's shorthands."""
-    from dataclasses import fields
-
-    from raylth.specs import TrialSpec
-    from raylth.sweep.files import SHORTHANDS
-
     return (*(f.name for f in fields(TrialSpec)), "seed", *SHORTHANDS)
 
 
@@ -64,7 +58,7 @@ def apply_override(raw: dict, text: str, top_keys: tuple[str, ...] | None = None
     keys are ``top_keys``, e.g. a search's) with one override applied."""
     path, value = parse_override(text)
     out = copy.deepcopy(raw)
-    top_keys = top_keys or _sweep_keys()
+    top_keys = top_keys or SWEEP_KEYS
     if path[0] in top_keys:
         _set(out, path, value, text)
         return out
@@ -74,8 +68,6 @@ def apply_override(raw: dict, text: str, top_keys: tuple[str, ...] | None = None
         raise RaylthError(f"override {text!r}: unknown key {path[0]!r}{did_you_mean(path[0], known)}; a KEY "
                           f"starts with a key of the file ({', '.join(top_keys)}) or of a trial "
                           f"({', '.join(trial_keys)})")
-    from raylth.sweep.files import SHORTHANDS
-
     full = SHORTHANDS.get(".".join(path), ".".join(path))  # rewind is prune.rewind
     names = {full} | {short for short, long in SHORTHANDS.items() if long == full}
     grid = out.get("grid") if isinstance(out.get("grid"), dict) else {}

@@ -20,6 +20,7 @@ from raylth.store import Store
 from raylth.store import records
 from raylth.sweep.config import Sweep, Trial
 from raylth.sweep.drivers import process_alive
+from raylth.sweep.paths import check_writable, resolve_paths
 from raylth.sweep.jobs import Job, sweep_jobs, trial_jobs
 
 RUNNING_WITHIN_S = 300  # a partial artifact touched this recently counts as running
@@ -78,6 +79,19 @@ def worker_device(sweep: Sweep) -> torch.device | None:
     return None
 
 
+def checked_store(sweep: Sweep, storage=None, data_root=None, read_only: bool = False) -> tuple[Store, Path]:
+    """What a run (or a dry run: ``read_only``) checks before anything is
+    written: names and data, the storage writable, each analysis's inputs.
+    Returns the store and the data root."""
+    storage, data_root = resolve_paths(sweep, storage, data_root)
+    check_trials(sweep, data_root)
+    store = Store(storage, read_only=read_only)
+    if not read_only:
+        check_writable(store)
+    check_analysis_inputs(sweep, store)
+    return store, data_root
+
+
 def check_analysis_inputs(sweep: Sweep, store: Store) -> None:
     """What each analysis reads and cannot make (raylth.stages.analyses): made by a job of the sweep, or stored."""
     try:
@@ -109,6 +123,7 @@ class JobState:
     error: str | None = None  # the last run's error, when it failed
     damaged: dict[str, str] = field(default_factory=dict)  # artifact id -> what is wrong with it
     begun: bool = False  # work in progress is stored for it
+    stored: frozenset = frozenset()  # ids of its artifacts that are finished (``finished`` of them)
 
     STATES = ("finished", "running", "damaged", "failed", "interrupted", "missing")
 
@@ -136,11 +151,11 @@ def job_states(store: Store, trials: list[Trial], errors: dict | None = None,
     errors = errors or {}
     states = []
     for job in sweep_jobs(trials):
-        finished, damaged, begun, running = 0, {}, False, False
+        stored, damaged, begun, running = set(), {}, False, False
         for artifact_id in job.ids:
             condition, why = store.condition(artifact_id)
             if condition == "finished":
-                finished += 1
+                stored.add(artifact_id)
                 continue
             if condition == "damaged":
                 damaged[artifact_id] = why
@@ -149,7 +164,7 @@ def job_states(store: Store, trials: list[Trial], errors: dict | None = None,
                 begun = True
                 running = running or (drivers_alive is not False and process_alive(
                     owner.get("host"), owner.get("pid"), owner.get("time", 0), RUNNING_WITHIN_S))
-        states.append(JobState(job, finished, running, errors.get(job.label), damaged, begun))
+        states.append(JobState(job, len(stored), running, errors.get(job.label), damaged, begun, frozenset(stored)))
     return states
 
 

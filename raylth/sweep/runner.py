@@ -27,9 +27,9 @@ from raylth.sweep.config import Sweep
 from raylth.sweep.jobs import Job
 from raylth.sweep.drivers import registered
 from raylth.sweep.interrupt import stopped_cleanly
-from raylth.sweep.paths import check_writable, resolve_paths, root_cause_line, tune_storage
+from raylth.sweep.paths import root_cause_line, tune_storage
 from raylth.store.records import write_errors
-from raylth.sweep.plan import check_analysis_inputs, check_trials, job_states, write_record
+from raylth.sweep.plan import checked_store, job_states, write_record
 
 log = logging.getLogger("raylth")
 
@@ -118,11 +118,8 @@ def _check_fits(sweep: Sweep, cluster: dict, started_here: bool, nodes: list[dic
 
 
 def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = None) -> SweepOutcome:
-    storage, data_root = resolve_paths(sweep, storage, data_root)
-    check_trials(sweep, data_root)  # before anything is written
-    store = Store(storage)
-    check_writable(store)
-    check_analysis_inputs(sweep, store)
+    store, data_root = checked_store(sweep, storage, data_root)  # before anything is written
+    storage = store.uri
     outcome = SweepOutcome(sweep.name, store.location)
     states = job_states(store, sweep.trials)
     for state in states:  # damaged artifacts: moved aside (one line each), then computed again
