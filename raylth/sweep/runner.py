@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import logging
 import os
 import time
@@ -140,6 +141,11 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
     with stopped_cleanly(progress, store.root):
         import ray
         from ray import tune
+
+        # what the driver imports later, imported now (Python keeps it): under `ray job submit`
+        # this code is the uploaded package, which Ray may remove while the run goes on
+        for module in ("raylth.sweep.loggers", "raylth.sweep.schedule"):
+            importlib.import_module(module)
 
         started = not ray.is_initialized()
         if started:
