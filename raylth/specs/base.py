@@ -44,6 +44,25 @@ def choice(default, options, doc: str = "", id_default=dataclasses.MISSING, sinc
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def resolved(id_default, doc: str = ""):
+    """A field whose default depends on another field (a distillation's method,
+    an evaluation's protocol): None when built means "that default", which the
+    spec's ``validate`` fills in (``resolve_defaults``). ``id_default`` is the
+    value ids were written without (the field's one default before it
+    depended on anything), so every spec that resolves to it keeps its id."""
+    return dataclasses.field(default=None, metadata={"id_default": id_default, "resolved": True, "doc": doc,
+                                                    "since": 2})
+
+
+def resolve_defaults(spec) -> None:
+    """Fill each ``resolved`` field left None with ``spec.resolved_defaults()``
+    (by name), else its id default."""
+    defaults = spec.resolved_defaults()
+    for f in dataclasses.fields(spec):
+        if f.metadata.get("resolved") and getattr(spec, f.name) is None:
+            object.__setattr__(spec, f.name, defaults.get(f.name, f.metadata["id_default"]))
+
+
 def id_default(f: dataclasses.Field):
     """The value of field ``f`` that canonical strings leave out: its
     ``id_default``, or its default with the id defaults of nested specs
@@ -175,12 +194,21 @@ class Spec:
         defaults: a dict that ``from_dict`` reads back to this spec."""
         return self._render(omit_defaults, for_id=False)
 
+    def resolved_defaults(self) -> dict:
+        """What ``resolved`` fields left out mean for this spec (its method's
+        defaults); overridden by specs that have such fields."""
+        return {}
+
     def _render(self, omit_defaults: bool, for_id: bool) -> dict:
         out = {}
         unused = self.unused_fields() if omit_defaults else ()
+        own = self.resolved_defaults() if omit_defaults and not for_id else {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if omit_defaults and (_is_default(f, value, for_id) or f.name in unused):
+            if f.metadata.get("resolved") and not for_id:  # left out: what leaving it out resolves to
+                if omit_defaults and value == own.get(f.name, f.metadata["id_default"]):
+                    continue
+            elif omit_defaults and (_is_default(f, value, for_id) or f.name in unused):
                 continue
             out[f.name] = _plain(value, omit_defaults, for_id)
         return out

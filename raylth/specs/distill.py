@@ -32,9 +32,9 @@ from dataclasses import dataclass, field, fields
 from typing import Callable
 
 from raylth.errors import SpecError
-from raylth.specs.base import Spec, choice, settings
-from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
-from raylth.specs.stages import ImpLevelSpec
+from raylth.specs.base import Spec, choice, resolve_defaults, resolved, settings
+from raylth.specs.groups import DSA_FAMILIES, DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
+from raylth.specs.stages import ImpLevelSpec, normalize_rewind_rule, rewind_rule
 from raylth.specs.step import Step
 
 ZCA_SPACES = ("pixels", "normalized")         # engine.data.zca.ZCA_SPACES (specs import no engine)
@@ -49,15 +49,23 @@ class DistillMethod:
     Adding one: CONTRIBUTING.md, "A distillation method"."""
     name: str
     fields: tuple[str, ...] = ()      # DistillSpec fields only the methods naming them read
-    lr_img: float | None = None       # the default image lr; None: it synthesises nothing (import)
+    # the default image lr (or spec -> lr: IDC scales it with ipc); None: it synthesises nothing (import)
+    lr_img: float | Callable[["DistillSpec"], float] | None = None
     lr_img_zca: float | None = None   # the default with zca, where its reference differs
     factor: bool = False              # IDC multi-formation (factor > 1)
     experts: bool = False             # it needs MTT's expert trajectories
     check: Callable[["DistillSpec", str], None] | None = None  # its own fields' checks
+    # its own defaults of shared fields declared ``resolved`` (IDC: factor 2, iterations 2000, ...)
+    defaults: dict = field(default_factory=dict)
 
     @property
     def synthesizes(self) -> bool:
         return self.lr_img is not None
+
+    def default_lr_img(self, spec: "DistillSpec") -> float:
+        if spec.zca and self.lr_img_zca is not None:
+            return self.lr_img_zca
+        return self.lr_img(spec) if callable(self.lr_img) else self.lr_img
 
 
 DISTILL_METHODS: dict[str, DistillMethod] = {}
@@ -103,6 +111,36 @@ def _check_mtt(spec, w: str) -> None:
             f"{spec.expert_epochs} need {needed} epochs of expert trajectory")
 
 
+IDC_METRICS = ("mse", "l1", "l1_mean", "cos")  # engine.distill.idc.METRICS (specs import no engine)
+
+
+def _check_idc(spec, w: str) -> None:
+    for name in ("outer_loop", "batch_real", "batch_syn"):
+        if getattr(spec, name) < 1:
+            raise SpecError(f"{w}.{name}: {getattr(spec, name)} must be >= 1 (IDC: outer_loop 100, batch_real 64, "
+                            "batch_syn 128)")
+    if spec.n_data < 0:
+        raise SpecError(f"{w}.n_data: {spec.n_data} must be >= 0 (real images the network trains on after each "
+                        "matching step; IDC: 2000)")
+    if spec.lr_net <= 0:
+        raise SpecError(f"{w}.lr_net: {spec.lr_net} must be positive (IDC: 0.01)")
+    if not 0 <= spec.cutmix <= 1:
+        raise SpecError(f"{w}.cutmix: {spec.cutmix} is a probability per batch; use a value in [0, 1] (IDC: 0.5)")
+    ops = spec.match_ops.split("_") if spec.match_ops else []
+    unknown = [op for op in ops if op not in DSA_FAMILIES]
+    if unknown or not ops:
+        raise SpecError(f"{w}.match_ops: {unknown[0] if unknown else spec.match_ops!r} is not a DSA augmentation; "
+                        f"join some of {', '.join(DSA_FAMILIES)} with _ (IDC: color_crop_cutout)")
+    if spec.zca:
+        raise SpecError(f"{w}.zca: IDC condenses [0, 1] pixels (clamped), not ZCA-whitened images; "
+                        "leave zca out with method idc")
+
+
+def _idc_lr_img(spec) -> float:
+    """IDC's tune_lr_img: 5e-3 at 10 images per class, in proportion to ipc (32x32 images)."""
+    return 5e-3 * spec.ipc / 10
+
+
 def _check_import(spec, w: str) -> None:
     if not spec.path:
         raise SpecError(f"{w}.path: method import needs path: FILE.pt (images and labels tensors, "
@@ -118,6 +156,11 @@ register_distill_method(DistillMethod("gm", ("outer_loop", "inner_loop", "lr_net
 register_distill_method(DistillMethod("mtt", ("syn_steps", "expert_epochs", "max_start_epoch", "lr_lr", "lr_init",
                                               "batch_syn", "low_memory", "experts"),
                                       lr_img=100.0, lr_img_zca=1000.0, experts=True, check=_check_mtt))
+# IDC's condensation as its --reproduce settings for CIFAR (raylth.engine.distill.idc)
+register_distill_method(DistillMethod(
+    "idc", ("outer_loop", "lr_net", "batch_real", "batch_syn", "n_data", "metric", "match_ops", "cutmix"),
+    lr_img=_idc_lr_img, factor=True, check=_check_idc,
+    defaults={"factor": 2, "iterations": 2000, "outer_loop": 100, "batch_real": 64, "batch_syn": 128}))
 register_distill_method(DistillMethod("import", ("path", "labels", "space"), factor=True, check=_check_import))
 
 
@@ -146,8 +189,8 @@ class DistillSpec(Spec):
     data: DataSpec | None = None     # the real data set; in a sweep trial: the trial's data
     method: str = "dm"               # a name in DISTILL_METHODS
     ipc: int = 10                    # images per class (stored; x factor^2 decoded with factor > 1)
-    iterations: int = 1000
-    lr_img: float | None = None      # None: dm 1.0, gm 0.1, mtt 100 (1000 with zca)
+    iterations: int | None = resolved(1000)  # None: the method's (idc 2000), else 1000
+    lr_img: float | None = None      # None: dm 1.0, gm 0.1, mtt 100 (1000 with zca), idc 5e-3 x ipc / 10
     init: str = choice("real", ["real", "noise"])
     dsa: bool = True                 # differentiable siamese augmentation while distilling
     zca: bool = False                # distil (and evaluate) in ZCA-whitened space
@@ -156,19 +199,27 @@ class DistillSpec(Spec):
     # images (raylth before; sets stored then keep their ids and load as made)
     zca_space: str = choice("pixels", ZCA_SPACES, id_default="normalized")
     model: ModelSpec = field(default_factory=lambda: ModelSpec("conv3"))  # the distillation network
-    batch_real: int = 256            # real images per class per matching step (dm, gm)
-    # gradient matching (DC/DSA; IDC with factor > 1)
-    outer_loop: int = 1
+    batch_real: int | None = resolved(256)  # real images per class per matching step (dm, gm 256; idc 64)
+    # gradient matching (DC/DSA; IDC with factor > 1); outer_loop: matching steps per network
+    # (DC's outer_loop, IDC's inner_loop: gm 1, idc 100)
+    outer_loop: int | None = resolved(1)
     inner_loop: int = 1
     lr_net: float = 0.01
-    factor: int = 1                  # gm / import: IDC multi-formation (factor x factor mosaics)
+    factor: int | None = resolved(1)  # gm / idc / import: IDC multi-formation (factor x factor mosaics; idc 2)
+    # IDC (method idc): real images the network trains on after each matching step, the gradient
+    # distance, the families augmenting a class's real and synthetic batch together (one draw),
+    # and CutMix's probability in the network's training
+    n_data: int = 2000
+    metric: str = choice("mse", IDC_METRICS)
+    match_ops: str = "color_crop_cutout"
+    cutmix: float = 0.5
     # MTT
     syn_steps: int = 20
     expert_epochs: int = 2
     max_start_epoch: int = 20
     lr_lr: float = 1e-5
     lr_init: float = 0.01
-    batch_syn: int | None = None     # None: the whole synthetic set per student step
+    batch_syn: int | None = resolved(None)  # mtt: per student step (None: all); idc: per class and step (128)
     low_memory: bool = False         # checkpoint each student step (memory for time)
     experts: ExpertOptions = field(default_factory=ExpertOptions)
     seed: int = 0
@@ -184,8 +235,10 @@ class DistillSpec(Spec):
             raise SpecError(f"{w}.method: {self.method!r} is not one of {', '.join(DISTILL_METHODS)}")
         # reset what the method does not use: equal computations, one id
         for f in fields(self):
-            if not uses_field(self.method, f.name) and getattr(self, f.name) != _default(f):
-                object.__setattr__(self, f.name, _default(f))
+            generic = f.metadata["id_default"] if f.metadata.get("resolved") else _default(f)
+            if not uses_field(self.method, f.name) and getattr(self, f.name) != generic:
+                object.__setattr__(self, f.name, generic)
+        resolve_defaults(self)
         reset_unused_zca(self)
         check_real_data(self, w)
         if self.ipc < 1:
@@ -207,6 +260,9 @@ class DistillSpec(Spec):
     def distill_method(self) -> DistillMethod:
         return DISTILL_METHODS[self.method]
 
+    def resolved_defaults(self) -> dict:
+        return self.distill_method.defaults if self.method in DISTILL_METHODS else {}
+
     def unused_fields(self) -> tuple[str, ...]:
         return () if self.zca else ZCA_FIELDS
 
@@ -214,8 +270,7 @@ class DistillSpec(Spec):
     def lr_img_value(self) -> float:
         if self.lr_img is not None:
             return self.lr_img
-        m = self.distill_method
-        return m.lr_img_zca if self.zca and m.lr_img_zca is not None else m.lr_img
+        return self.distill_method.default_lr_img(self)
 
     def experts_spec(self) -> "ExpertsSpec":
         """The expert trajectories an MTT distillation needs: only the first
@@ -280,23 +335,36 @@ class ExpertsSpec(ExpertOptions):
         super().validate()
 
 
+# An evaluation protocol's own defaults of the fields declared ``resolved`` (epochs, batch_size).
+EVAL_PROTOCOLS = {"dc": {}, "idc": {"epochs": 1000, "batch_size": 64}}
+
+
 @dataclass(frozen=True)
 class DistillEvalSpec(Spec):
-    """The evaluation protocol of DC/DSA/DM/MTT. In a sweep trial
+    """The evaluation protocol of a distilled set: ``dc`` (DC/DSA/DM/MTT's
+    evaluate_synset: 300 epochs, batch 256, lr x0.1 with a fresh optimiser at
+    half time, DSA per example) or ``idc`` (IDC's test.py: 1,000 epochs, batch
+    64, lr x0.2 at 2/3 and 5/6, IDC's DSA less cutout plus CutMix p 0.5,
+    evaluated at each quarter: final and best reported). In a sweep trial
     (``distill_eval:``) ``distill`` and ``random`` are left out: the trial's
     distillation is evaluated and so is a random subset of the same size."""
     kind = "distill_eval"
     distill: DistillSpec | None = None
     random: bool = False             # evaluate a random real subset of the same size instead
     model: ModelSpec = field(default_factory=lambda: ModelSpec("conv3"))
-    epochs: int = 300
+    epochs: int | None = resolved(300)      # None: the protocol's (dc 300, idc 1000)
     lr: float | None = None          # None: the set's learned lr (MTT) or 0.01
-    batch_size: int = 256
+    batch_size: int | None = resolved(256)  # None: the protocol's (dc 256, idc 64)
     seeds: tuple[int, ...] = (0, 1, 2)
     dsa: bool = True
     subset_seed: int = 0             # random: which subset
+    protocol: str = choice("dc", tuple(EVAL_PROTOCOLS))
+
+    def resolved_defaults(self) -> dict:
+        return EVAL_PROTOCOLS.get(self.protocol, {})
 
     def validate(self):
+        resolve_defaults(self)
         if self.epochs < 1:
             raise SpecError(f"distill_eval.epochs: {self.epochs} must be >= 1")
         if self.batch_size < 1:
@@ -323,6 +391,16 @@ class TicketSpec(Spec):
     data: DataSpec = field(default_factory=DataSpec)            # trained on (the real data)
     train: TrainSpec = field(default_factory=TrainSpec)
     seeds: Seeds = field(default_factory=Seeds)                 # order/augment (init: the trunk's)
+    # biases and BatchNorm: as the trunk's prune.rewind_bn (false: as its level L-1 trained them on
+    # the distilled set, as the paper's code); tickets stored before rewound them (raylth.specs.stages)
+    rewind_rule: str = rewind_rule()
+
+    def validate(self):
+        normalize_rewind_rule(self, self.trunk)
+
+    @property
+    def rewind_bn(self) -> bool:
+        return self.rewind_rule == "full" or self.trunk.prune.rewind_bn
 
     @property
     def level(self) -> int:

@@ -7,6 +7,14 @@
 - ``BranchSpec`` (``branch_<hash>``): a control at one level of a trunk:
   ``random_prune`` (random mask, same per-layer counts) or ``reinit`` (IMP
   mask, fresh init).
+
+What a rewinding stage does with the tensors it does not prune (biases,
+BatchNorm parameters and running statistics) is one rule, the trunk's
+``prune.rewind_bn``: rewound with the weights (true), or kept as the trunk's
+previous level trained them (false), for IMP levels, tickets, random pruning
+and reinit alike (``rewind_rule: prune``). Tickets and branches stored before
+that rule rewound everything (``rewind_rule: full``, their id default); with
+``rewind_bn: true`` both rules are the same computation and keep that id.
 """
 
 from __future__ import annotations
@@ -65,6 +73,21 @@ class ImpLevelSpec(Spec):
         return self.replace(level=level)
 
 
+REWIND_RULES = ("prune", "full")
+
+
+def rewind_rule():
+    """The field holding how a ticket or branch treats what it does not prune (module doc)."""
+    return choice("prune", REWIND_RULES, id_default="full",
+                  doc="prune: as the trunk's prune.rewind_bn; full: everything rewound (stored before)")
+
+
+def normalize_rewind_rule(spec, trunk: "ImpLevelSpec") -> None:
+    """With rewind_bn true both rules compute the same: one id (the one stored before)."""
+    if trunk.prune.rewind_bn and spec.rewind_rule != "full":
+        object.__setattr__(spec, "rewind_rule", "full")
+
+
 @dataclass(frozen=True)
 class BranchSpec(Spec):
     kind = "branch"
@@ -72,3 +95,12 @@ class BranchSpec(Spec):
     trunk: ImpLevelSpec = field(default_factory=ImpLevelSpec)
     method: str = choice("random_prune", ["random_prune", "reinit"])
     seed: int = 0  # draws the random mask (random_prune) or the fresh init (reinit)
+    rewind_rule: str = rewind_rule()
+
+    def validate(self):
+        normalize_rewind_rule(self, self.trunk)
+
+    @property
+    def rewind_bn(self) -> bool:
+        """Whether biases and BatchNorm start from the rewind point (else as trained by level L-1)."""
+        return self.rewind_rule == "full" or self.trunk.prune.rewind_bn

@@ -3,6 +3,11 @@
 - ``random_prune``: a random mask with the same number of weights kept in
   every layer as the IMP mask, trained from the same rewind point.
 - ``reinit``: the IMP mask on a fresh initialisation, trained from step 0.
+
+Both start as the IMP level they control for does (``level_start``): biases
+and BatchNorm rewound with the weights, or, with ``prune.rewind_bn: false``,
+as the trunk's level L-1 trained them; only the mask (random_prune) or the
+weights' draw (reinit) differs.
 """
 
 from __future__ import annotations
@@ -10,10 +15,10 @@ from __future__ import annotations
 import torch
 
 from raylth.engine.data import seed_for
-from raylth.engine.masks import random_like, rewind_state
+from raylth.engine.masks import random_like
 from raylth.specs import BranchSpec, Step
 from raylth.stages.context import StageContext, ensure, train_and_store
-from raylth.stages.imp import rewind_point, run_imp_level
+from raylth.stages.imp import level_start, run_imp_level
 from raylth.stages.registry import Stage, network_origin, register_stage
 from raylth.store import Artifact
 
@@ -27,15 +32,15 @@ def _compute_branch(spec: BranchSpec, ctx: StageContext) -> Artifact:
     ticket = run_imp_level(trunk, ctx)
     data = ctx.dataset(trunk.data)
     draw = seed_for(spec.seed, trunk.seeds.init * 1000 + trunk.level, spec.method)
+    model = ctx.model(trunk.model, data, seed=trunk.seeds.init)
     if spec.method == "random_prune":
         mask = random_like(ticket.mask(), torch.Generator().manual_seed(draw))
-        model = ctx.model(trunk.model, data, seed=trunk.seeds.init)
-        model.load_state_dict(rewind_state(model.state_dict(), rewind_point(trunk, ctx), mask, True))
-        start_step = trunk.prune.rewind
+        start, start_step = level_start(trunk, ctx, mask, rewind_bn=spec.rewind_bn), trunk.prune.rewind
     else:
         mask = ticket.mask()
-        model = ctx.model(trunk.model, data, seed=draw)
-        start_step = Step(0, "it")
+        fresh = ctx.model(trunk.model, data, seed=draw).state_dict()
+        start, start_step = level_start(trunk, ctx, mask, fresh, rewind_bn=spec.rewind_bn), Step(0, "it")
+    model.load_state_dict(start)
     return train_and_store(ctx, spec, data=trunk.data, model=model, train=trunk.train,
                            seeds=trunk.seeds, mask=mask, start_step=start_step,
                            extra_metrics={"level": trunk.level})

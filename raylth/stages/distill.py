@@ -31,6 +31,7 @@ import torch
 
 from raylth.engine.data import Dataset, seed_for
 from raylth.engine.distill import Zca, distill_dm, distill_gm, distill_mtt, distilled_record
+from raylth.engine.distill.idc import IdcSettings, distill_idc
 from raylth.engine.distill.init import class_labels
 from raylth.engine.fastpath import precision
 from raylth.engine.models import build_model, check_model_name
@@ -225,6 +226,27 @@ def _run_mtt(spec: DistillSpec, ctx, real, s: Synthesis) -> Distilled:
         lr_init=spec.lr_init, batch_syn=spec.batch_syn, low_memory=s.low_memory, return_lr=True, **s.common)
     return Distilled(images, labels, lr=lr, extra={"experts": experts_artifact.id,
                                                    "low_memory_auto": s.low_memory and not spec.low_memory})
+
+
+@distill_runner("idc", fits=lambda spec, real, device: check_matching(spec, real, device, gradients=True))
+def _run_idc(spec: DistillSpec, ctx, real, s: Synthesis) -> Distilled:
+    """IDC condenses [0, 1] pixels and normalises inside its augmentation; the
+    set is stored in the normalised space, as every distilled set."""
+    scale = real.pixel_max
+    pixels = real.train_x.to(ctx.device).float() / scale
+
+    def normalize(x):
+        return real.normalize(x * scale)
+
+    settings = IdcSettings(ipc=spec.ipc, factor=spec.factor, iterations=spec.iterations, steps=spec.outer_loop,
+                           lr_img=spec.lr_img_value, batch_real=spec.batch_real, batch_syn=spec.batch_syn,
+                           n_data=spec.n_data, lr_net=spec.lr_net, metric=spec.metric,
+                           match_ops=spec.match_ops if spec.dsa else "none", cutmix=spec.cutmix, init=spec.init)
+    callback = s.common["callback"]
+    images, labels = distill_idc(pixels, real.train_y.to(ctx.device), s.num_classes, s.model_fn, normalize, settings,
+                                 generator=s.common["generator"],
+                                 callback=lambda it, loss, now: callback(it, loss, normalize(now)))
+    return Distilled(normalize(images), labels)
 
 
 @distill_runner("import")

@@ -9,7 +9,8 @@ import time
 import torch
 
 from raylth.engine.data import Dataset, seed_for
-from raylth.engine.distill import evaluate_images, random_subset
+from raylth.engine.distill import decode_labels, decode_multi, evaluate_images, random_subset
+from raylth.engine.distill.evaluate import evaluate_idc
 from raylth.engine.fastpath import precision
 from raylth.engine.models import build_model, check_model_name
 from raylth.errors import SpecError
@@ -76,9 +77,10 @@ def _compute_eval(spec: DistillEvalSpec, ctx: StageContext, real: Dataset) -> Ar
     def model_fn(seed: int):
         return build_model(spec.model, real.input_shape, real.num_classes, seed=seed)
 
-    result = evaluate_images(images, labels, real, model_fn, epochs=spec.epochs, lr=lr,
-                             batch_size=spec.batch_size, seeds=list(spec.seeds), dsa=spec.dsa, zca=zca)
+    result = evaluate(spec, images, labels, real, model_fn, lr, list(spec.seeds), zca)
     metrics = {"test_acc": result["mean"], "test_acc_std": result["std"], "accs": result["accs"],
+               "protocol": spec.protocol, "best_test_acc": result.get("best_mean"),
+               "best_accs": result.get("best_accs"),
                "random": spec.random, "method": "random" if spec.random else d.method, "ipc": d.ipc,
                "images": len(labels), "lr": lr, "epochs": spec.epochs, "distill": source.id if source else None,
                "level": 0, "sparsity": 0.0, "points_seen": len(labels) * spec.epochs,
@@ -89,6 +91,16 @@ def _compute_eval(spec: DistillEvalSpec, ctx: StageContext, real: Dataset) -> Ar
     if ctx.report:
         ctx.report({"test_acc": metrics["test_acc"], "artifact": spec.id})
     return artifact
+
+
+def evaluate(spec: DistillEvalSpec, images, labels, real: Dataset, model_fn, lr: float, seeds: list[int],
+             zca) -> dict:
+    """``spec``'s protocol on decoded images: DC's evaluate_synset or IDC's test."""
+    if spec.protocol == "idc":
+        return evaluate_idc(images, labels, real, model_fn, epochs=spec.epochs, lr=lr, batch_size=spec.batch_size,
+                            seeds=seeds, dsa=spec.dsa, zca=zca)
+    return evaluate_images(images, labels, real, model_fn, epochs=spec.epochs, lr=lr, batch_size=spec.batch_size,
+                           seeds=seeds, dsa=spec.dsa, zca=zca)
 
 
 # -- the sweep method `distill`: a distilled set, its evaluation and the random baseline -------
@@ -107,9 +119,10 @@ def evaluate_progress(spec: DistillEvalSpec, progress: Progress) -> float:
     def model_fn(seed: int):
         return build_model(spec.model, real.input_shape, real.num_classes, seed=seed)
 
-    result = evaluate_images(progress.images.clone(), progress.labels, real, model_fn, epochs=spec.epochs,
-                             lr=evaluation_lr(spec.lr, progress.lr), batch_size=spec.batch_size,
-                             seeds=[spec.seeds[0]], dsa=spec.dsa, zca=progress.zca, factor=progress.factor)
+    images = decode_multi(progress.images.clone(), progress.factor)
+    labels = decode_labels(progress.labels, progress.factor)
+    result = evaluate(spec, images, labels, real, model_fn, evaluation_lr(spec.lr, progress.lr), [spec.seeds[0]],
+                      progress.zca)
     return result["mean"]
 
 

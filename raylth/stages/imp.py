@@ -23,22 +23,39 @@ def rewind_point(spec: ImpLevelSpec, ctx: StageContext) -> dict[str, torch.Tenso
     return root.weights(checkpoint_name(spec.prune.rewind))
 
 
+def previous_level(spec: ImpLevelSpec, ctx: StageContext) -> Artifact:
+    """Level L-1 of the trunk (level 0: its dense run), whose trained weights level L prunes."""
+    return run_train(spec.trunk_root(), ctx) if spec.level == 1 else run_imp_level(spec.at_level(spec.level - 1), ctx)
+
+
+def level_start(spec: ImpLevelSpec, ctx: StageContext, mask, weights: dict[str, torch.Tensor] | None = None,
+                rewind_bn: bool | None = None) -> dict[str, torch.Tensor]:
+    """The state a network at level L of the trunk ``spec`` starts from, under
+    ``mask``: the kept prunable weights from ``weights`` (default: the trunk's
+    rewind point; reinit: a fresh init), pruned ones 0, and every other tensor
+    (biases, BatchNorm parameters and running statistics) from ``weights`` when
+    ``rewind_bn`` (default: the trunk's prune.rewind_bn), else as level L-1
+    trained them. The one rule of IMP levels, tickets, random pruning and reinit."""
+    trained = previous_level(spec, ctx).weights("final")
+    weights = rewind_point(spec, ctx) if weights is None else weights
+    return rewind_state(trained, weights, mask, spec.prune.rewind_bn if rewind_bn is None else rewind_bn)
+
+
 def run_imp_level(spec: ImpLevelSpec, ctx: StageContext) -> Artifact:
     return ensure(ctx, spec, lambda: _compute_level(spec, ctx))
 
 
 def _compute_level(spec: ImpLevelSpec, ctx: StageContext) -> Artifact:
+    previous = previous_level(spec, ctx)
     if spec.level == 1:
-        previous = run_train(spec.trunk_root(), ctx)
         data = ctx.dataset(spec.data)
         previous_mask = full_mask(ctx.model(spec.model, data, seed=spec.seeds.init), spec.prune.ignore)
     else:
-        previous = run_imp_level(spec.at_level(spec.level - 1), ctx)
         previous_mask = previous.mask()
     trained = previous.weights("final")
     generator = torch.Generator().manual_seed(seed_for(spec.seeds.init, spec.level, "prune"))
     mask = prune(spec.prune.strategy, trained, previous_mask, spec.prune.fraction, generator)
-    start = rewind_state(trained, rewind_point(spec, ctx), mask, spec.prune.rewind_bn)
+    start = level_start(spec, ctx, mask)
     data = ctx.dataset(spec.data)
     model = ctx.model(spec.model, data, seed=spec.seeds.init)
     model.load_state_dict(start)

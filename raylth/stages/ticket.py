@@ -33,7 +33,7 @@ from raylth.engine.masks import prune, rewind_state
 from raylth.specs import ImpLevelSpec, MaskImpSpec, Spec, TicketSpec
 from raylth.stages.context import StageContext, ensure, train_and_store
 from raylth.stages.distill import trial_distill
-from raylth.stages.imp import rewind_point, run_imp_level
+from raylth.stages.imp import level_start, run_imp_level
 from raylth.stages.registry import Stage, network_origin, register_stage
 from raylth.store import Artifact
 
@@ -51,10 +51,11 @@ def run_ticket(spec: TicketSpec, ctx: StageContext) -> Artifact:
 def _compute_ticket(spec: TicketSpec, ctx: StageContext) -> Artifact:
     trunk = run_imp_level(spec.trunk, ctx)
     mask = trunk.mask()
-    rewind = rewind_point(spec.trunk, ctx)
     data = ctx.dataset(spec.data)
     model = ctx.model(spec.trunk.model, data, seed=spec.trunk.seeds.init)
-    model.load_state_dict(rewind_state(model.state_dict(), rewind, mask, True))
+    # the distilled level's own start: biases and BatchNorm as its level L-1 trained them on the
+    # distilled set when rewind_bn is false (the paper's code), else rewound
+    model.load_state_dict(level_start(spec.trunk, ctx, mask, rewind_bn=spec.rewind_bn))
     n, drop = len(data.train_y), spec.train.last_batch == "drop"
     own = points_seen(n, spec.train.batch_size,
                       spec.train.duration.iterations(steps_per_epoch(n, spec.train.batch_size, drop)), drop)

@@ -57,7 +57,6 @@ def train_on(images: torch.Tensor, labels: torch.Tensor, model_fn: ModelFn, seed
     net = model_fn(seed).to(device)
     net.train()
     g = torch.Generator().manual_seed(seed_for(seed, 0, "distill-eval"))
-    len(labels)
     for epoch in range(epochs):
         if epoch == 0 or epoch == epochs // 2:
             if epoch:
@@ -67,6 +66,57 @@ def train_on(images: torch.Tensor, labels: torch.Tensor, model_fn: ModelFn, seed
                                         weight_decay=weight_decay)
         sgd_epoch(net, optimizer, images, labels, batch_size, g, dsa, dsa_strategy)  # DSA per example
     return net
+
+
+IDC_DSA_OPS = "color_crop_flip_scale_rotate"  # IDC's dsa_strategy less cutout (its evaluation CutMixes)
+
+
+def idc_train_spec(epochs: int, lr: float, batch_size: int, dsa: bool = True):
+    """IDC's evaluation training (test.py / train.py for CIFAR) as a TrainSpec:
+    SGD momentum 0.9, weight decay 5e-4, lr x0.2 at 2/3 and 5/6 of the epochs,
+    IDC's DiffAug per example (flip and color, then one of crop/scale/rotate
+    per batch) and CutMix with probability 0.5, the last partial batch kept,
+    a test evaluation at every quarter (IDC's epoch_print_freq)."""
+    from raylth.specs import AugmentSpec, Step, TrainSpec
+
+    augment = AugmentSpec("dsa", ops=IDC_DSA_OPS, mode="idc", cutmix=0.5) if dsa else AugmentSpec(cutmix=0.5)
+    return TrainSpec(lr=lr, momentum=0.9, weight_decay=5e-4, batch_size=batch_size, duration=Step(epochs, "ep"),
+                     schedule="multistep", milestones=(Step(2 * epochs // 3, "ep"), Step(5 * epochs // 6, "ep")),
+                     gamma=0.2, eval_every=Step(max(1, epochs // 4), "ep"), augment=augment, last_batch="keep")
+
+
+def evaluate_idc(images: torch.Tensor, labels: torch.Tensor, test, model_fn: ModelFn, epochs: int = 1000,
+                 lr: float = 0.01, batch_size: int = 64, seeds: Sequence[int] = (0, 1, 2), dsa: bool = True,
+                 zca: Zca | None = None) -> dict:
+    """IDC's evaluation protocol (``idc_train_spec``) of a synthetic set (already
+    normalised, decoded), each seed a fresh model_fn(seed) trained by raylth's
+    Trainer in float32 with seeds (seed, seed, seed). Returns {'mean', 'std',
+    'accs'} of the final test accuracies and {'best_mean', 'best_accs'}: the
+    best of the quarterly evaluations, which IDC reports."""
+    from raylth.engine.data import Dataset
+    from raylth.engine.train import Trainer
+    from raylth.specs import Seeds
+
+    images, labels = images.detach().float(), labels.to(images.device).long()
+    test_x, test_y = prepare_test(test, images.device, zca)
+    channels = images.shape[1]
+    data = Dataset("synthetic", images, labels, test_x, test_y, (0.0,) * channels, (1.0,) * channels,
+                   test.num_classes)
+    spec = idc_train_spec(epochs, lr, batch_size, dsa)
+    finals, bests = [], []
+    for seed in seeds:
+        trainer = Trainer(model_fn(seed), data, spec, Seeds.all(seed), device=images.device, fast=False)
+        history = trainer.run()
+        finals.append(history[-1]["test_acc"])
+        bests.append(max(h["test_acc"] for h in history))
+    summary = _mean_std(finals)
+    return summary | {"best_mean": _mean_std(bests)["mean"], "best_accs": bests}
+
+
+def _mean_std(accs: list[float]) -> dict:
+    mean = sum(accs) / len(accs) if accs else float("nan")
+    std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs)) if accs else float("nan")
+    return {"mean": mean, "std": std, "accs": list(accs)}
 
 
 def evaluate_images(images: torch.Tensor, labels: torch.Tensor, test, model_fn: ModelFn,
@@ -94,6 +144,4 @@ def evaluate_images(images: torch.Tensor, labels: torch.Tensor, test, model_fn: 
         net = train_on(images, labels, model_fn, seed, epochs, lr, batch_size, dsa,
                        dsa_strategy, lr_decay)
         accs.append(test_accuracy(net, test_x, test_y))
-    mean = sum(accs) / len(accs) if accs else float("nan")
-    std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs)) if accs else float("nan")
-    return {"mean": mean, "std": std, "accs": accs}
+    return _mean_std(accs)
