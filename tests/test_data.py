@@ -188,6 +188,23 @@ def test_cifar_real_subset(cifar10_subset_root):
     assert torch.allclose(means, torch.tensor(d.mean, dtype=torch.float64), atol=15)
 
 
+def test_the_references_normalisation_is_a_data_option(cifar10_subset_root):
+    """norm: dc is DC/DSA/IDC's constants (std 0.2023/0.1994/0.2010 on CIFAR-10), in pixel units;
+    the images are the same, only what normalise gives differs; a set without such constants refuses it."""
+    standard = load_dataset(DataSpec("cifar10"), cifar10_subset_root)
+    dc = load_dataset(DataSpec("cifar10", norm="dc"), cifar10_subset_root)
+    assert torch.equal(standard.train_x, dc.train_x)
+    assert dc.std == pytest.approx((0.2023 * 255, 0.1994 * 255, 0.2010 * 255))
+    assert dc.mean == pytest.approx((0.4914 * 255, 0.4822 * 255, 0.4465 * 255))
+    x = standard.train_x[:4].float()
+    assert torch.allclose(dc.normalize(x) * torch.tensor(dc.std).view(1, 3, 1, 1) / 255,
+                          x / 255 - torch.tensor((0.4914, 0.4822, 0.4465)).view(1, 3, 1, 1), atol=1e-5)
+    assert not torch.allclose(dc.normalize(x), standard.normalize(x))
+    assert DataSpec("cifar10").id != DataSpec("cifar10", norm="dc").id and "norm" not in DataSpec("cifar10").canonical()
+    with pytest.raises(SpecError, match=r"^data.norm: 'dc' is defined for cifar10, cifar100, not digits"):
+        load_dataset(DataSpec("digits", norm="dc"))
+
+
 # -- tensors files ----------------------------------------------------------------
 
 def _tensors(n=6, m=4, shape=(3, 5, 5), classes=3):

@@ -61,6 +61,18 @@ def test_dense_runs_that_differ_only_in_their_checkpoints_train_once(tmp_path, c
         assert _same(second.weights(name), alone.weights(name)), name
 
 
+def test_siblings_naming_one_iteration_in_two_units_each_keep_their_checkpoint(tmp_path, count_steps):
+    """1ep and 20it are the same iteration at batch 64 on digits (20 steps an
+    epoch): the one run stores it under both names, each artifact its own."""
+    by_epoch, by_step = (TrainStageSpec(data=DATA, model=MODEL, train=TRAIN, save_at=(Step.parse(k),))
+                         for k in ("1ep", "20it"))
+    ctx = StageContext(store=Store(tmp_path), data_root=tmp_path / "data", device=CPU, planned=(by_epoch, by_step))
+    first, second = run_stage(by_epoch, ctx), run_stage(by_step, ctx)
+    assert len(count_steps) == 40 and first.metrics["steps_per_epoch"] == 20
+    assert first.has_file("weights/step_1ep.pt") and second.has_file("weights/step_20it.pt")
+    assert _same(first.weights("step_1ep"), second.weights("step_20it"))
+
+
 def test_train_stage_is_computed_once(tmp_path, monkeypatch, count_steps):
     spec = TrainStageSpec(data=DATA, model=MODEL, train=TRAIN)
     ctx = _ctx(tmp_path)

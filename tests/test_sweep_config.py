@@ -218,3 +218,23 @@ def test_per_method_blocks_are_merged_under_the_grid_and_checked():
         parse_sweep(dict(raw, per_method={"imq": {}}))
     with pytest.raises(SpecError, match="per_method.imp: must be a mapping of trial fields"):
         parse_sweep(dict(raw, per_method={"imp": {"method": "dense"}}))
+
+
+def test_precision_is_a_sweep_setting_that_reaches_every_stage(tmp_path, monkeypatch):
+    """precision: float32 trains as the references do, even where the fast path
+    (bf16, here forced on CPU) would be the default; a wrong value is one line."""
+    from raylth.specs import DataSpec, ModelSpec, Step, TrainSpec, TrainStageSpec
+    from raylth.store import Store
+    from raylth.sweep.runner import run_specs_here
+
+    assert parse_sweep(sweep()).precision == "auto"
+    assert parse_sweep(sweep(precision="float32")).precision == "float32"
+    with pytest.raises(SpecError, match=r"^sweep: precision: 'fp32' is not one of auto, float32, bf16"):
+        parse_sweep(sweep(precision="fp32"))
+    monkeypatch.setenv("RAYLTH_FAST_PATH", "1")
+    spec = TrainStageSpec(data=DataSpec("digits"), model=ModelSpec("lenet", 16),
+                          train=TrainSpec(batch_size=256, duration=Step(2, "it")))
+    for fast, expected in ((False, "float32"), (None, "bf16")):
+        store = tmp_path / str(fast)
+        [done] = run_specs_here([spec], store, tmp_path / "data", fast=fast)
+        assert Store(store).get(done).metrics["precision"] == expected

@@ -5,6 +5,9 @@ appear with an empty ``sweep`` and the method their kind implies.
 
 Columns (COLUMNS, then ``config/<dotted key>``):
 
+- ``test_acc``: at the end of training; ``best_test_acc``: the best of the
+  training's test evaluations (what the paper's code and IDC report), NaN
+  where there were none.
 - ``points_seen``: training points (images x passes) of the artifact's own
   training. A ticket stores that apart, as ``train_points_seen``, and its
   distilled trunk's levels 0..L under ``points_seen`` (its meaning before
@@ -37,7 +40,7 @@ from raylth.store.store import atomic_write_bytes
 from raylth.store.records import read_record, sweep_names
 
 COLUMNS = ["sweep", "stage", "method", "dataset", "model", "seed", "level", "sparsity",
-           "test_acc", "rewind", "noise", "instability_test", "instability_train", "loss_barrier",
+           "test_acc", "best_test_acc", "rewind", "noise", "instability_test", "instability_train", "loss_barrier",
            "stable", "points_seen", "search_points", "wall_s", "trial", "id"]
 CONFIG = "config/"
 FORMATS = ("md", "csv", "json", "parquet")
@@ -131,6 +134,14 @@ def _origin(artifacts: dict[str, Artifact], artifact: Artifact | None) -> dict:
     return stage_of(artifact.kind).origin(stored_spec(artifact), lambda i: _origin(artifacts, artifacts.get(i)))
 
 
+def best_accuracy(metrics: dict):
+    """The best test accuracy of a training's evaluations (stored, or read from its history)."""
+    if metrics.get("best_test_acc") is not None:
+        return metrics["best_test_acc"]
+    accs = [h["test_acc"] for h in metrics.get("history") or () if h.get("test_acc") is not None]
+    return max(accs) if accs else None
+
+
 def own_points(metrics: dict):
     """Training points of the artifact's own training (see the module's doc)."""
     return metrics.get("train_points_seen", metrics.get("points_seen"))
@@ -153,7 +164,7 @@ def _row(artifacts, points, sweep: str, method: str, trial: str, artifact: Artif
     m = artifact.metrics
     row = {"sweep": sweep, "stage": artifact.kind, "method": method, **_origin(artifacts, artifact),
            "level": m.get("level", 0), "sparsity": round(float(m.get("sparsity", 0.0)), 6),
-           "test_acc": m.get("test_acc"), "points_seen": own_points(m),
+           "test_acc": m.get("test_acc"), "best_test_acc": best_accuracy(m), "points_seen": own_points(m),
            "search_points": search_points(points, artifact, method),
            "wall_s": round(float(m.get("wall_s", 0.0)), 3), "trial": trial, "id": artifact.id}
     for key in ("instability_test", "instability_train", "loss_barrier", "stable"):

@@ -9,6 +9,9 @@ from raylth.specs.base import Spec, choice
 from raylth.specs.step import Step
 
 
+NORMALIZATIONS = ("standard", "dc")
+
+
 @dataclass(frozen=True)
 class DataSpec(Spec):
     kind = "data"
@@ -22,6 +25,10 @@ class DataSpec(Spec):
     # 2023 distilled-pruning code trained its tickets
     zca: bool = False
     zca_eps: float = 0.1
+    # per-channel normalisation: the set's own statistics (standard), or the constants DC, DSA,
+    # DM, MTT and IDC use (dc: CIFAR-10 std 0.2023/0.1994/0.2010). DSA's brightness and
+    # zero-fill act in normalised units, so the augmentation's strength depends on it.
+    norm: str = choice("standard", NORMALIZATIONS)
 
     def validate(self):
         if self.train_size is not None and self.train_size < 1:

@@ -114,8 +114,11 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
     started = time.time()
     resumed_at = None
     start = trainer.iterations(start_step) if start_step is not None else 0
-    saves = {0 if s.is_zero() else trainer.iterations(s): checkpoint_name(s) for s in keep}
-    saves[start] = "init" if start == 0 else checkpoint_name(start_step)
+    # each checkpoint under the name its spec writes (1ep and 20it may be one iteration: both kept)
+    saves: dict[int, set[str]] = {}
+    for step in keep:
+        saves.setdefault(0 if step.is_zero() else trainer.iterations(step), set()).add(checkpoint_name(step))
+    saves.setdefault(start, set()).add("init" if start == 0 else checkpoint_name(start_step))
     if ctx.dist.broadcast(partial.has("resume.pt")):  # every rank reads it from the shared store
         state = partial.load("resume.pt")
         trainer.load_state_dict(state["trainer"])
@@ -128,7 +131,8 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
 
     def on_save(step: int, weights: dict) -> None:
         if writer:
-            writer.save(f"weights/{saves[step]}.pt", weights)
+            for name in sorted(saves[step]):
+                writer.save(f"weights/{name}.pt", weights)
 
     last_saved = [time.time()]
 
@@ -149,6 +153,7 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
     trained_steps = trainer.total_steps - start
     metrics = {
         "test_acc": final.get("test_acc"), "test_loss": final.get("test_loss"),
+        "best_test_acc": max((h["test_acc"] for h in history), default=None),
         "sparsity": sparsity(mask) if mask is not None else 0.0,
         "steps": trained_steps, "steps_per_epoch": trainer.steps_per_epoch,
         "points_seen": trainer.points_seen(trainer.total_steps) - trainer.points_seen(start),

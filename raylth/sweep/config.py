@@ -9,6 +9,7 @@
     max_failures: 2               # retries of a failing trial
     loggers: {tensorboard: true}  # optional trackers: wandb, mlflow, tensorboard (raylth.sweep.loggers)
     compile: false                # torch.compile training steps (CUDA speed; same results up to float error)
+    precision: auto               # auto (bf16 on CUDA, float32 on CPU) | float32 (as the references) | bf16
     base: {method: imp, levels: 12, data: {...}, model: {...}, train: {...}, prune: {...}, seed: 0}
     per_method: {imp: {prune: {rewind: 2000it}}}   # optional: fields for one method's trials
     grid: {seed: [0, 1], method: [dense, imp, random_prune]}
@@ -34,7 +35,8 @@ from raylth.sweep.files import (SHORTHANDS, checked_block, checked_name, checked
 from raylth.sweep.loggers import parse_loggers
 
 SWEEP_KEYS = ("kind", "name", "storage", "data_root", "workers", "resources", "max_concurrent", "max_failures",
-              "compile", "base", "per_method", "grid", "loggers")
+              "compile", "precision", "base", "per_method", "grid", "loggers")
+PRECISIONS = {"auto": None, "float32": False, "bf16": True}  # -> StageContext.fast
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Sweep:
     resources: dict = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
     workers: int = 1
     compile: bool = False
+    precision: str = "auto"        # how networks train (PRECISIONS); not hashed, like the device
     max_concurrent: int | None = None
     max_failures: int = 1
     source: dict = field(default_factory=dict)
@@ -80,6 +83,10 @@ def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep
     compile_steps = raw.get("compile", False)
     if not isinstance(compile_steps, bool):
         raise SpecError(f"{where}: compile: {compile_steps!r} must be true or false")
+    precision = raw.get("precision", "auto")
+    if precision not in PRECISIONS:
+        raise SpecError(f"{where}: precision: {precision!r} is not one of {', '.join(PRECISIONS)} (float32 trains "
+                        "as the references do; auto is bf16 on CUDA, float32 on CPU)")
     base = raw.get("base") or {}
     grid = raw.get("grid") or {}
     if not isinstance(base, dict):
@@ -91,7 +98,8 @@ def parse_sweep(raw, default_name: str = "sweep", where: str = "sweep") -> Sweep
                         "grid: (key: [values]), e.g. base: {data: {name: digits}, model: {name: lenet}}")
     trials = expand(base, grid, where, per_method=_per_method(raw.get("per_method") or {}, where))
     return Sweep(name=name, trials=trials, storage=raw.get("storage"), data_root=raw.get("data_root"),
-                 resources=resources, workers=workers, compile=compile_steps, max_concurrent=max_concurrent,
+                 resources=resources, workers=workers, compile=compile_steps, precision=precision,
+                 max_concurrent=max_concurrent,
                  max_failures=1 if max_failures is None else max_failures, source=raw,
                  loggers=parse_loggers(raw.get("loggers"), where))
 

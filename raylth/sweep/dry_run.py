@@ -12,7 +12,8 @@ on one image. The rate they run at is, in order of preference:
      CIFAR-10 images/s on that device kind) turned into achieved FLOP/s;
   2. this machine's measured float32 matmul rate (CPU sweeps) times 0.3;
   3. the device kind's nominal bf16 dense peak (GPU sweeps; ``--device-kind``,
-     default nvidia-a10g, cluster.yaml's GPU workers) times 0.3.
+     default nvidia-a10g, cluster.yaml's GPU workers) times 0.3; half that for
+     a sweep with ``precision: float32`` (TF32 convolutions).
 Evaluations, distillation and analyses (LMC, Hessians, landscapes) are
 counted but not priced: the estimate is of training, a lower bound.
 """
@@ -202,12 +203,15 @@ def forward_flops(model_spec, shape, classes) -> float:
 def _rate(kind: str, sweep: Sweep, data_root: Path) -> tuple[float, str]:
     """FLOP/s one job reaches on ``kind``, and where the figure comes from.
     A CPU figure in bench/results is another machine's: the CPU is measured here."""
-    measured = None if kind == "cpu" else _bench_rate(kind)
+    float32 = sweep.precision == "float32"  # on a GPU: TF32 convolutions, about half the bf16 rate
+    measured = None if kind == "cpu" or float32 else _bench_rate(kind)  # the bench runs the bf16 fast path
     if measured is not None:
         return measured
     if kind == "cpu":
         threads = max(1, int(sweep.resources["cpu"] or 1))
         return _matmul_rate(threads) * UTILIZATION, f"measured matmul rate on {threads} thread(s) x {UTILIZATION}"
+    if float32:
+        return PEAK_BF16_FLOPS[kind] / 2 * UTILIZATION, f"nominal TF32 peak of {kind} (half its bf16) x {UTILIZATION}"
     return PEAK_BF16_FLOPS[kind] * UTILIZATION, f"nominal bf16 peak of {kind} x {UTILIZATION}"
 
 

@@ -24,7 +24,7 @@ from raylth.errors import RaylthError
 from raylth.specs import Spec
 from raylth.stages import StageContext, run_stage
 from raylth.store import Store
-from raylth.sweep.config import Sweep
+from raylth.sweep.config import PRECISIONS, Sweep
 from raylth.sweep.jobs import Job
 from raylth.sweep.drivers import registered
 from raylth.sweep.interrupt import stopped_cleanly
@@ -52,14 +52,14 @@ PROGRESS_KEYS = ("level", "sparsity", "test_acc", "instability_test")
 
 
 def run_specs_here(specs: list[Spec], storage, data_root: Path, report=None, node=None,
-                   compile: bool = False, on_eval=None) -> list[str]:
+                   compile: bool = False, on_eval=None, fast: bool | None = None) -> list[str]:
     """Run one job's stages in this process (what every Tune trial does)."""
     ctx = StageContext(store=Store(storage), data_root=data_root, report=report, node=node, compile=compile,
-                       planned=tuple(specs), on_eval=on_eval)
+                       planned=tuple(specs), on_eval=on_eval, fast=fast)
     return [run_stage(spec, ctx).id for spec in specs]
 
 
-def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_failures, compile):
+def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_failures, compile, fast=None):
     import ray
     from ray import tune
 
@@ -71,7 +71,7 @@ def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_fa
         # named after the trial: a retried trial continues its own Train run
         fit_job_with_train(specs, storage=storage, data_root=Path(data_root), workers=workers,
                            resources=resources, max_failures=max_failures, progress_keys=PROGRESS_KEYS,
-                           run_name=f"{tune.get_context().get_trial_id()}-train", compile=compile)
+                           run_name=f"{tune.get_context().get_trial_id()}-train", compile=compile, fast=fast)
         ids = [spec.id for spec in specs]
     else:
         def progress(metrics: dict) -> None:  # one Tune result per stored stage: the progress table
@@ -79,7 +79,7 @@ def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_fa
 
         # and one per evaluation inside a stage (epoch, train loss, test accuracy): live progress
         ids = run_specs_here(list(specs), storage, Path(data_root), report=progress, node=node,
-                             compile=compile, on_eval=tune.report)
+                             compile=compile, on_eval=tune.report, fast=fast)
     last = Store(storage).get(ids[-1]).metrics
     tune.report({k: last[k] for k in PROGRESS_KEYS if k in last} | {"artifacts": len(ids)})
 
@@ -164,7 +164,8 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
         trainable = tune.with_resources(
             tune.with_parameters(_tune_trainable, jobs=jobs, storage=str(storage), data_root=str(data_root),
                                  workers=sweep.workers, resources=sweep.resources,
-                                 max_failures=sweep.max_failures, compile=sweep.compile),
+                                 max_failures=sweep.max_failures, compile=sweep.compile,
+                                 fast=PRECISIONS[sweep.precision]),
             _trial_resources(jobs, sweep.workers, sweep.resources))
         # unique per run: two runs started in the same second must not share Tune's folder
         run_name = f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"

@@ -35,13 +35,15 @@ def _worker_loop(config: dict) -> None:
                        device=ray.train.torch.get_device(), dist=Dist.current(), report=progress,
                        on_eval=evaluation,
                        node=ray.get_runtime_context().get_node_id(), compile=config["compile"],
+                       fast=config.get("fast"),
                        planned=tuple(config["specs"]))
     for spec in config["specs"]:
         run_stage(spec, ctx)
 
 
 def fit_job_with_train(specs, *, storage, data_root: Path, workers: int, resources: dict,
-                       max_failures: int, progress_keys, run_name: str, compile: bool = False) -> None:
+                       max_failures: int, progress_keys, run_name: str, compile: bool = False,
+                       fast: bool | None = None) -> None:
     """Run one job's stage ``specs`` on ``workers`` DDP workers (gloo on CPU, NCCL on GPUs)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -54,7 +56,7 @@ def fit_job_with_train(specs, *, storage, data_root: Path, workers: int, resourc
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"specs": tuple(specs), "storage": str(storage), "data_root": str(data_root),
-                           "progress_keys": list(progress_keys), "compile": compile},
+                           "progress_keys": list(progress_keys), "compile": compile, "fast": fast},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(resources["gpu"]),
                                      resources_per_worker=per_worker),
         run_config=RunConfig(name=run_name, **tune_storage(Store(storage), "train"),

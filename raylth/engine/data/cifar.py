@@ -177,11 +177,23 @@ def load_cifar(info: CifarInfo, root) -> Dataset:
                    info.num_classes, augment=True)
 
 
-@register_dataset("cifar10")
+def _units(values) -> tuple[float, ...]:
+    return tuple(255.0 * v for v in values)
+
+
+# The constants of DC/DSA's utils.get_dataset (as DM, MTT and IDC's data.py use them): the
+# CIFAR-10 std is not the split's (0.2470, 0.2435, 0.2616) but 0.2023/0.1994/0.2010.
+DC_NORMS = {
+    "cifar10": {"dc": (_units((0.4914, 0.4822, 0.4465)), _units((0.2023, 0.1994, 0.2010)))},
+    "cifar100": {"dc": (_units((0.5071, 0.4866, 0.4409)), _units((0.2673, 0.2564, 0.2762)))},
+}
+
+
+@register_dataset("cifar10", norms=DC_NORMS["cifar10"])
 def load_cifar10(spec, root=None) -> Dataset:
     return load_cifar(SETS["cifar10"], root)
 
 
-@register_dataset("cifar100")
+@register_dataset("cifar100", norms=DC_NORMS["cifar100"])
 def load_cifar100(spec, root=None) -> Dataset:
     return load_cifar(SETS["cifar100"], root)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 from raylth.errors import SpecError, did_you_mean
@@ -15,12 +16,15 @@ from .zca import whitened
 DATASETS: dict[str, Callable[..., Dataset]] = {}
 _STORED: set[str] = set()
 _TAKES: dict[str, tuple[str, ...]] = {}  # which of data.path / data.test a set reads
+# name -> {data.norm: (mean, std)} in the units of x.float(), for norms other than "standard"
+_NORMS: dict[str, dict[str, tuple[tuple[float, ...], tuple[float, ...]]]] = {}
 
 
-def register_dataset(name: str, *, stored: bool = False, takes: tuple[str, ...] = ()):
+def register_dataset(name: str, *, stored: bool = False, takes: tuple[str, ...] = (), norms: dict | None = None):
     def deco(fn):
         DATASETS[name] = fn
         _TAKES[name] = takes
+        _NORMS[name] = dict(norms or {})
         if stored:
             _STORED.add(name)
         return fn
@@ -39,6 +43,10 @@ def _check_spec(spec: DataSpec) -> None:
         if getattr(spec, key) is not None and key not in _TAKES[spec.name]:
             takers = " and ".join(sorted(n for n, takes in _TAKES.items() if key in takes))
             raise SpecError(f"data.{key}: only the {takers} data sets take {key}; remove it for {spec.name}")
+    if spec.norm != "standard" and spec.norm not in _NORMS[spec.name]:
+        having = sorted(n for n, norms in _NORMS.items() if spec.norm in norms)
+        raise SpecError(f"data.norm: {spec.norm!r} is defined for {', '.join(having) or 'no data set'}, not "
+                        f"{spec.name}; leave norm out (standard) for {spec.name}")
 
 
 def load_dataset(spec: DataSpec, root=None, store=None) -> Dataset:
@@ -62,6 +70,9 @@ def load_dataset(spec: DataSpec, root=None, store=None) -> Dataset:
         data = data.subset(spec.train_size)
     if spec.augment is not None:
         data.augment = spec.augment
+    if spec.norm != "standard":
+        mean, std = _NORMS[spec.name][spec.norm]
+        data = dataclasses.replace(data, mean=mean, std=std)
     if spec.zca:
         data = whitened(data, spec.zca_eps)
     return data
