@@ -163,23 +163,89 @@ def test_the_instability_sweep_trains_one_dense_network_per_seed():
                 assert maker.label in job.needs
 
 
-def test_masks_of_one_hessian_are_compared_group_by_group():
-    """Two masks split by the same probes: the error of their difference is
-    that of the paired group differences, smaller than the two errors combined."""
-    from types import SimpleNamespace
+def test_the_signed_split_is_the_direct_sum_over_kept_and_pruned_weights():
+    """Guards the split against a direct computation (a swap of kept and pruned
+    once passed every test): integer diagonals, so every float64 sum is exact."""
+    model, _ = _small()
+    names = prunable_weight_names(model)
+    weights = {n: p.detach() for n, p in model.named_parameters()}
+    mask = prune("global_magnitude", weights, full_mask(model), 0.7)
+    g = torch.Generator().manual_seed(0)
+    diag = {n: torch.randint(-50, 50, weights[n].shape, generator=g).float() for n in names}
+    groups = {n: torch.randint(-50, 50, (4, *weights[n].shape), generator=g).float() for n in names}
+    split = signed_by_mask(diag, groups, mask)
+    for side, pick in (("kept", lambda m: m), ("pruned", lambda m: ~m)):
+        for n in names:
+            row = split["layers"][n][side]
+            assert row["sum"] == float(diag[n][pick(mask[n])].double().sum())
+            assert row["count"] == int(pick(mask[n]).sum())
+            assert row["groups"] == [float(gr[pick(mask[n])].double().sum()) for gr in groups[n]]
+        assert split["total"][side]["sum"] == sum(float(diag[n][pick(mask[n])].double().sum()) for n in names)
+    assert split["total"]["pruned"]["count"] > split["total"]["kept"]["count"]  # 70% pruned: sides told apart
 
-    from raylth.reporting.sharpness import _paired
 
+def test_a_sparse_networks_hessian_counts_only_the_weights_it_has():
+    """The Hessian of a pruned network is over its existing weights (P H P): its
+    exact diagonal is H's on them and 0 on pruned ones; Hutchinson's estimate
+    is exactly 0 there and within 3 standard errors of the exact sums on them."""
     model, batches = _small()
     names = prunable_weight_names(model)
-    mean, groups = hutchinson(model, batches, probes=40, seed=0, names=names)
     weights = {n: p.detach() for n, p in model.named_parameters()}
-    rows = []
-    for k in range(2):
-        mask = prune("random_layerwise", weights, full_mask(model), 0.5, torch.Generator().manual_seed(k))
-        t = signed_by_mask(mean, groups, mask)["total"]["pruned"]
-        rows.append(SimpleNamespace(hessian="h", pruned=t["sum"] / t["count"], pruned_se=t["se"] / t["count"],
-                                    pruned_groups=[v / t["count"] for v in t["groups"]]))
-    diff, paired = _paired(*rows)
-    assert diff == pytest.approx(rows[0].pruned - rows[1].pruned)
-    assert 0 < paired < (rows[0].pruned_se ** 2 + rows[1].pruned_se ** 2) ** 0.5
+    mask = prune("global_magnitude", weights, full_mask(model), 0.6)
+    full, sparse = exact_diagonal(model, batches, names), exact_diagonal(model, batches, names, mask=mask)
+    for n in names:
+        assert torch.equal(sparse[n][mask[n]], full[n][mask[n]]) and bool((sparse[n][~mask[n]] == 0).all())
+    mean, groups = hutchinson(model, batches, probes=60, seed=0, names=names, mask=mask)
+    estimated, truth = signed_by_mask(mean, groups, mask)["total"], signed_by_mask(sparse, None, mask)["total"]
+    assert all(bool((mean[n][~mask[n]] == 0).all()) for n in names)
+    assert abs(estimated["kept"]["sum"] - truth["kept"]["sum"]) <= 3 * estimated["kept"]["se"]
+    assert estimated["pruned"]["sum"] == 0.0
+    unrestricted, _ = hutchinson(model, batches, probes=60, seed=0, names=names)
+    assert not torch.allclose(unrestricted[names[0]][mask[names[0]]], mean[names[0]][mask[names[0]]])
+
+
+def test_methods_differ_only_beyond_the_spread_over_seeds():
+    """The verdict is Student's paired t over seeds (scipy's ttest_rel), not
+    the probe noise of one seed's Hessian."""
+    from scipy import stats
+
+    from raylth.reporting.sharpness import paired_t
+
+    a, b = [1.0, 1.4, 0.9, 1.3], [0.5, 1.2, 0.2, 1.1]
+    test = paired_t([x - y for x, y in zip(a, b)])
+    reference = stats.ttest_rel(a, b)
+    assert test["t"] == pytest.approx(reference.statistic) and test["p"] == pytest.approx(reference.pvalue)
+    assert test["df"] == 3 and test["differ"] == (reference.pvalue < 0.05)
+    # two seeds that disagree in sign: no difference, however small one Hessian's probe error
+    assert paired_t([0.3, -0.2])["differ"] is False
+    assert paired_t([0.3])["differ"] is None  # one seed: no verdict
+
+
+def test_a_trained_tickets_own_hessian_and_a_dense_split_read_back_as_direct_sums(tmp_path):
+    """Through the stages: an IMP level's own Hessian (network: own) is over
+    its weights only (pruned sums 0, weights = those it keeps) and a dense
+    network's diagonal split by that mask equals the direct sums of the stored
+    diagonal over the mask's kept and pruned weights."""
+    from raylth.specs import ImpLevelSpec, PruneSpec, SharpnessSpec, Step, TrainSpec
+    from raylth.stages import StageContext, run_stage
+    from raylth.store import Store
+
+    ctx = StageContext(store=Store(tmp_path), device=torch.device("cpu"))
+    level = ImpLevelSpec(data=DataSpec("digits"), model=ModelSpec("lenet", width=12), level=1,
+                         train=TrainSpec(lr=0.05, batch_size=128, duration=Step(1, "ep")), prune=PruneSpec(fraction=0.6))
+    ticket = run_stage(level, ctx)
+    mask = ticket.mask()
+    settings = dict(probes=10, batches=1, batch_size=64, iterations=3)
+    own = run_stage(SharpnessSpec(network=f"{level.id}:final", masks=(level.id,), weights="existing", **settings), ctx)
+    diag = ctx.store.get(own.metrics["hessian"]).load("hessian_diagonal.pt")
+    total = own.metrics["signed"][level.id]["total"]
+    assert total["pruned"]["sum"] == 0.0 and total["kept"]["count"] == own.metrics["weights"] == sum(
+        int(m.sum()) for m in mask.values())
+    assert total["kept"]["sum"] == pytest.approx(sum(float(d.double().sum()) for d in diag.values()), rel=1e-9)
+    dense = level.trunk_root().id
+    split = run_stage(SharpnessSpec(network=f"{dense}:init", masks=(level.id,), **settings), ctx)
+    diag = ctx.store.get(split.metrics["hessian"]).load("hessian_diagonal.pt")
+    total = split.metrics["signed"][level.id]["total"]
+    assert total["kept"]["sum"] == pytest.approx(sum(float(diag[n][m].double().sum()) for n, m in mask.items()))
+    assert total["pruned"]["sum"] == pytest.approx(sum(float(diag[n][~m].double().sum()) for n, m in mask.items()))
+    assert split.metrics["weights"] is None  # a split of another network's Hessian is no network's own

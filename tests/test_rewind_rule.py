@@ -109,6 +109,13 @@ def test_tickets_and_mask_then_imp_start_by_the_one_rule(ctx, distilled, rewind_
     # the distilled level's own start is the ticket's start: only the data it then trains on differs
     assert_from(start, run_stage(level, ctx).weights("init"), list(start))
 
+    # distilled_random: the same start, a random mask with the ticket's per-layer counts
+    random = run_stage(ticket_spec.replace(mask="random", seed=1), ctx)
+    assert_from(random.weights("init"), start, names)
+    kept_weights(random.weights("init"), init, random.mask())
+    assert any(not torch.equal(random.mask()[n], m) for n, m in ticket.mask().items())
+    assert all(int(random.mask()[n].sum()) == int(m.sum()) for n, m in ticket.mask().items())
+
     maskimp = run_stage(MaskImpSpec(start=ticket_spec, prune=level.prune, level=3), ctx)
     begin = maskimp.weights("init")
     assert_from(begin, start if rewind_bn else ticket.weights("final"), names)

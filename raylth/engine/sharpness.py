@@ -86,8 +86,17 @@ def probe_groups(probes: int, most: int = 10) -> int:
     return max(d for d in range(1, min(probes, most) + 1) if probes % d == 0)
 
 
+def _restrict(vectors: list[torch.Tensor], names: list[str], mask: dict | None) -> list[torch.Tensor]:
+    """``vectors`` (shaped like the parameters ``names``) with the coordinates
+    ``mask`` prunes set to 0: the Hessian of a sparse network is that of the
+    weights that exist, P H P with P the projection onto them."""
+    if not mask:
+        return vectors
+    return [v * mask[n].to(v.device, v.dtype) if n in mask else v for v, n in zip(vectors, names)]
+
+
 def hutchinson(model: nn.Module, batches: Batches, probes: int, seed: int, names: list[str] | None = None,
-               bn: str = "batch", groups: int | None = None) -> tuple[dict, dict]:
+               bn: str = "batch", groups: int | None = None, mask: dict | None = None) -> tuple[dict, dict]:
     """Hutchinson's estimate of diag(H): the mean over ``probes`` Rademacher
     vectors z of z * (H z), for the parameters ``names`` (default: every conv
     and linear weight), and the means of ``groups`` equal consecutive groups
@@ -105,6 +114,7 @@ def hutchinson(model: nn.Module, batches: Batches, probes: int, seed: int, names
     names, params = _named_params(model, names)
     total = sum(len(y) for _, y in batches)
     acc = [torch.zeros((groups, *p.shape), dtype=p.dtype, device=p.device) for p in params]
+    # ``mask``: only the weights that exist (probes 0 on pruned ones, so their estimate is exactly 0)
     with loss_mode(model, bn), torch.enable_grad():
         # Batches outside, probes inside: one gradient graph per batch,
         # reused by every probe; the generator restarts per batch so
@@ -118,6 +128,7 @@ def hutchinson(model: nn.Module, batches: Batches, probes: int, seed: int, names
             g = torch.Generator().manual_seed(seed_for(seed, 0, "hutchinson"))
             for k in range(probes):
                 z = [(torch.randint(0, 2, p.shape, generator=g) * 2 - 1).to(p.device, p.dtype) for p in params]
+                z = _restrict(z, names, mask)
                 dot = sum((grad * z[i]).sum() for i, grad in pairs)
                 hz = torch.autograd.grad(dot, params, retain_graph=True, allow_unused=True)
                 for a, zi, h in zip(acc, z, hz):
@@ -135,9 +146,10 @@ def hessian_diagonal(model: nn.Module, batches: Batches, probes: int, seed: int,
 
 
 def exact_diagonal(model: nn.Module, batches: Batches, names: list[str] | None = None, bn: str = "batch",
-                   most: int = 50_000) -> dict[str, torch.Tensor]:
+                   most: int = 50_000, mask: dict | None = None) -> dict[str, torch.Tensor]:
     """diag(H) exactly, one Hessian-vector product per coordinate (for
-    networks of at most ``most`` such coordinates): the check of the estimator."""
+    networks of at most ``most`` such coordinates): the check of the
+    estimator. ``mask``: pruned coordinates do not exist (0, not computed)."""
     names, params = _named_params(model, names)
     n = sum(p.numel() for p in params)
     if n > most:
@@ -146,7 +158,10 @@ def exact_diagonal(model: nn.Module, batches: Batches, names: list[str] | None =
     out = {}
     for k, (name, p) in enumerate(zip(names, params)):
         diag = torch.zeros(p.numel(), dtype=torch.float64)
+        exists = mask[name].reshape(-1) if mask and name in mask else torch.ones(p.numel(), dtype=torch.bool)
         for i in range(p.numel()):
+            if not exists[i]:
+                continue
             e = [torch.zeros_like(q) for q in params]
             e[k].view(-1)[i] = 1.0
             diag[i] = hessian_vector_product(model, batches, params, e, bn)[k].reshape(-1)[i]
@@ -155,7 +170,7 @@ def exact_diagonal(model: nn.Module, batches: Batches, names: list[str] | None =
 
 
 def top_eigenvalue(model: nn.Module, batches: Batches, iterations: int, seed: int,
-                   tol: float | None = None, bn: str = "batch") -> float:
+                   tol: float | None = None, bn: str = "batch", mask: dict | None = None) -> float:
     """Power iteration on H over all trainable parameters: v <- Hv / |Hv| from
     a seeded Gaussian start; returns the last Rayleigh quotient v.Hv. This is
     the eigenvalue of largest magnitude (the top one whenever the largest
@@ -164,16 +179,17 @@ def top_eigenvalue(model: nn.Module, batches: Batches, iterations: int, seed: in
     (relative), if given."""
     if iterations < 1:
         raise ValueError(f"iterations ({iterations}) must be at least 1")
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    names, params = [n for n, _ in named], [p for _, p in named]
     g = torch.Generator().manual_seed(seed_for(seed, 0, "power-iteration"))
-    v = [torch.randn(p.shape, generator=g).to(p.device, p.dtype) for p in params]
+    v = _restrict([torch.randn(p.shape, generator=g).to(p.device, p.dtype) for p in params], names, mask)
     estimate = None
     for _ in range(iterations):
         norm = torch.sqrt(sum((t.double() ** 2).sum() for t in v))
         if float(norm) == 0.0:
             return 0.0  # H v = 0: v is in the null space (or H = 0)
         v = [t / norm.to(t.dtype) for t in v]
-        hv = hessian_vector_product(model, batches, params, v, bn)
+        hv = _restrict(hessian_vector_product(model, batches, params, v, bn), names, mask)
         previous, estimate = estimate, float(sum((a.double() * b.double()).sum() for a, b in zip(v, hv)))
         if tol is not None and previous is not None and abs(estimate - previous) <= tol * abs(estimate):
             break

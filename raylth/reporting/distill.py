@@ -32,7 +32,7 @@ from raylth.specs import DistillEvalSpec, TicketSpec
 from raylth.stages.registry import method_network_kinds
 from raylth.store import Store
 
-PRUNING_METHODS = ("dense", "imp", "random_prune", "reinit", "distilled_imp", "mask_then_imp")
+PRUNING_METHODS = ("dense", "imp", "random_prune", "reinit", "distilled_imp", "distilled_random", "mask_then_imp")
 DISTILLED_METHODS = ("distilled_imp", "mask_then_imp")
 
 
@@ -157,8 +157,9 @@ def _distillation(store: Store, frame, out: Path) -> dict[str, Path]:
         d = spec.distill
         baseline = store.get(spec.of(d, random=True).id)
         source = store.get(d.id)
+        protocol = "" if spec.protocol == "dc" else f" ({spec.protocol} protocol)"
         records.append({"sweep": row.sweep or "-", "dataset": d.data.name, "ipc": d.ipc, "distill": d,
-                        "eval_model": spec.model.name, "seeds": len(spec.seeds), "metrics": artifact.metrics,
+                        "eval_model": spec.model.name + protocol, "seeds": len(spec.seeds), "metrics": artifact.metrics,
                         "random": baseline.metrics if baseline is not None else None,
                         "wall": source.metrics["wall_s"] if source is not None else None})
     if not records:
@@ -190,7 +191,11 @@ def _set_name(d) -> str:
 def _distillation_line(r: dict) -> str:
     d, m, rand = r["distill"], r["metrics"], r["random"]
     accuracy = f"{100 * m['test_acc']:.2f} ± {100 * m['test_acc_std']:.2f}"
+    if m.get("best_test_acc") is not None:  # IDC's protocol reports the best of its evaluations too
+        accuracy += f" (best {100 * m['best_test_acc']:.2f})"
     baseline = f"{100 * rand['test_acc']:.2f} ± {100 * rand['test_acc_std']:.2f}" if rand else "-"
+    if rand and rand.get("best_test_acc") is not None:
+        baseline += f" (best {100 * rand['best_test_acc']:.2f})"
     gain = f"{100 * (m['test_acc'] - rand['test_acc']):+.2f}" if rand else "-"
     wall = f"{r['wall']:.1f}" if r["wall"] is not None else "-"
     return (f"| {r['sweep']} | {d.data.name} | {_set_name(d)} | {d.ipc} | {d.model.name} | {r['eval_model']} | "

@@ -123,6 +123,30 @@ def instability_table(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
+def side_by_side(rows) -> str:
+    """Per sparsity, every network kind's test instability next to the
+    others': (method, k) columns, mean ± std over seeds and pairs' means, and
+    how many of its seeds were stable. Dense, distilled tickets, IMP tickets
+    and random pruning at one sparsity on one line tell "stable because
+    distilled" from "stable because sparse"."""
+    rows = rows.assign(kind=[f"{m} k={k}" for m, k in zip(rows.method, rows.rewind)],
+                       at=(100 * rows.sparsity).round(1))
+    kinds = sorted(rows.kind.unique(), key=lambda k: (k.split(" ")[0] != "dense", k))
+    lines = ["| sparsity | " + " | ".join(kinds) + " |", "|---:|" + "---:|" * len(kinds)]
+    for at, group in rows.groupby("at"):
+        cells = []
+        for kind in kinds:
+            g = group[group.kind == kind]
+            if g.empty:
+                cells.append("-")
+                continue
+            spread = 100 * g.instability_test.std(ddof=1) if len(g) > 1 else 0.0
+            cells.append(f"{100 * g.instability_test.mean():.2f} ± {spread:.2f} "
+                         f"({int(g.stable.astype(bool).sum())}/{len(g)})")
+        lines.append(f"| {at:.1f}% | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def copy_landscapes(store: Store, rows, out: Path) -> list[Path]:
     written = []
     for row in rows.itertuples():
@@ -146,6 +170,14 @@ def instability_section(store: Store, frame, out: Path) -> dict[str, Path]:
     threshold = float(store.get(lmc.id.iloc[0]).spec.get("threshold", 0.02))
     (out / "instability.md").write_text("# Instability to SGD noise\n\n" + instability_table(lmc))
     written["instability"] = out / "instability.md"
+    tables = []
+    for keys, rows in lmc.groupby(["sweep", "dataset", "model"], dropna=False):
+        tables.append(f"## {group_title(keys)}\n\n" + side_by_side(rows))
+    (out / "instability_by_sparsity.md").write_text(
+        "# Instability side by side, per sparsity\n\nTest instability in error points (mean ± std over seeds; "
+        "each seed the mean over its pairs of children) and stable seeds / seeds, per network kind and spawn "
+        "step k.\n\n" + "\n".join(tables))
+    written["instability_by_sparsity"] = out / "instability_by_sparsity.md"
     for keys, rows in lmc.groupby(["sweep", "dataset", "model"], dropna=False):
         name, title = group_name(keys), group_title(keys)
         for (method, rewind), sub in rows.groupby(["method", "rewind"]):

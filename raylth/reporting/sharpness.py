@@ -94,35 +94,100 @@ def signed_table(signed) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _paired(a, b) -> tuple[float, float]:
-    """Difference of two rows' pruned-weight curvature and its error: group by
-    group when they split one Hessian (the same probes), else the errors combined."""
-    if a.hessian is not None and a.hessian == b.hessian and len(a.pruned_groups) > 1:
-        d = [x - y for x, y in zip(a.pruned_groups, b.pruned_groups)]
-        mean = sum(d) / len(d)
-        return a.pruned - b.pruned, math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
-    return a.pruned - b.pruned, math.hypot(a.pruned_se, b.pruned_se)
+def paired_t(differences: list[float], alpha: float = 0.05) -> dict:
+    """Student's paired t-test of per-seed differences between two methods:
+    the seeds are the replicates (n - 1 degrees of freedom); the probe noise
+    of one seed's Hessian is not the error of a difference between methods."""
+    from scipy import stats
+
+    n = len(differences)
+    mean = sum(differences) / n
+    if n < 2:
+        return {"n": n, "mean": mean, "se": None, "t": None, "df": 0, "p": None, "differ": None}
+    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    se = sd / math.sqrt(n)
+    t = mean / se if se > 0 else math.copysign(math.inf, mean) if mean else 0.0
+    p = float(2 * stats.t.sf(abs(t), n - 1)) if se > 0 else (0.0 if mean else 1.0)
+    return {"n": n, "mean": mean, "se": se, "t": t, "df": n - 1, "p": p, "differ": p < alpha}
+
+
+def verdict_cells(test: dict) -> str:
+    """``mean ± se | t (df) | p | differ`` cells of a paired test (one seed: no verdict)."""
+    if test["se"] is None:
+        return f"{test['mean']:.3g} | - | - | n/a: 1 seed (seeds are the replicates)"
+    t = f"{test['t']:.2f}" if math.isfinite(test["t"]) else "inf"
+    return (f"{test['mean']:.3g} ± {test['se']:.2g} | {t} ({test['df']}) | {test['p']:.3g} | "
+            f"{'yes' if test['differ'] else 'no'}")
+
+
+VERDICT_HEAD = "| t (df) | p | differ (p < 0.05) | seeds |"
+
+
+def _method_pairs(group, value):
+    """Each pair of methods in ``group`` with the per-seed values of ``value`` (row -> float) both have."""
+    by_method = {m: {r.seed: value(r) for r in g.itertuples()} for m, g in group.groupby("method")}
+    for a, b in itertools.combinations(sorted(by_method), 2):
+        seeds = sorted(set(by_method[a]) & set(by_method[b]))
+        if seeds:
+            yield a, b, [by_method[a][s] - by_method[b][s] for s in seeds]
 
 
 def differences(signed) -> str:
     """Each pair of methods at each level: the difference of their pruned
-    weights' mean signed curvature (mean over the seeds both have; per seed,
-    paired over the probe groups of the Hessian they share), its standard
-    error, and whether it lies beyond two of them."""
-    lines = ["| sweep | level | methods | difference of pruned-weight curvature ± se | beyond 2 se | seeds |",
-             "|---|---:|---|---:|---|---:|"]
+    weights' mean signed curvature (masks of one seed split that seed's
+    Hessian), paired by seed, Student's t over the seeds."""
+    lines = ["| sweep | level | methods | difference of pruned-weight curvature ± se " + VERDICT_HEAD,
+             "|---|---:|---|---:|---|---:|---|---:|"]
     for (sweep, level), group in signed.groupby(["sweep", "level"], dropna=False):
-        by_method = {m: {r.seed: r for r in g.itertuples()} for m, g in group.groupby("method")}
-        for a, b in itertools.combinations(sorted(by_method), 2):
-            seeds = sorted(set(by_method[a]) & set(by_method[b]))
-            if not seeds:
-                continue
-            pairs = [_paired(by_method[a][s], by_method[b][s]) for s in seeds]
-            diff = sum(d for d, _ in pairs) / len(pairs)
-            se = math.sqrt(sum(e ** 2 for _, e in pairs)) / len(pairs)
-            verdict = "yes" if se > 0 and abs(diff) > 2 * se else "no"
-            lines.append(f"| {sweep or '-'} | {level:.0f} | {a} - {b} | {diff:.3g} ± {se:.2g} | {verdict} | "
-                         f"{len(seeds)} |")
+        for a, b, diffs in _method_pairs(group, lambda r: r.pruned):
+            lines.append(f"| {sweep or '-'} | {level:.0f} | {a} - {b} | {verdict_cells(paired_t(diffs))} | "
+                         f"{len(diffs)} |")
+    return "\n".join(lines) + "\n"
+
+
+def own_rows(store: Store, rows):
+    """One row per sharpness artifact of a network's own Hessian (no masks, or
+    its own mask: ``network: own``): the diagonal's sum over the weights the
+    network has, its mean per such weight, and the top eigenvalue."""
+    import pandas as pd
+
+    out = []
+    for row in rows.itertuples():
+        artifact = store.get(row.id)
+        m = artifact.metrics if artifact is not None else {}
+        masks = list(m.get("masks") or {})
+        if not m or (masks and masks != [m["network"]]) or m.get("weights") is None:
+            continue
+        out.append({"sweep": row.sweep, "dataset": row.dataset, "model": row.model, "method": row.method,
+                    "seed": row.seed, "level": m["level"], "sparsity": m["sparsity"], "checkpoint": m["checkpoint"],
+                    "trace": m["trace_estimate"], "weights": m["weights"],
+                    "mean": m["trace_estimate"] / m["weights"], "top": m["top_eigenvalue"]})
+    return pd.DataFrame(out, columns=["sweep", "dataset", "model", "method", "seed", "level", "sparsity", "checkpoint",
+                                      "trace", "weights", "mean", "top"])
+
+
+def own_table(own) -> str:
+    lines = ["| sweep | method | level | sparsity | network | Hessian-diagonal trace (its weights) | mean per weight "
+             "| top eigenvalue | seeds |", "|---|---|---:|---:|---|---:|---:|---:|---:|"]
+    keys = ["sweep", "method", "level", "checkpoint"]
+    for (sweep, method, level, checkpoint), g in own.groupby(keys, dropna=False):
+        def cell(col, form="{:.4g}"):
+            spread = g[col].std(ddof=1) if len(g) > 1 else 0.0
+            return f"{form.format(g[col].mean())} ± {form.format(spread)}"
+        lines.append(f"| {sweep or '-'} | {method} | {level} | {100 * g.sparsity.mean():.1f}% | {checkpoint} | "
+                     f"{cell('trace')} | {cell('mean')} | {cell('top')} | {g.seed.nunique()} |")
+    return "\n".join(lines) + "\n"
+
+
+def own_differences(own) -> str:
+    """Each pair of methods at each level, per statistic: paired by seed, Student's t."""
+    lines = ["| sweep | level | statistic | methods | difference ± se " + VERDICT_HEAD,
+             "|---|---:|---|---|---:|---|---:|---|---:|"]
+    for (sweep, level, _), group in own.groupby(["sweep", "level", "checkpoint"], dropna=False):
+        for statistic, column in (("mean diagonal per weight", "mean"), ("top eigenvalue", "top")):
+            for a, b, diffs in _method_pairs(group, lambda r, c=column: getattr(r, c)):
+                lines.append(f"| {sweep or '-'} | {level} | {statistic} | {a} - {b} | "
+                             f"{verdict_cells(paired_t(diffs))} | {len(diffs)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -199,6 +264,13 @@ def sharpness_section(store: Store, frame, out: Path) -> dict[str, Path]:
             path = out / f"pruned_signed_curvature_{group_name(keys)}.png"
             plot_signed_curvature(rows, path, f"{group_title(keys)}: pruned weights")
             written[f"plot:{path.stem}"] = path
+    own = own_rows(store, sharp)
+    if not own.empty:
+        text += ("\n## Each network's own Hessian\n\nThe Hessian of every network at its checkpoint (final: "
+                 "trained), over the weights it has (a sparse network's pruned weights do not exist), on the fixed "
+                 "batches; mean ± std over seeds.\n\n" + own_table(own)
+                 + "\n## Do the methods' networks differ?\n\nPer level, each pair of methods, paired by seed; "
+                 "Student's t over the seeds.\n\n" + own_differences(own))
     (out / "sharpness.md").write_text(text)
     for keys, rows in masks[masks.sparsity.notna()].groupby(["sweep", "dataset", "model"], dropna=False):
         path = out / f"pruned_curvature_{group_name(keys)}.png"

@@ -33,6 +33,7 @@ def trial_block(cls: type[Spec]) -> type[Spec]:
 _NETWORK = re.compile(r"^[a-z]+_[0-9a-f]{16}(:[A-Za-z0-9_]+)?$")
 NOISES = ("order", "augment", "both", "none")
 BN_MODES = ("batch", "running")  # engine.sharpness.BN_MODES (specs import no engine)
+WEIGHTS = ("all", "existing")
 
 
 def check_network(ref: str, field: str) -> None:
@@ -114,11 +115,16 @@ class LmcOptions(LmcSettings):
     kind = "lmc_options"
     levels: tuple[int, ...] = ()  # which levels of the trial (empty: all)
     landscape: bool = False  # also the plane through child 0, child 1 and the parent
+    # the steps k children spawn at (empty: the trial's prune.rewind); each network is analysed
+    # at every listed k it keeps weights at (a dense run: init and its rewind point)
+    spawn: tuple[Step, ...] = ()
 
     def validate(self):
         super().validate()
         if any(level < 0 for level in self.levels):
             raise SpecError(f"lmc.levels: {list(self.levels)} must be levels >= 0")
+        if len({str(s) if not s.is_zero() else "0it" for s in self.spawn}) < len(self.spawn):
+            raise SpecError(f"lmc.spawn: {[str(s) for s in self.spawn]} names a step twice")
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,9 @@ class SharpnessSettings(Spec):
     # running: eval mode (raylth before; ids stored then mean it)
     bn: str = choice("batch", BN_MODES, id_default="running", since=3)
     exact: bool = False          # the exact diagonal (small networks; the estimator's check)
+    # existing: a sparse network's Hessian over the weights it has (pruned ones do not exist:
+    # their diagonal is 0 and counts nowhere); all: every prunable coordinate (raylth before)
+    weights: str = choice("all", WEIGHTS)
 
     def validate(self):
         for name in ("probes", "iterations", "batches", "batch_size"):
@@ -189,6 +198,16 @@ class SharpnessOptions(SharpnessSettings):
     # init: the same network for trials whose rewind points differ (IMP-rewind beside distilled IMP)
     checkpoint: str = choice("rewind", ["rewind", "final", "init"])
     levels: tuple[int, ...] = ()  # which levels' masks (empty: all)
+    # dense: the trial's dense network split by each level's mask; own: each selected network's own
+    # Hessian (checkpoint final: trained, as the paper measures its tickets; init: its start)
+    network: str = choice("dense", ("dense", "own"))
+    weights: str = choice("existing", WEIGHTS)  # own: a sparse network's Hessian counts the weights it has
+
+    def validate(self):
+        super().validate()
+        if self.network == "own" and self.checkpoint == "rewind":
+            raise SpecError("sharpness.checkpoint: with network: own say final (each network trained, as the paper "
+                            "measures its tickets) or init (each network's start)")
 
     def of(self, network: str, masks: tuple[str, ...]) -> SharpnessSpec:
         return SharpnessSpec(network=network, masks=masks, **settings(self, SharpnessSettings))

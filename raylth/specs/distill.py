@@ -394,9 +394,15 @@ class TicketSpec(Spec):
     # biases and BatchNorm: as the trunk's prune.rewind_bn (false: as its level L-1 trained them on
     # the distilled set, as the paper's code); tickets stored before rewound them (raylth.specs.stages)
     rewind_rule: str = rewind_rule()
+    # trunk: the level's mask (a distilled-pruning ticket); random: a random mask with its
+    # per-layer counts drawn from ``seed``, started alike (the control of distilled_random)
+    mask: str = choice("trunk", ("trunk", "random"))
+    seed: int = 0
 
     def validate(self):
         normalize_rewind_rule(self, self.trunk)
+        if self.mask == "trunk" and self.seed != 0:  # it draws nothing: one id
+            object.__setattr__(self, "seed", 0)
 
     @property
     def rewind_bn(self) -> bool:
@@ -439,7 +445,7 @@ def level_for_sparsity(target: float, fraction: float) -> int:
 INNER_EXAMPLE = "{lr: 0.05, batch_size: 10, duration: 40ep}"
 
 
-TRIAL_METHODS_WITH_DISTILL = ("distill", "distilled_imp", "mask_then_imp")  # sweep methods reading trial.distill
+TRIAL_METHODS_WITH_DISTILL = ("distill", "distilled_imp", "distilled_random", "mask_then_imp")  # read trial.distill
 
 
 def check_distilled_trial(trial) -> None:
@@ -452,7 +458,7 @@ def check_distilled_trial(trial) -> None:
     if trial.method in TRIAL_METHODS_WITH_DISTILL and trial.distill is None:
         raise SpecError(f"distill: method {trial.method} needs a distill: block, e.g. "
                         "distill: {method: dm, ipc: 10, iterations: 1000, model: {name: conv3}}")
-    if trial.method in ("distilled_imp", "mask_then_imp") and trial.inner is None:
+    if trial.method in ("distilled_imp", "distilled_random", "mask_then_imp") and trial.inner is None:
         raise SpecError(f"inner: method {trial.method} trains every level on the distilled set with its own "
                         f"inner: TrainSpec, e.g. inner: {INNER_EXAMPLE}")
     if trial.method == "mask_then_imp" and not 1 <= trial.start_level < trial.levels:
@@ -468,7 +474,7 @@ def check_distilled_trial(trial) -> None:
         raise SpecError(f"data.zca: the real data is whitened in pixel space with zca_eps {trial.data.zca_eps}, "
                         f"the distilled set in {d.zca_space} space with {d.zca_eps}; use the same ZCA "
                         "(distill.zca_space: pixels, equal zca_eps) so tickets train in the set's space")
-    if trial.method in ("distilled_imp", "mask_then_imp"):
+    if trial.method in ("distilled_imp", "distilled_random", "mask_then_imp"):
         rewind, duration = trial.prune.rewind, trial.inner.duration
         if rewind.unit == duration.unit and rewind.amount >= duration.amount:
             raise SpecError(f"prune.rewind: {rewind} is not before the end of the distilled training "

@@ -48,6 +48,7 @@ def _compute_branch(spec: BranchSpec, ctx: StageContext) -> Artifact:
 
 register_stage(Stage(
     BranchSpec, run_branch, trains=True, method_network=True,
+    kept_steps=lambda spec: (spec.trunk.prune.rewind if spec.method == "random_prune" else Step(0, "it"),),
     method=lambda spec, method_of: spec.method,
     recipe=lambda spec, store: (spec.trunk.data, spec.trunk.model, spec.trunk.train, spec.trunk.seeds),
     level=lambda spec: spec.trunk.level,

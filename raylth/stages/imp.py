@@ -66,6 +66,7 @@ def _compute_level(spec: ImpLevelSpec, ctx: StageContext) -> Artifact:
 
 register_stage(Stage(
     ImpLevelSpec, run_imp_level, trains=True, method_network=True, method="imp",
+    kept_steps=lambda spec: (spec.prune.rewind,),
     recipe=lambda spec, store: (spec.data, spec.model, spec.train, spec.seeds),
     level=lambda spec: spec.level,
     origin=lambda spec, origin_of: network_origin(spec.data, spec.model, spec.seeds, spec.prune.rewind),

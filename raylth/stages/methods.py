@@ -16,8 +16,8 @@ from raylth.specs import BranchSpec, ImpLevelSpec, Spec, TrainStageSpec, TrialSp
 from raylth.stages.context import StageContext
 from raylth.stages.distill_eval import distill_method_artifacts
 from raylth.stages.registry import run_stage
-from raylth.stages.ticket import (distilled_imp_artifacts, distilled_imp_prepare, mask_then_imp_artifacts,
-                                  mask_then_imp_prepare)
+from raylth.stages.ticket import (distilled_imp_artifacts, distilled_imp_prepare, distilled_random_artifacts,
+                                  mask_then_imp_artifacts, mask_then_imp_prepare)
 from raylth.store import Artifact
 
 
@@ -79,6 +79,8 @@ register_method(Method("reinit", artifacts=_branches("reinit"), needs_levels=Tru
 # Dataset distillation and distilled pruning (raylth.stages.distill, raylth.stages.ticket)
 register_method(Method("distill", artifacts=distill_method_artifacts))
 register_method(Method("distilled_imp", artifacts=distilled_imp_artifacts, needs_levels=True,
+                       prepare=distilled_imp_prepare, parallel=True))
+register_method(Method("distilled_random", artifacts=distilled_random_artifacts, needs_levels=True,
                        prepare=distilled_imp_prepare, parallel=True))
 register_method(Method("mask_then_imp", artifacts=mask_then_imp_artifacts, needs_levels=True,
                        prepare=mask_then_imp_prepare))

@@ -62,6 +62,9 @@ class Stage:
     # spec -> what it computes apart from what it keeps: specs with equal keys in one job are
     # made by one run (a dense run and its save_at; raylth.sweep.jobs puts them together).
     sibling_key: Callable[[Spec], Spec] | None = None
+    # spec -> the steps it keeps weights at besides the end (its start, a dense run's save_at):
+    # where an analysis can spawn children from it.
+    kept_steps: Callable[[Spec], tuple] = lambda spec: ()
 
     @property
     def kind(self) -> str:
@@ -111,6 +114,10 @@ def trains(specs) -> bool:
 
 def level_of(spec: Spec) -> int:
     return stage_of(spec.kind).level(spec)
+
+
+def kept_steps(spec: Spec) -> tuple:
+    return stage_of(spec.kind).kept_steps(spec)
 
 
 def recipe_of(spec: Spec, store: "Store") -> Recipe:

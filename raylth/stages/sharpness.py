@@ -20,7 +20,7 @@ from raylth.stages.analyses import Analysis, register_analysis, selected
 from raylth.stages.context import StageContext, checkpoint_name, ensure
 from raylth.stages.methods import trunk_level
 from raylth.stages.networks import load_network, split_ref
-from raylth.stages.registry import Stage, level_of, method_network_kinds, register_stage
+from raylth.stages.registry import Stage, kept_steps, level_of, method_network_kinds, register_stage
 from raylth.store import Artifact
 
 
@@ -36,11 +36,12 @@ def run_hessian(spec: HessianSpec, ctx: StageContext) -> Artifact:
         model = ctx.model(network.model, data, seed=network.seeds.init).to(ctx.device)
         model.load_state_dict(weights)
         batches = fixed_batches(data, spec.batches, spec.batch_size, spec.seed)
+        mask = network.mask() if spec.weights == "existing" else None  # a sparse network: its weights only
         if spec.exact:
-            diag, groups = exact_diagonal(model, batches, bn=spec.bn), None
+            diag, groups = exact_diagonal(model, batches, bn=spec.bn, mask=mask), None
         else:
-            diag, groups = hutchinson(model, batches, spec.probes, spec.seed, bn=spec.bn)
-        top = top_eigenvalue(model, batches, spec.iterations, spec.seed, bn=spec.bn)
+            diag, groups = hutchinson(model, batches, spec.probes, spec.seed, bn=spec.bn, mask=mask)
+        top = top_eigenvalue(model, batches, spec.iterations, spec.seed, bn=spec.bn, mask=mask)
         partial = ctx.store.partial(spec.id)
         partial.save("hessian_diagonal.pt", diag)
         if groups is not None:
@@ -72,6 +73,8 @@ def run_sharpness(spec: SharpnessSpec, ctx: StageContext) -> Artifact:
         metrics = {"top_eigenvalue": m["top_eigenvalue"], "network": network.id, "checkpoint": checkpoint,
                    "level": network.level, "sparsity": network.sparsity, "trace_estimate": m["trace_estimate"],
                    "hessian": hessian.id, "bn": spec.bn, "exact": spec.exact,
+                   "weights": _existing(diag, masks.get(network.id)) if spec.weights == "existing" or not masks
+                   else None,
                    "masks": {ref: mass_by_mask(diag, mask) for ref, mask in masks.items()},
                    "signed": {ref: signed_by_mask(diag, groups, mask) for ref, mask in masks.items()}}
         return ctx.store.finish(spec, ctx.store.partial(spec.id), metrics)
@@ -79,14 +82,24 @@ def run_sharpness(spec: SharpnessSpec, ctx: StageContext) -> Artifact:
     return ensure(ctx, spec, compute)
 
 
+def _existing(diag: dict, mask: dict | None) -> int:
+    """How many weights the diagonal is over: those the mask keeps (all without one)."""
+    return sum(int(mask[n].sum()) if mask is not None and n in mask else v.numel() for n, v in diag.items())
+
+
 def sharpness_jobs(trial: TrialSpec, options: SharpnessOptions, networks: list[Spec]):
-    """The Hessian of the trial's dense network (at its rewind point, init or
-    final), one job with that network (trained there unless the sweep trains
-    it elsewhere: then that job also makes it, see raylth.sweep.jobs), not a
-    results row; then one job per selected level splitting it by that level's
-    mask. At init or final the dense network is the run without extra
-    checkpoints, the same for every rewind point: trials of other methods or
-    rewind points share one Hessian."""
+    """``network: dense``: the Hessian of the trial's dense network (at its
+    rewind point, init or final), one job with that network (trained there
+    unless the sweep trains it elsewhere: then that job also makes it, see
+    raylth.sweep.jobs), not a results row; then one job per selected level
+    splitting it by that level's mask. At init or final the dense network is
+    the run without extra checkpoints, the same for every rewind point: trials
+    of other methods or rewind points share one Hessian.
+    ``network: own``: each selected network's own Hessian (final: trained; init:
+    its start), over the weights it has, split by its own mask."""
+    if options.network == "own":
+        return _own_jobs(trial, options, networks)
+    options = options.replace(weights="all")  # the dense network has every weight: the id it always had
     dense = trunk_level(trial).trunk_root()
     checkpoint = checkpoint_name(trial.prune.rewind) if options.checkpoint == "rewind" else options.checkpoint
     if checkpoint in ("init", "final"):
@@ -102,6 +115,20 @@ def sharpness_jobs(trial: TrialSpec, options: SharpnessOptions, networks: list[S
         jobs.append((f"level={level},sharpness", (options.of(f"{dense.id}:{checkpoint}", masks),)))
     if jobs:  # planned once per distinct network in a sweep (raylth.sweep.jobs drops repeats)
         jobs.insert(0, ("hessian", (dense, jobs[0][1][0].hessian()), False))
+    return jobs
+
+
+def _own_jobs(trial: TrialSpec, options: SharpnessOptions, networks: list[Spec]):
+    jobs = []
+    for network in networks:
+        level = level_of(network)
+        if network.kind not in method_network_kinds() or not selected(level, options.levels, trial.method):
+            continue
+        checkpoint = "final" if options.checkpoint == "final" else checkpoint_name(kept_steps(network)[0])
+        sparse = level > 0
+        spec = options.replace(weights=options.weights if sparse else "all").of(
+            f"{network.id}:{checkpoint}", (network.id,) if sparse else ())
+        jobs.append((f"level={level},sharpness", (spec.hessian(), spec)))
     return jobs
 
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 import torch
 
 from raylth.engine.data import points_seen, seed_for, steps_per_epoch
-from raylth.engine.masks import prune, rewind_state
-from raylth.specs import ImpLevelSpec, MaskImpSpec, Spec, TicketSpec
+from raylth.engine.masks import prune, random_like, rewind_state
+from raylth.specs import ImpLevelSpec, MaskImpSpec, Spec, Step, TicketSpec
 from raylth.stages.context import StageContext, ensure, train_and_store
 from raylth.stages.distill import trial_distill
 from raylth.stages.imp import level_start, run_imp_level
@@ -51,6 +51,9 @@ def run_ticket(spec: TicketSpec, ctx: StageContext) -> Artifact:
 def _compute_ticket(spec: TicketSpec, ctx: StageContext) -> Artifact:
     trunk = run_imp_level(spec.trunk, ctx)
     mask = trunk.mask()
+    if spec.mask == "random":  # distilled_random: the level's per-layer counts, weights drawn at random
+        draw = seed_for(spec.seed, spec.trunk.seeds.init * 1000 + spec.level, "distilled_random")
+        mask = random_like(mask, torch.Generator().manual_seed(draw))
     data = ctx.dataset(spec.data)
     model = ctx.model(spec.trunk.model, data, seed=spec.trunk.seeds.init)
     # the distilled level's own start: biases and BatchNorm as its level L-1 trained them on the
@@ -92,8 +95,9 @@ def distilled_trunk(trial, level: int = 1) -> ImpLevelSpec:
                         train=trial.inner, prune=trial.prune, seeds=trial.seeds, level=level)
 
 
-def ticket(trial, level: int) -> TicketSpec:
-    return TicketSpec(trunk=distilled_trunk(trial, level), data=trial.data, train=trial.train, seeds=trial.seeds)
+def ticket(trial, level: int, random: bool = False) -> TicketSpec:
+    return TicketSpec(trunk=distilled_trunk(trial, level), data=trial.data, train=trial.train, seeds=trial.seeds,
+                      mask="random" if random else "trunk", seed=trial.branch_seed if random else 0)
 
 
 def distilled_prepare(trial, levels: int) -> list[Spec]:
@@ -108,6 +112,12 @@ def distilled_imp_prepare(trial) -> list[Spec]:
 
 def distilled_imp_artifacts(trial) -> list[Spec]:
     return [ticket(trial, level) for level in range(1, trial.levels + 1)]
+
+
+def distilled_random_artifacts(trial) -> list[Spec]:
+    """Random pruning at the distilled tickets' per-layer counts, from the same start: the control that
+    tells a stable distilled ticket from a merely sparse one at k = 0."""
+    return [ticket(trial, level, random=True) for level in range(1, trial.levels + 1)]
 
 
 def mask_then_imp_prepare(trial) -> list[Spec]:
@@ -140,11 +150,14 @@ def _maskimp_points(spec: MaskImpSpec, points, method: str) -> float:
 
 
 register_stage(Stage(
-    TicketSpec, run_ticket, trains=True, method_network=True, method="distilled_imp",
+    TicketSpec, run_ticket, trains=True, method_network=True,
+    method=lambda spec, method_of: "distilled_random" if spec.mask == "random" else "distilled_imp",
+    kept_steps=lambda spec: (Step(0, "it"),),
     recipe=lambda spec, store: (spec.data, spec.trunk.model, spec.train, spec.seeds),
     level=lambda spec: spec.trunk.level, origin=_ticket_origin, loop_points=_ticket_points))
 register_stage(Stage(
     MaskImpSpec, run_maskimp, trains=True, method_network=True, method="mask_then_imp",
+    kept_steps=lambda spec: (Step(0, "it"),),
     recipe=lambda spec, store: (spec.start.data, spec.start.trunk.model, spec.start.train, spec.start.seeds),
     level=lambda spec: spec.level, origin=lambda spec, origin_of: _ticket_origin(spec.start),
     loop_points=_maskimp_points))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from raylth.specs import TrainStageSpec
+from raylth.specs import Step, TrainStageSpec
 from raylth.stages.context import StageContext, checkpoint_name, ensure, train_and_store
 from raylth.stages.registry import Stage, network_origin, register_stage
 from raylth.store import Artifact
@@ -51,7 +51,7 @@ def _store_sibling(ctx: StageContext, sibling: TrainStageSpec, trained: Artifact
 
 register_stage(Stage(
     TrainStageSpec, run_train, trains=True, method_network=True, method="dense",
-    sibling_key=the_run,
+    sibling_key=the_run, kept_steps=lambda spec: (Step(0, "it"),) + spec.save_at,
     recipe=lambda spec, store: (spec.data, spec.model, spec.train, spec.seeds),
     origin=lambda spec, origin_of: network_origin(spec.data, spec.model, spec.seeds),
     loop_points=lambda spec, points, method: points.own(spec.id)))
