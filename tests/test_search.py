@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
+import torch
 import yaml
 
 import raylth
@@ -120,13 +121,15 @@ def _study(tmp_path, raw, pruner=None):
 def test_a_hopeless_trial_is_pruned_and_stores_no_distillation(tmp_path):
     raw = with_(study__pruner={"name": "median", "n_startup_trials": 1})
     url, study = _study(tmp_path, raw)
-    study.add_trial(optuna.trial.create_trial(value=0.99, intermediate_values={1: 0.99, 2: 0.99}))
+    search = parse_search(raw)
+    assert search.intermediate_steps() == [20, 40]  # absolute: the same iterations in every trial
+    study.add_trial(optuna.trial.create_trial(value=0.99, intermediate_values={20: 0.99, 40: 0.99}))
     trial = study.ask()
     params = {"distill.iterations": 60, "distill.lr_img": 0.1}
-    result = run_trial(parse_search(raw), url, trial.number, params, str(tmp_path / "store"), str(tmp_path / "data"))
-    assert result["state"] == "pruned" and result["step"] == 1
+    result = run_trial(search, url, trial.number, params, str(tmp_path / "store"), str(tmp_path / "data"))
+    assert result["state"] == "pruned" and result["step"] == 20
     frozen = study.get_trials()[trial.number]
-    assert list(frozen.intermediate_values) == [1] and frozen.intermediate_values[1] < 0.99
+    assert list(frozen.intermediate_values) == [20] and frozen.intermediate_values[20] < 0.99
     distill, evaluation = parse_search(raw).distill_specs(params)
     assert not (tmp_path / "store" / distill.id).exists() and not (tmp_path / "store" / evaluation.id).exists()
 
@@ -134,7 +137,8 @@ def test_a_hopeless_trial_is_pruned_and_stores_no_distillation(tmp_path):
 def test_ticket_objective_scores_the_ticket_at_the_target_sparsity(tmp_path):
     raw = {"kind": "search", "name": "tickets", "study": {"n_trials": 1},
            "base": {"trial": {"method": "distilled_imp", "levels": 1, "data": {"name": "digits"},
-                              "model": {"name": "lenet"}, "train": {"lr": 0.05, "batch_size": 64, "duration": "3ep"},
+                              "model": {"name": "lenet"}, "train": {"lr": 0.05, "batch_size": 64, "duration": "3ep",
+                                                                    "eval_every": "1ep"},
                               "distill": {"method": "dm", "ipc": 2, "iterations": 10, "model": {"name": "lenet"}},
                               "inner": {"lr": 0.02, "batch_size": 2, "duration": "2ep"}},
                     "target_sparsity": 0.3},
@@ -150,9 +154,41 @@ def test_ticket_objective_scores_the_ticket_at_the_target_sparsity(tmp_path):
     result = run_trial(search, url, trial.number, params, str(tmp_path / "store"), str(tmp_path / "data"))
     assert result["state"] == "complete" and 0.5 < result["value"] <= 1
     ticket = raylth.store.Store(tmp_path / "store").get(result["artifacts"][-1])
-    assert ticket.kind == "ticket" and ticket.metrics["level"] == 2 and ticket.metrics["test_acc"] == result["value"]
-    # intermediate values: the distilled trunk's levels 0..2 (real test accuracy), reported as they trained
-    assert sorted(study.get_trials()[trial.number].intermediate_values) == [0, 1, 2]
+    assert ticket.kind == "ticket" and ticket.metrics["level"] == 2
+    # scored on the validation split held out of every training; the test accuracy reported beside it
+    assert spec.data.validation == 0.1 and ticket.metrics["val_acc"] == result["value"]
+    assert ticket.metrics["test_acc"] == result["test_acc"]
+    # intermediate values: the ticket's own validation accuracy during its real training (steps: its
+    # iterations), the objective's quantity at a partial budget; the distilled trunk reports none
+    history = ticket.metrics["history"]
+    frozen = study.get_trials()[trial.number]
+    assert frozen.intermediate_values == {h["step"]: h["val_acc"] for h in history[:-1]} and history[:-1]
+
+
+def test_trials_are_scored_on_held_out_training_images_at_equal_absolute_budgets(tmp_path):
+    """The objective is the validation accuracy (each class's held-out training
+    images, out of the distillation and the evaluation training); the test
+    accuracy is returned for the record; a shorter trial reports the same
+    absolute steps, those it reaches."""
+    raw = with_(study__pruner="none")
+    search = parse_search(raw)
+    url, study = _study(tmp_path, raw)
+    trial = study.ask()
+    params = {"distill.iterations": 40, "distill.lr_img": 1.0}
+    result = run_trial(search, url, trial.number, params, str(tmp_path / "store"), str(tmp_path / "data"))
+    distill, evaluation = search.distill_specs(params)
+    assert distill.data.validation == 0.1
+    stored = raylth.store.Store(tmp_path / "store").get(evaluation.id).metrics
+    assert result["value"] == stored["val_acc"] and result["test_acc"] == stored["test_acc"]
+    assert list(study.get_trials()[trial.number].intermediate_values) == [20]
+    from raylth.engine.data import load_dataset
+    from raylth.specs import DataSpec
+
+    full, held = load_dataset(DataSpec("digits")), load_dataset(distill.data)
+    assert len(held.train_y) + len(held.val_y) == len(full.train_y)
+    assert torch.bincount(held.val_y).tolist() == [round(0.1 * int(n)) for n in torch.bincount(full.train_y)]
+    with pytest.raises(raylth.errors.SpecError, match="study.validation"):
+        parse_search(with_(study__validation=0))
 
 
 def test_trials_of_a_dead_driver_are_failed_and_enqueued_again(tmp_path):
@@ -275,7 +311,8 @@ def test_pruning_values_use_the_final_evaluation_and_its_learned_lr(tmp_path, mo
     assert result["state"] == "complete" and len(lrs) == 2  # the intermediate value, then the final evaluation
     # the lr after the first of the two iterations: a one-iteration run of the same distillation
     ctx = StageContext(store=raylth.store.Store(tmp_path / "store"))
-    first = DistillSpec.from_dict(mtt | {"iterations": 1, "lr_init": 0.01})
+    first = DistillSpec.from_dict(mtt | {"iterations": 1, "lr_init": 0.01,
+                                         "data": {"name": "digits", "validation": 0.1}})  # the search holds out 10%
     learned_then = float(run_stage(first, ctx).load("distilled.pt")["lr"])
     assert learned_then != 0.01 and lrs[0] == pytest.approx(learned_then, rel=1e-6)
     final = raylth.store.Store(tmp_path / "store").get(result["artifacts"][-1])

@@ -36,7 +36,7 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: i
              limit: int | None = None, fast: FastPath | None = None) -> dict[str, float]:
     """Mean loss and accuracy (a fraction) on a split of a device-resident
     data set; ``fast``: how the model runs (default: its device's default)."""
-    x_all, y_all = (data.test_x, data.test_y) if split == "test" else (data.train_x, data.train_y)
+    x_all, y_all = data.split(split)
     if limit is not None:
         x_all, y_all = x_all[:limit], y_all[:limit]
     device = x_all.device
@@ -161,13 +161,16 @@ class Trainer:
 
     def _record_eval(self) -> None:
         test = evaluate(self.model, self.data, "test", fast=self.fast)
+        # the held-out training images (data.validation): what a search selects on
+        val = {} if self.data.val_x is None else {
+            f"val_{k}": v for k, v in evaluate(self.model, self.data, "val", fast=self.fast).items()}
         if self.dist.world > 1:  # each rank's loss is its shard's mean: average them
             torch.distributed.all_reduce(self._loss_sum)
             self._loss_sum /= self.dist.world
         train_loss = float(self._loss_sum) / self._loss_count if self._loss_count else None
         self.history.append({"step": self.step, "epoch": self.step / self.steps_per_epoch,
                              "train_loss": train_loss, "test_loss": test["loss"],
-                             "test_acc": test["acc"]})
+                             "test_acc": test["acc"]} | val)
         self._loss_sum.zero_()
         self._loss_count = 0
 

@@ -267,6 +267,8 @@ def _tell(search: Search, study, trial, ref, outcome: SearchOutcome) -> list:
         log.warning("%s: trial %d failed: %s", search.name, trial.number, outcome.failed[trial.number])
         return []
     trial.set_user_attr("artifacts", result["artifacts"])
+    if result.get("test_acc") is not None:  # reported, never optimised (the value is the validation score)
+        trial.set_user_attr("test_acc", result["test_acc"])
     value = result.get("value")
     if result["state"] == "pruned":
         study.tell(trial, state=TrialState.PRUNED)

@@ -16,6 +16,7 @@
       seed: 0                          # the sampler's seed
       max_failures: 3                  # trials that may raise before the search stops
       intermediate: 3                  # distill objective: evaluations during distillation (pruning points)
+      validation: 0.1                  # share of each class's training images held out: what trials are scored on
     base:                              # either a distillation and its evaluation ...
       distill: {data: {name: digits}, method: dm, ipc: 10, iterations: 200, model: {name: lenet}}
       eval: {model: {name: lenet}, epochs: 300, seeds: [0, 1, 2]}
@@ -29,9 +30,16 @@
       trial.inner.duration: {type: int, low: 2, high: 16, unit: ep}   # -> "8ep"
     loggers: {mlflow: {experiment: digits}}   # optional trackers, as in a sweep (raylth.sweep.loggers)
 
-Objective: the distilled set's evaluation accuracy (mean over the eval
-seeds), or the test accuracy of the distilled-pruning ticket at the first
-level whose sparsity reaches ``target_sparsity``.
+Objective, on the validation split (``study.validation`` of each class's
+training images, held out of the distillation and of every training; the
+test split is reported with each trial, never optimised): the distilled
+set's evaluation accuracy (mean over the eval seeds), or the accuracy of the
+distilled-pruning ticket at the first level whose sparsity reaches
+``target_sparsity``. Intermediate values, for the pruner, are the same
+quantity at a partial budget, stepped by an absolute count that means the
+same in every trial: the distilled set's evaluation at fixed iteration
+numbers of its distillation; the ticket's validation accuracy at each
+evaluation of its real training (its iteration).
 
 How such a search runs: raylth.search.driver.
 """
@@ -50,7 +58,7 @@ from raylth.sweep.loggers import parse_loggers
 
 SEARCH_KEYS = ("kind", "name", "storage", "data_root", "resources", "study", "base", "space", "loggers")
 STUDY_KEYS = ("storage", "direction", "sampler", "pruner", "n_trials", "concurrent", "seed", "max_failures",
-              "intermediate")
+              "intermediate", "validation")
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "unit")
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler"}
 PRUNERS = {"median": "MedianPruner", "percentile": "PercentilePruner", "hyperband": "HyperbandPruner",
@@ -121,10 +129,28 @@ class Search:
 
     # -- specs of one trial ----------------------------------------------------------
     def tree(self, params: dict) -> dict:
+        """The base with ``params`` set, its real data holding out the validation split."""
         tree = copy.deepcopy(self.base)
         for path, value in params.items():
             set_path(tree, path, value, f"space.{path}")
+        root = tree["distill"] if self.objective == "distill" else tree["trial"]
+        if isinstance(root, dict):
+            data = root.get("data", {} if self.objective == "ticket" else None)  # a trial's default: digits
+            if isinstance(data, dict) and not data.get("validation"):
+                root["data"] = data | {"validation": self.study["validation"]}
         return tree
+
+    @property
+    def max_iterations(self) -> int:
+        """The most iterations any trial's distillation runs (its base or the space's high)."""
+        param = next((p for p in self.space if p.path == "distill.iterations"), None)
+        return int(param.high) if param is not None else self.distill_specs({})[0].iterations
+
+    def intermediate_steps(self) -> list[int]:
+        """The distillation iterations every trial is evaluated at (those it reaches):
+        ``intermediate`` points evenly over the longest trial's iterations."""
+        m, most = self.study["intermediate"], self.max_iterations
+        return sorted({max(1, round(k * most / (m + 1))) for k in range(1, m + 1)}) if most else []
 
     def distill_specs(self, params: dict) -> tuple[DistillSpec, DistillEvalSpec]:
         tree = self.tree(params)
@@ -199,13 +225,17 @@ def parse_search(raw, default_name: str = "search", where: str = "search") -> Se
 def _study(raw, where) -> dict:
     checked_block(raw, where, "study", STUDY_KEYS, "{n_trials: 20, sampler: tpe}")
     out = {"storage": None, "direction": "maximize", "sampler": "tpe", "pruner": "median", "n_trials": 20,
-           "concurrent": 1, "seed": None, "max_failures": 3, "intermediate": 3} | raw
+           "concurrent": 1, "seed": None, "max_failures": 3, "intermediate": 3, "validation": 0.1} | raw
     if out["direction"] not in ("maximize", "minimize"):
         raise SpecError(f"{where}: study.direction: {out['direction']!r} is not maximize or minimize")
     for key, minimum in (("n_trials", 1), ("concurrent", 1), ("max_failures", 0), ("intermediate", 0)):
         value = out[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise SpecError(f"{where}: study.{key}: {value!r} must be an integer >= {minimum}")
+    share = out["validation"]
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
+        raise SpecError(f"{where}: study.validation: {share!r} is the share of training images held out to score "
+                        "trials on (the test split is never optimised); use a fraction in (0, 1), e.g. 0.1")
     for key, table in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
         name, _ = split_named(out[key], f"{where}: study.{key}")
         if name not in table:

@@ -29,6 +29,9 @@ class DataSpec(Spec):
     # DM, MTT and IDC use (dc: CIFAR-10 std 0.2023/0.1994/0.2010). DSA's brightness and
     # zero-fill act in normalised units, so the augmentation's strength depends on it.
     norm: str = choice("standard", NORMALIZATIONS)
+    # the share of each class's training images held out as a validation split (a fixed draw):
+    # what a search selects on, so that the test split is reported and never optimised
+    validation: float = 0.0
 
     def validate(self):
         if self.train_size is not None and self.train_size < 1:
@@ -37,6 +40,9 @@ class DataSpec(Spec):
             object.__setattr__(self, "zca_eps", 0.1)
         if not self.zca_eps >= 0:
             raise SpecError(f"data.zca_eps: {self.zca_eps} must be >= 0 (MTT: 0.1)")
+        if not 0 <= self.validation < 1:
+            raise SpecError(f"data.validation: {self.validation} is the share of training images held out; "
+                            "use a fraction in [0, 1), e.g. 0.1")
         if self.zca and self.name == "distilled":
             raise SpecError("data.zca: a distilled set is stored in its own space; whiten it with distill.zca")
         if self.name == "tensors" and not self.path:

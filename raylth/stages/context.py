@@ -154,6 +154,7 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
     metrics = {
         "test_acc": final.get("test_acc"), "test_loss": final.get("test_loss"),
         "best_test_acc": max((h["test_acc"] for h in history), default=None),
+        "val_acc": final.get("val_acc"),
         "sparsity": sparsity(mask) if mask is not None else 0.0,
         "steps": trained_steps, "steps_per_epoch": trainer.steps_per_epoch,
         "points_seen": trainer.points_seen(trainer.total_steps) - trainer.points_seen(start),

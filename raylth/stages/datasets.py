@@ -38,10 +38,13 @@ def load_distilled(spec: DataSpec, data_root, store: Store) -> Dataset:
     record = artifact.load(RECORD)
     images, labels = record["images"].float(), record["labels"].long()
     zca = record_zca(record)
-    test_x = zca.whiten(real.test_x, real) if zca is not None else real.normalize(real.test_x.float())
+    def space(x):  # the real images in the set's space: normalised, or whitened by its ZCA
+        return zca.whiten(x, real) if zca is not None else real.normalize(x.float())
+
     channels = images.shape[1]
-    return Dataset("distilled", images, labels, test_x, real.test_y.clone(), (0.0,) * channels,
-                   (1.0,) * channels, real.num_classes, augment=False)
+    held = {} if real.val_x is None else {"val_x": space(real.val_x), "val_y": real.val_y.clone()}
+    return Dataset("distilled", images, labels, space(real.test_x), real.test_y.clone(), (0.0,) * channels,
+                   (1.0,) * channels, real.num_classes, augment=False, **held)
 
 
 def record_zca(record: dict) -> Zca | None:

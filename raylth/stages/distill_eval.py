@@ -80,7 +80,8 @@ def _compute_eval(spec: DistillEvalSpec, ctx: StageContext, real: Dataset) -> Ar
     result = evaluate(spec, images, labels, real, model_fn, lr, list(spec.seeds), zca)
     metrics = {"test_acc": result["mean"], "test_acc_std": result["std"], "accs": result["accs"],
                "protocol": spec.protocol, "best_test_acc": result.get("best_mean"),
-               "best_accs": result.get("best_accs"),
+               "best_accs": result.get("best_accs"), "val_acc": result.get("val_mean"),
+               "val_accs": result.get("val_accs"),
                "random": spec.random, "method": "random" if spec.random else d.method, "ipc": d.ipc,
                "images": len(labels), "lr": lr, "epochs": spec.epochs, "distill": source.id if source else None,
                "level": 0, "sparsity": 0.0, "points_seen": len(labels) * spec.epochs,
@@ -110,10 +111,11 @@ def distill_method_artifacts(trial) -> list:
     return [d, options.of(d), options.of(d, random=True)]
 
 
-def evaluate_progress(spec: DistillEvalSpec, progress: Progress) -> float:
+def evaluate_progress(spec: DistillEvalSpec, progress: Progress, split: str = "test") -> float:
     """A distillation in progress (what a ``run_distill`` monitor sees)
     evaluated as ``spec`` evaluates the finished set, with the lr learned so
-    far, on its first seed only: a search's intermediate value (pruning)."""
+    far, on its first seed only: a search's intermediate value (pruning), on
+    ``split`` (test, or val: the held-out training images)."""
     real = progress.real
 
     def model_fn(seed: int):
@@ -123,7 +125,7 @@ def evaluate_progress(spec: DistillEvalSpec, progress: Progress) -> float:
     labels = decode_labels(progress.labels, progress.factor)
     result = evaluate(spec, images, labels, real, model_fn, evaluation_lr(spec.lr, progress.lr), [spec.seeds[0]],
                       progress.zca)
-    return result["mean"]
+    return result["val_mean"] if split == "val" else result["mean"]
 
 
 def _eval_origin(spec: DistillEvalSpec, origin_of=None) -> dict:

@@ -8,6 +8,9 @@ from typing import Callable
 from raylth.errors import SpecError, did_you_mean
 from raylth.specs.groups import DataSpec
 
+import torch
+
+from .batches import seed_for
 from .dataset import Dataset
 from .zca import whitened
 
@@ -43,6 +46,9 @@ def _check_spec(spec: DataSpec) -> None:
         if getattr(spec, key) is not None and key not in _TAKES[spec.name]:
             takers = " and ".join(sorted(n for n, takes in _TAKES.items() if key in takes))
             raise SpecError(f"data.{key}: only the {takers} data sets take {key}; remove it for {spec.name}")
+    if spec.validation and spec.name in _STORED:
+        raise SpecError(f"data.validation: {spec.name} is made from a real data set; hold out images of that "
+                        "one (its data.validation)")
     if spec.norm != "standard" and spec.norm not in _NORMS[spec.name]:
         having = sorted(n for n, norms in _NORMS.items() if spec.norm in norms)
         raise SpecError(f"data.norm: {spec.norm!r} is defined for {', '.join(having) or 'no data set'}, not "
@@ -73,6 +79,8 @@ def load_dataset(spec: DataSpec, root=None, store=None) -> Dataset:
     if spec.norm != "standard":
         mean, std = _NORMS[spec.name][spec.norm]
         data = dataclasses.replace(data, mean=mean, std=std)
+    if spec.validation:
+        data = data.hold_out(spec.validation, torch.Generator().manual_seed(seed_for(0, 0, "validation")))
     if spec.zca:
         data = whitened(data, spec.zca_eps)
     return data

@@ -136,4 +136,5 @@ def whitened(data, eps: float = 0.1):
     zca, train_x = whitened_train(data, "pixels", eps)
     channels = data.input_shape[0]
     return dataclasses.replace(data, train_x=train_x, test_x=zca.whiten(data.test_x, data),
+                               val_x=None if data.val_x is None else zca.whiten(data.val_x, data),
                                mean=(0.0,) * channels, std=(1.0,) * channels)

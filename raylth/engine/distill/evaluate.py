@@ -39,12 +39,14 @@ def test_accuracy(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 102
     return correct / max(1, len(y))
 
 
-def prepare_test(test, device, zca: Zca | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The real test split in the distillation space: normalised, or
-    ZCA-whitened (through the space ``zca`` was fitted in) when it is given."""
-    x = test.test_x.to(device)
+def prepare_test(test, device, zca: Zca | None = None, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """The real test split (or ``split``: val, the held-out training images)
+    in the distillation space: normalised, or ZCA-whitened (through the space
+    ``zca`` was fitted in) when it is given."""
+    x, y = test.split(split)
+    x = x.to(device)
     x = zca.whiten(x, test) if zca is not None else test.normalize(x.float())
-    return x, test.test_y.to(device)
+    return x, y.to(device)
 
 
 def train_on(images: torch.Tensor, labels: torch.Tensor, model_fn: ModelFn, seed: int,
@@ -99,18 +101,27 @@ def evaluate_idc(images: torch.Tensor, labels: torch.Tensor, test, model_fn: Mod
 
     images, labels = images.detach().float(), labels.to(images.device).long()
     test_x, test_y = prepare_test(test, images.device, zca)
+    held = {} if test.val_x is None else dict(zip(("val_x", "val_y"), prepare_test(test, images.device, zca, "val")))
     channels = images.shape[1]
     data = Dataset("synthetic", images, labels, test_x, test_y, (0.0,) * channels, (1.0,) * channels,
-                   test.num_classes)
+                   test.num_classes, **held)
     spec = idc_train_spec(epochs, lr, batch_size, dsa)
-    finals, bests = [], []
+    finals, bests, vals = [], [], []
     for seed in seeds:
         trainer = Trainer(model_fn(seed), data, spec, Seeds.all(seed), device=images.device, fast=False)
         history = trainer.run()
         finals.append(history[-1]["test_acc"])
         bests.append(max(h["test_acc"] for h in history))
+        vals.append(history[-1].get("val_acc"))
     summary = _mean_std(finals)
-    return summary | {"best_mean": _mean_std(bests)["mean"], "best_accs": bests}
+    return summary | {"best_mean": _mean_std(bests)["mean"], "best_accs": bests} | _val(vals)
+
+
+def _val(accs: list) -> dict:
+    """Validation accuracies (None without a validation split)."""
+    if not accs or accs[0] is None:
+        return {}
+    return {"val_mean": _mean_std(accs)["mean"], "val_accs": accs}
 
 
 def _mean_std(accs: list[float]) -> dict:
@@ -139,9 +150,11 @@ def evaluate_images(images: torch.Tensor, labels: torch.Tensor, test, model_fn: 
     if factor > 1:
         images, labels = decode_multi(images, factor), decode_labels(labels, factor)
     test_x, test_y = prepare_test(test, images.device, zca)
-    accs = []
+    val = prepare_test(test, images.device, zca, "val") if test.val_x is not None else None
+    accs, vals = [], []
     for seed in seeds:
         net = train_on(images, labels, model_fn, seed, epochs, lr, batch_size, dsa,
                        dsa_strategy, lr_decay)
         accs.append(test_accuracy(net, test_x, test_y))
-    return _mean_std(accs)
+        vals.append(test_accuracy(net, *val) if val is not None else None)
+    return _mean_std(accs) | _val(vals)
