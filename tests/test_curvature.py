@@ -131,20 +131,42 @@ def test_signed_sums_lie_within_three_standard_errors_of_the_exact_ones():
     assert 0.3 < sum(ratios) / len(ratios) < 1.5  # |error| / stated se: about sqrt(2/pi) = 0.8
 
 
-def test_one_hessian_job_per_distinct_network_in_the_paper_sweep():
+def test_the_paper_sweep_measures_each_trained_network_once_and_its_stability_beside_controls():
+    """The paper's curvature: each trained network's own Hessian (one job per
+    distinct network, on one real batch of 64), over its own weights; its
+    instability: dense at k = 0 and 2,000 iterations, distilled tickets and
+    their random control at k = 0, IMP-rewind and random pruning at 2,000, at
+    the same levels; IDC's condensation and protocol."""
     from raylth.api import load_sweep
+    from raylth.specs import SharpnessSpec
+    from raylth.stages.registry import level_of
     from raylth.sweep.jobs import sweep_jobs
 
     sweep = load_sweep("sweeps/paper_resnet18_cifar10.yaml")
     jobs = sweep_jobs(sweep.trials)
-    hessians = [s for j in jobs for s in j.specs if s.kind == "hessian"]
-    networks = {s.network for j in jobs for s in j.specs if s.kind == "sharpness"}
-    seeds = {t.spec.seeds for t in sweep.trials}
-    assert len(hessians) == len(networks) == len(seeds) == 2  # all methods and rewind points share them
-    # and one dense training per seed: the runs differing only in what they keep train together
-    dense = {s.replace(save_at=()).id for j in jobs for s in j.specs
-             if s.kind == "train" and s.data.name != "distilled"}
-    assert len(dense) == len(seeds)
+    specs = [s for j in jobs for s in j.specs]
+    sharp = [s for s in specs if isinstance(s, SharpnessSpec)]
+    hessians = [s for s in specs if s.kind == "hessian"]
+    assert len(hessians) == len({s.network for s in hessians}) == len(sharp)
+    for s in sharp:
+        network = s.network.split(":")[0]
+        assert s.network.endswith(":final") and (s.masks == (network,) or not s.masks)
+        assert (s.batches, s.batch_size, s.bn) == (1, 64, "batch") and s.weights == ("existing" if s.masks else "all")
+    lmcs = [s for s in specs if s.kind == "lmc"]
+    by_id = {s.id: s for s in specs}
+    kinds = {(by_id[s.parent].kind if s.parent in by_id else "?", getattr(by_id.get(s.parent), "mask", None),
+              str(s.spawn)) for s in lmcs}
+    assert {("train", None, "0it"), ("train", None, "2000it"), ("imp", None, "2000it"), ("branch", None, "2000it"),
+            ("ticket", "trunk", "0it"), ("ticket", "random", "0it")} <= kinds
+    assert all(s.alphas == 11 and s.children == 2 for s in lmcs)
+    assert {level_of(by_id[s.parent]) for s in lmcs if s.parent in by_id} == {0, 4, 8}
+    distill = next(s for s in specs if s.kind == "distill")
+    assert (distill.method, distill.factor, distill.iterations, distill.outer_loop, distill.n_data) == \
+        ("idc", 2, 2000, 100, 2000) and distill.data.norm == "dc"
+    assert {s.protocol for s in specs if s.kind == "distill_eval"} == {"idc"} and sweep.precision == "float32"
+    # one dense training per seed: the runs differing only in what they keep train together
+    dense = {s.replace(save_at=()).id for s in specs if s.kind == "train" and s.data.name != "distilled"}
+    assert len(dense) == len({t.spec.seeds for t in sweep.trials}) == 2
 
 
 def test_the_instability_sweep_trains_one_dense_network_per_seed():

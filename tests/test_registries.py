@@ -51,7 +51,10 @@ def test_every_distillation_method_has_a_runner_and_real_fields(name):
     fields = {f.name for f in dataclasses.fields(DistillSpec)}
     assert set(method.fields) <= fields and name in DISTILL_RUNNERS
     if method.synthesizes:
-        assert method.lr_img > 0 and DistillSpec(method=name).lr_img_value == method.lr_img
+        spec = DistillSpec(method=name)
+        assert spec.lr_img_value > 0 and spec.lr_img_value == method.default_lr_img(spec)
+        # its own defaults are of fields declared to depend on the method
+        assert all(f.metadata.get("resolved") for f in dataclasses.fields(DistillSpec) if f.name in method.defaults)
     else:
         assert not any(uses_field(name, f) for f in SYNTHESIS_FIELDS)
 
@@ -72,7 +75,9 @@ def test_every_analysis_block_has_an_analysis_whose_jobs_are_registered_stages(b
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_plans_registered_stages(name):
     raw = {"method": name, "levels": 2, "data": {"name": "digits"}, "model": {"name": "lenet"}}
-    if name in ("distill", "distilled_imp", "mask_then_imp"):
+    from raylth.specs.distill import TRIAL_METHODS_WITH_DISTILL
+
+    if name in TRIAL_METHODS_WITH_DISTILL:
         raw |= {"distill": {"method": "dm", "model": {"name": "lenet"}}, "start_level": 1,
                 "inner": {"lr": 0.01, "duration": "1ep"}}
     for job in trial_plan("t", TrialSpec.from_dict(raw)):
