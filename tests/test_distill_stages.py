@@ -217,7 +217,7 @@ BAD = {
     "ipc too large": (lambda tmp: DistillSpec(data=DIGITS, method="dm", ipc=200, model=LENET),
                       SpecError, ["distill.ipc", "200", "class"]),
     "unknown method": (lambda tmp: DistillSpec.from_dict({"data": {"name": "digits"}, "method": "kip"}),
-                       SpecError, ["distill.method", "kip", "dm, gm, mtt, import"]),
+                       SpecError, ["distill.method", "kip", "dm, gm, mtt, idc, import"]),
     "wrong shapes": (lambda tmp: DistillSpec(data=DIGITS, method="import", ipc=1, path=_bad_file(
         tmp, "shapes.pt", torch.zeros(10, 3, 32, 32), torch.arange(10))), DataError, ["shapes.pt", "shape"]),
     "label out of range": (lambda tmp: DistillSpec(data=DIGITS, method="import", ipc=1, path=_bad_file(
