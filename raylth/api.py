@@ -181,7 +181,7 @@ def report(storage="raylth-results", out="raylth-report", sweep=None):
     """Write results.csv, summary.md and accuracy-vs-sparsity PNGs into ``out``."""
     from raylth.reporting import write_report
 
-    from raylth.sweep.paths import check_folder_writable
+    from raylth.store.files import check_folder_writable
 
     _require_store(storage)
     check_folder_writable(Path(out).expanduser().resolve(), "report folder", "--out")
@@ -216,7 +216,7 @@ def _require_store(storage):
     from raylth.sweep.paths import resolve_storage
 
     store = Store(resolve_storage(storage))
-    if store.remote is None and store.root.exists() and not store.root.is_dir():
+    if not store.is_bucket and store.root.exists() and not store.root.is_dir():
         raise RaylthError(f"{store.location}: is a file, not a storage folder; pass the folder a sweep wrote to")
     if not store.exists():
         raise RaylthError(f"{store.location}: no such storage root; pass the folder or URI a sweep wrote to "

@@ -13,7 +13,7 @@ import torch
 from raylth.specs import TrialSpec
 from raylth.store import Store
 from raylth.store import records
-from raylth.store import store as store_module
+from raylth.store import files as store_module  # where every single-file write is made
 
 
 def _record(store, version):

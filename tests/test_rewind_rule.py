@@ -11,7 +11,7 @@ from raylth.engine.models import build_model
 from raylth.specs import (BranchSpec, DataSpec, DistillSpec, ImpLevelSpec, MaskImpSpec, ModelSpec, PruneSpec, Seeds,
                           Step, TicketSpec, TrainSpec)
 from raylth.stages import StageContext, run_stage
-from raylth.stages.context import checkpoint_name
+from raylth.specs.refs import checkpoint_name
 from raylth.store import Store
 
 pytestmark = pytest.mark.usefixtures("one_thread")

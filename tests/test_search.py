@@ -3,6 +3,7 @@ stale-trial recovery, the ticket objective, and a search through Ray that is
 killed halfway, resumed to its n_trials, and whose best sweep then runs."""
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -197,18 +198,24 @@ def test_trials_of_a_dead_driver_are_failed_and_enqueued_again(tmp_path):
     study = optuna.create_study(study_name="s", storage=storage)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
+    store = raylth.store.Store(tmp_path / "store")
+    # a driver on another host is alive while its record in the store beats (one rule: raylth.store.liveness)
+    elsewhere = {"name": "s", "host": "node-b", "pid": 7, "started": 1.0, "heartbeat": 0.0}
+    store.write_file("searches/.drivers/s/node-b-7.json", json.dumps(elsewhere | {"heartbeat": time.time()}).encode())
     for stamp in ({"host": os.uname().nodename, "pid": dead.pid, "started": 0.0},
-                  {"host": os.uname().nodename, "pid": os.getpid(), "started": psutil.Process().create_time()}):
+                  {"host": os.uname().nodename, "pid": os.getpid(), "started": psutil.Process().create_time()},
+                  elsewhere, elsewhere | {"pid": 8}):
         trial = study.ask()
         trial.suggest_float("x", 0, 1)
         trial.set_user_attr("driver", stamp)
-    assert recover_stale(study, storage) == 1  # the second trial's driver (this process) is alive
+    # the second trial's driver (this process) is alive, so is node-b's pid 7; node-b's pid 8 never beat
+    assert recover_stale(study, storage, store) == 2
     states = [t.state for t in study.get_trials()]
-    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING,
-                      optuna.trial.TrialState.WAITING]
-    failed, _, retry = study.get_trials()
+    R, F, W = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING
+    assert states == [F, R, R, F, W, W]
+    failed, *_, retry, _ = study.get_trials()
     assert retry.params == failed.params and retry.system_attrs["failed_trial"] == failed.number
-    assert study.ask().number == 2 and study.get_trials()[2].state == optuna.trial.TrialState.RUNNING
+    assert study.ask().number == 4 and study.get_trials()[4].state == R
 
 
 # -- through Ray: killed halfway, resumed, and the best sweep runs ------------------------------------

@@ -25,6 +25,7 @@ from raylth.errors import StoreError
 from raylth.specs import DataSpec, ModelSpec, Step, TrainSpec, TrainStageSpec
 from raylth.stages import StageContext, run_stage
 from raylth.store import Partial, Store
+from raylth.store.bucket import Bucket
 from raylth.store.remote import Remote
 
 
@@ -141,7 +142,7 @@ def test_finished_here_but_never_uploaded_is_committed_on_next_read(s3, node, mo
     with monkeypatch.context() as patch:
         def fail(self, artifact):
             raise ConnectionError("the network went away mid-upload")
-        patch.setattr(Store, "_commit", fail)
+        patch.setattr(Bucket, "commit", fail)
         with pytest.raises(ConnectionError):
             run_stage(SPEC, ctx(uri))
     store = Store(uri)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import importlib.metadata
 import inspect
 import io
-import os
 from pathlib import Path
 
 import torch
@@ -34,11 +33,11 @@ import torch
 from raylth.engine.data import load_dataset, resolve_augment
 from raylth.engine.models import MODELS
 from raylth.errors import RaylthError
-from raylth.specs import Step
+from raylth.specs.refs import checkpoint_step
 from raylth.stages.networks import Network
 from raylth.stages.registry import recipe_of, stored_spec
 from raylth.store import Store
-from raylth.store.store import atomic_write_bytes
+from raylth.store.files import atomic_write_bytes, check_folder_writable
 
 FORMAT = "raylth-ticket"
 FORMAT_VERSION = 1
@@ -73,18 +72,6 @@ def _network(store: Store, ticket_id: str) -> Network:
     return Network(artifact, *recipe_of(stored_spec(artifact), store))
 
 
-def _checkpoint_step(name: str, steps_per_epoch: int) -> int | None:
-    """The iteration a stored checkpoint name ("init", "step_2ep") stands for."""
-    if name == "init":
-        return 0
-    if name.startswith("step_"):
-        try:
-            return Step.parse(name[len("step_"):]).iterations(steps_per_epoch)
-        except RaylthError:
-            return None
-    return None
-
-
 def start_checkpoint(network: Network) -> tuple[str, int]:
     """(checkpoint name, iteration) of the weights the network started
     training from: its rewind point. train_and_store stores them under that
@@ -96,7 +83,7 @@ def start_checkpoint(network: Network) -> tuple[str, int]:
     steps_per_epoch = int(metrics["steps_per_epoch"])
     start = network.train.duration.iterations(steps_per_epoch) - int(metrics["steps"])
     for name in network.checkpoints():
-        if _checkpoint_step(name, steps_per_epoch) == start:
+        if checkpoint_step(name, steps_per_epoch) == start:
             return name, start
     raise ExportError(f"{network.id}: kept no checkpoint at iteration {start}, where its training started "
                       f"(it has: {', '.join(network.checkpoints())}); it cannot be exported")
@@ -177,19 +164,7 @@ def check_out(out, force: bool = False) -> Path:
         raise ExportError(f"--out {path}: is a folder; give a file name, e.g. {path / 'ticket.pt'}")
     if path.exists() and not force:
         raise ExportError(f"--out {path}: already exists; pass --force to overwrite it, or choose another name")
-    parent = path.parent
-    for above in (parent, *parent.parents):  # the nearest existing folder must be one
-        if above.exists():
-            if not above.is_dir():
-                raise ExportError(f"--out {path}: {above} is a file, not a folder; choose another place with --out")
-            break
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ExportError(f"--out {path}: cannot create the folder {parent} ({err.strerror or err}); "
-                          "choose a writable place with --out") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ExportError(f"--out {path}: the folder {parent} is not writable; choose a writable place with --out")
+    check_folder_writable(path.parent, f"--out {path}: its folder", "--out", ExportError)
     return path
 
 

@@ -25,7 +25,6 @@ Columns (COLUMNS, then ``config/<dotted key>``):
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +32,11 @@ from pathlib import Path
 from raylth.errors import RaylthError
 from raylth.reporting.distill import Points
 from raylth.specs import TrialSpec
+from raylth.specs.refs import flatten
 from raylth.stages.registry import method_network_kinds, stage_of, stored_spec
 from raylth.stages.trials import PlannedJob, trial_plan
 from raylth.store import Artifact, Store
-from raylth.store.store import atomic_write_bytes
+from raylth.store.files import atomic_write_bytes
 from raylth.store.records import read_record, sweep_names
 
 COLUMNS = ["sweep", "stage", "method", "dataset", "model", "seed", "level", "sparsity",
@@ -48,31 +48,14 @@ FORMATS = ("md", "csv", "json", "parquet")
 
 # -- config columns -------------------------------------------------------------------------
 def flat_config(spec: TrialSpec) -> dict:
-    """A trial's every field under its dotted key (``train.lr``); lists as
-    tuples (hashable); seeds.init/order/augment as ``seed`` when all three are
-    equal (the sweep files' shorthand)."""
-    flat: dict = {}
-
-    def walk(prefix: str, value) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), inner)
-        else:
-            flat[prefix] = _hashable(value)
-
-    walk("", spec.to_dict())
+    """A trial's every field under its dotted key (``train.lr``), values
+    hashable; seeds.init/order/augment as ``seed`` when all three are equal
+    (the sweep files' shorthand)."""
+    flat = flatten(spec.to_dict(), hashable=True)
     seeds = [f"seeds.{k}" for k in ("init", "order", "augment")]
     if all(k in flat for k in seeds) and len({flat[k] for k in seeds}) == 1:
         flat = {("seed" if k == seeds[0] else k): v for k, v in flat.items() if k not in seeds[1:]}
     return flat
-
-
-def _hashable(value):
-    if isinstance(value, (list, tuple)):
-        return tuple(_hashable(v) for v in value)
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    return value
 
 
 def varying_keys(configs: list[dict]) -> list[str]:

@@ -22,10 +22,9 @@ written as a ready-to-run sweep, ``<store>/searches/<name>-best.yaml``
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
-import os
-import socket
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +34,10 @@ from raylth.search.best import write_best
 from raylth.search.optuna_io import (default_study_storage, make_pruner, make_sampler, make_storage,
                                      optuna_experimental_warning, quiet_optuna)
 from raylth.search.spec import Search
+from raylth.store import liveness
 from raylth.search.trial import run_trial
 from raylth.sweep.interrupt import stopped_cleanly
-from raylth.sweep.paths import check_writable, resolve_paths, root_cause_line
+from raylth.sweep.paths import resolve_paths, root_cause_line
 
 log = logging.getLogger("raylth")
 
@@ -98,28 +98,23 @@ def check_search(search: Search, store_root, data_root: Path) -> None:
             raise type(err)(f"{where}{err}") from None
 
 
-def _driver_stamp() -> dict:
-    stamp = {"host": socket.gethostname(), "pid": os.getpid()}
-    try:
-        import psutil
-        stamp["started"] = psutil.Process().create_time()
-    except Exception:  # psutil missing: pid alone
-        pass
-    return stamp
+def _driver_folder(name: str) -> str:
+    return f"searches/.drivers/{name}"
 
 
-def _alive(stamp: dict | None) -> bool:
-    """Whether the driver that started a trial still runs (only checkable on this host)."""
-    if not stamp or stamp.get("host") != socket.gethostname():
-        return False  # one driver per study: a RUNNING trial from elsewhere is a dead driver's
-    try:
-        import psutil
-        return psutil.pid_exists(stamp["pid"]) and psutil.Process(stamp["pid"]).create_time() == stamp.get("started")
-    except Exception:
+def _alive(stamp: dict | None, store) -> bool:
+    """Whether the driver that started a trial still runs: its latest
+    liveness record (renewed while it runs), by the one rule (raylth.store.liveness)."""
+    if not stamp:
         return False
+    latest = store.read_file(f"{_driver_folder(stamp.get('name', ''))}/{stamp.get('host')}-{stamp.get('pid')}.json")
+    try:
+        return liveness.alive(json.loads(latest) if latest else stamp)
+    except ValueError:
+        return liveness.alive(stamp)
 
 
-def recover_stale(study, storage) -> int:
+def recover_stale(study, storage, store) -> int:
     """RUNNING trials whose driver is gone: FAIL, and enqueued again with the same parameters."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
@@ -130,7 +125,7 @@ def recover_stale(study, storage) -> int:
     study_id = storage.get_study_id_from_name(study.study_name)
     recovered = 0
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if _alive(frozen.user_attrs.get("driver")):
+        if _alive(frozen.user_attrs.get("driver"), store):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
         if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
@@ -150,8 +145,8 @@ def run_search(search: Search, storage=None, data_root=None, address: str | None
     url = search.study["storage"] or default_study_storage(store_root, search.name)
     store = Store(store_root)
     quiet_optuna()
-    check_writable(store)
-    study = _open_study(search, url)
+    store.check_writable()
+    study = _open_study(search, url, store)
     outcome = SearchOutcome(search.name, store.location, url)
     if _finished(study) < search.study["n_trials"]:
         import ray
@@ -161,8 +156,8 @@ def run_search(search: Search, storage=None, data_root=None, address: str | None
                              store.root):
             if not ray.is_initialized():
                 ray.init(address=address, log_to_driver=True)
-            with _trackers(search, store) as trackers:
-                _run_trials(search, study, url, store_root, data_root, outcome, trackers)
+            with _trackers(search, store) as trackers, _registered(store, search.name) as stamp:
+                _run_trials(search, study, url, store_root, data_root, outcome, trackers, stamp)
         if len(outcome.failed) > search.study["max_failures"]:
             _count(study, outcome)
             raise RaylthError(f"{search.name}: {len(outcome.failed)} trials failed (more than study.max_failures "
@@ -177,7 +172,7 @@ def run_search(search: Search, storage=None, data_root=None, address: str | None
     return outcome
 
 
-def _open_study(search: Search, url: str):
+def _open_study(search: Search, url: str, store):
     """The search's study, created or resumed; trials a dead driver left running enqueued again."""
     import optuna
 
@@ -185,7 +180,7 @@ def _open_study(search: Search, url: str):
     study = optuna.create_study(study_name=search.name, storage=storage, sampler=make_sampler(search.study),
                                 pruner=make_pruner(search.study), direction=search.study["direction"],
                                 load_if_exists=True)
-    recover_stale(study, storage)
+    recover_stale(study, storage, store)
     return study
 
 
@@ -210,8 +205,22 @@ def _trackers(search: Search, store):
         trackers.close()
 
 
+@contextlib.contextmanager
+def _registered(store, name: str):
+    """This driver's liveness record in the store while it runs (what another
+    driver reads before it takes a RUNNING trial for a dead one's)."""
+    rec = liveness.record(name=name)
+    rel = f"{_driver_folder(name)}/{rec['host']}-{rec['pid']}.json"
+    with liveness.heartbeat(lambda beat: store.write_file(rel, json.dumps(beat).encode()), name=name):
+        try:
+            yield rec
+        finally:
+            with contextlib.suppress(OSError, RaylthError):
+                store.delete_file(rel)
+
+
 def _run_trials(search: Search, study, url: str, store_root, data_root: Path, outcome: SearchOutcome,
-                trackers=None) -> None:
+                trackers=None, stamp: dict | None = None) -> None:
     """Trials as Ray tasks, up to ``concurrent`` at once, until n_trials are
     finished or more than max_failures failed (and none is in flight)."""
     import ray
@@ -219,7 +228,7 @@ def _run_trials(search: Search, study, url: str, store_root, data_root: Path, ou
     task = ray.remote(run_trial).options(num_cpus=search.resources["cpu"], num_gpus=search.resources["gpu"],
                                          max_retries=0)
     n_trials, concurrent, max_failures = (search.study[k] for k in ("n_trials", "concurrent", "max_failures"))
-    stamp = _driver_stamp()
+    stamp = stamp or liveness.record(name=search.name)
     in_flight: dict = {}
     while True:
         done = _finished(study)

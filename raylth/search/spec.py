@@ -53,7 +53,8 @@ from raylth.errors import SpecError, check_keys
 from raylth.specs import DistillEvalSpec, DistillSpec, TrialSpec
 from raylth.specs.distill import level_for_sparsity, uses_field
 from raylth.sweep.config import Trial
-from raylth.sweep.files import checked_block, checked_name, checked_resources, set_path
+from raylth.specs.refs import set_dotted
+from raylth.sweep.files import checked_block, checked_name, checked_resources
 from raylth.sweep.loggers import parse_loggers
 
 SEARCH_KEYS = ("kind", "name", "storage", "data_root", "resources", "study", "base", "space", "loggers")
@@ -132,7 +133,7 @@ class Search:
         """The base with ``params`` set, its real data holding out the validation split."""
         tree = copy.deepcopy(self.base)
         for path, value in params.items():
-            set_path(tree, path, value, f"space.{path}")
+            set_dotted(tree, path, value, f"space.{path}")
         root = tree["distill"] if self.objective == "distill" else tree["trial"]
         if isinstance(root, dict):
             data = root.get("data", {} if self.objective == "ticket" else None)  # a trial's default: digits

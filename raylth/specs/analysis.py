@@ -13,11 +13,11 @@ artifact id, so any stored network (dense, ticket, control) can be a parent.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from raylth.errors import SpecError
 from raylth.specs.base import Spec, choice, settings
+from raylth.specs.refs import check_network, step_key
 from raylth.specs.step import Step
 
 # A sweep trial's analysis blocks (``lmc:``, ``sharpness:``): block name -> its options class.
@@ -30,16 +30,9 @@ def trial_block(cls: type[Spec]) -> type[Spec]:
     return cls
 
 
-_NETWORK = re.compile(r"^[a-z]+_[0-9a-f]{16}(:[A-Za-z0-9_]+)?$")
 NOISES = ("order", "augment", "both", "none")
 BN_MODES = ("batch", "running")  # engine.sharpness.BN_MODES (specs import no engine)
 WEIGHTS = ("all", "existing")
-
-
-def check_network(ref: str, field: str) -> None:
-    if not _NETWORK.match(ref):
-        raise SpecError(f"{field}: {ref!r} is not an artifact id such as imp_0123456789abcdef "
-                        "(optionally :CHECKPOINT, e.g. :init or :final)")
 
 
 @dataclass(frozen=True)
@@ -123,7 +116,7 @@ class LmcOptions(LmcSettings):
         super().validate()
         if any(level < 0 for level in self.levels):
             raise SpecError(f"lmc.levels: {list(self.levels)} must be levels >= 0")
-        if len({str(s) if not s.is_zero() else "0it" for s in self.spawn}) < len(self.spawn):
+        if len({step_key(s) for s in self.spawn}) < len(self.spawn):
             raise SpecError(f"lmc.spawn: {[str(s) for s in self.spawn]} names a step twice")
 
 

@@ -18,6 +18,7 @@ from raylth.engine.fastpath import FastPath
 from raylth.engine.masks import Mask, sparsity
 from raylth.engine.models import build_model
 from raylth.engine.train import Trainer, default_device
+from raylth.specs.refs import checkpoint_name
 from raylth.stages.memory import check_training
 from raylth.specs import DataSpec, ModelSpec, Seeds, Spec, Step, TrainSpec
 from raylth.store import Artifact, Store
@@ -92,10 +93,6 @@ def resume_every_s() -> float:
     return float(os.environ.get("RAYLTH_RESUME_EVERY_S", "30"))
 
 
-def checkpoint_name(step: Step | int) -> str:
-    return "init" if (step == 0 or getattr(step, "amount", 1) == 0) else f"step_{step}"
-
-
 def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.Module,
                     train: TrainSpec, seeds: Seeds, mask: Mask | None = None,
                     start_step: Step | None = None, keep: tuple[Step, ...] = (),
@@ -146,7 +143,8 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
 
     level, pruned = (extra_metrics or {}).get("level"), sparsity(mask) if mask is not None else 0.0
     on_eval = (lambda entry: live_progress(ctx, spec, entry, level=level, sparsity=pruned)) if ctx.on_eval else None
-    history = trainer.run(save_at=saves, on_save=on_save, on_epoch=on_epoch, on_eval=on_eval)
+    with writer.heartbeat() if writer else contextlib.nullcontext():  # alive while an epoch runs long
+        history = trainer.run(save_at=saves, on_save=on_save, on_epoch=on_epoch, on_eval=on_eval)
     if writer:
         writer.save("weights/final.pt", trainer.weights())
     final = history[-1] if history else {}

@@ -12,7 +12,8 @@ import torch
 from raylth.engine.data import seed_for
 from raylth.engine.masks import full_mask, prune, rewind_state
 from raylth.specs import ImpLevelSpec
-from raylth.stages.context import StageContext, checkpoint_name, ensure, train_and_store
+from raylth.stages.context import StageContext, ensure, train_and_store
+from raylth.specs.refs import checkpoint_name
 from raylth.stages.registry import Stage, network_origin, register_stage
 from raylth.stages.train import run_train
 from raylth.store import Artifact

@@ -5,7 +5,8 @@ from __future__ import annotations
 from raylth.engine.landscape import evaluate_plane, plot_plane
 from raylth.specs import LandscapeSpec
 from raylth.stages.context import StageContext, ensure
-from raylth.stages.networks import load_network, split_ref
+from raylth.stages.networks import load_network
+from raylth.specs.refs import split_ref
 from raylth.stages.registry import Stage, register_stage
 from raylth.store import Artifact
 

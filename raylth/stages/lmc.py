@@ -15,7 +15,8 @@ from raylth.engine.interpolate import alpha_grid, evaluate_path, instability, lo
 from raylth.errors import SpecError
 from raylth.specs import ChildSpec, LandscapeSpec, LmcOptions, LmcSpec, Spec, TrialSpec
 from raylth.stages.analyses import Analysis, register_analysis, selected
-from raylth.stages.context import StageContext, checkpoint_name, ensure, train_and_store
+from raylth.stages.context import StageContext, ensure, train_and_store
+from raylth.specs.refs import checkpoint_name, step_key
 from raylth.stages.networks import child_seeds, load_network
 from raylth.stages.registry import Stage, kept_steps, level_of, register_stage
 from raylth.store import Artifact
@@ -92,10 +93,6 @@ register_stage(Stage(ChildSpec, run_child, trains=True, recipe=_child_recipe, me
 register_stage(Stage(LmcSpec, run_lmc, method=parents_method, origin=spawned_origin))
 
 
-def _step_key(step) -> str:
-    return "0it" if step.is_zero() else str(step)
-
-
 def lmc_jobs(trial: TrialSpec, options: LmcOptions, networks: list[Spec]):
     """For each selected network and each spawn step k it keeps weights at
     (``spawn``, default the trial's rewind point): one job per child (they
@@ -107,11 +104,11 @@ def lmc_jobs(trial: TrialSpec, options: LmcOptions, networks: list[Spec]):
         level = level_of(network)
         if not selected(level, options.levels, trial.method):
             continue
-        kept = {_step_key(s) for s in kept_steps(network)}
+        kept = {step_key(s) for s in kept_steps(network)}
         for spawn in spawns:
-            if _step_key(spawn) not in kept:
+            if step_key(spawn) not in kept:
                 continue
-            used.add(_step_key(spawn))
+            used.add(step_key(spawn))
             lmc = LmcSpec.of(network.id, spawn, options)
             at = f"level={level}" + (f",k={spawn}" if options.spawn else "")
             jobs += [(f"{at},child={i}", (lmc.child(i),)) for i in range(options.children)]
@@ -120,7 +117,7 @@ def lmc_jobs(trial: TrialSpec, options: LmcOptions, networks: list[Spec]):
                 analyses.append(LandscapeSpec(networks=(f"{lmc.child(0).id}:final", f"{lmc.child(1).id}:final",
                                                         f"{network.id}:{checkpoint_name(spawn)}")))
             jobs.append((f"{at},lmc", tuple(analyses)))
-    missing = [str(s) for s in options.spawn if _step_key(s) not in used]
+    missing = [str(s) for s in options.spawn if step_key(s) not in used]
     if missing and any(selected(level_of(n), options.levels, trial.method) for n in networks):
         raise SpecError(f"lmc.spawn: no network of method {trial.method} keeps weights at {missing[0]} (a dense "
                         "run keeps init and its prune.rewind, a level its rewind point, a ticket init); list "

@@ -10,7 +10,7 @@ from raylth.engine.data import seed_for
 from raylth.engine.masks import Mask
 from raylth.errors import StoreError
 from raylth.specs import DataSpec, ModelSpec, Seeds, Step, TrainSpec
-from raylth.stages.context import checkpoint_name
+from raylth.specs.refs import checkpoint_name
 from raylth.stages.registry import recipe_of, stored_spec
 from raylth.store import Artifact, Store
 
@@ -71,11 +71,6 @@ def load_network(store: Store, ref: str) -> Network:
         raise StoreError(f"{artifact_id}: no such network in {store.location}; `raylth results "
                          f"{store.location}` lists the stored ids")
     return Network(artifact, *recipe_of(stored_spec(artifact), store))
-
-
-def split_ref(ref: str, default: str = "final") -> tuple[str, str]:
-    artifact_id, _, checkpoint = ref.partition(":")
-    return artifact_id, checkpoint or default
 
 
 def child_seeds(parent: Seeds, noise: str, index: int) -> Seeds:

@@ -17,9 +17,11 @@ from raylth.errors import StoreError
 from raylth.specs import SharpnessOptions, SharpnessSpec, Spec, TrialSpec
 from raylth.specs.analysis import HessianSpec
 from raylth.stages.analyses import Analysis, register_analysis, selected
-from raylth.stages.context import StageContext, checkpoint_name, ensure
+from raylth.stages.context import StageContext, ensure
+from raylth.specs.refs import checkpoint_name
 from raylth.stages.methods import trunk_level
-from raylth.stages.networks import load_network, split_ref
+from raylth.stages.networks import load_network
+from raylth.specs.refs import split_ref
 from raylth.stages.registry import Stage, kept_steps, level_of, method_network_kinds, register_stage
 from raylth.store import Artifact
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from raylth.specs import Step, TrainStageSpec
-from raylth.stages.context import StageContext, checkpoint_name, ensure, train_and_store
+from raylth.stages.context import StageContext, ensure, train_and_store
+from raylth.specs.refs import checkpoint_name
 from raylth.stages.registry import Stage, network_origin, register_stage
 from raylth.store import Artifact
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from raylth.errors import SpecError
 from raylth.specs import TrialSpec
-from raylth.sweep.files import (SHORTHANDS, checked_block, checked_name, checked_resources, positive_int, read_yaml,
-                                set_path)
+from raylth.specs.refs import SHORTHANDS, set_dotted
+from raylth.sweep.files import checked_block, checked_name, checked_resources, positive_int, read_yaml
 from raylth.sweep.loggers import parse_loggers
 
 SWEEP_KEYS = ("kind", "name", "storage", "data_root", "workers", "resources", "max_concurrent", "max_failures",
@@ -118,7 +118,7 @@ def _per_method(raw, where: str) -> dict:
         out[method] = {}
         for key, value in fields.items():  # the grid's shorthands (seed, rewind) too
             if key == "seed" or key in SHORTHANDS:
-                set_path(out[method], key, value, f"{where}: per_method.{method}")
+                set_dotted(out[method], key, value, f"{where}: per_method.{method}")
             else:
                 out[method] = _merged(out[method], {key: value})
     return out
@@ -141,7 +141,7 @@ def expand(base: dict, grid: dict, where: str = "sweep", per_method: dict | None
     base = copy.deepcopy(base)
     if "seed" in base:
         seed = base.pop("seed")
-        set_path(base, "seed", seed, where)
+        set_dotted(base, "seed", seed, where)
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise SpecError(f"{where}: grid.{key}: expected a non-empty list of values, got {values!r}")
@@ -151,7 +151,7 @@ def expand(base: dict, grid: dict, where: str = "sweep", per_method: dict | None
         method = dict(zip((key for key, _ in axes), combo)).get("method", base.get("method", "imp"))
         tree = _merged(base, (per_method or {}).get(method, {})) if isinstance(method, str) else copy.deepcopy(base)
         for (key, _), value in zip(axes, combo):
-            set_path(tree, key, value, f"{where}: grid.{key}")
+            set_dotted(tree, key, value, f"{where}: grid.{key}")
         try:
             spec = TrialSpec.from_dict(tree)
         except SpecError as err:

@@ -13,7 +13,6 @@ import yaml
 from raylth.errors import RaylthError, SpecError, check_keys
 
 RESOURCE_KEYS = ("cpu", "gpu")
-SHORTHANDS = {"rewind": "prune.rewind"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -69,20 +68,3 @@ def positive_int(raw, key, where, optional=False, minimum=1):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise SpecError(f"{where}: {key}: {value!r} must be an integer >= {minimum}")
     return value
-
-
-def set_path(tree: dict, dotted: str, value, where: str) -> None:
-    """Set a dotted path (``train.lr``), or a shorthand (``seed``: all three
-    seeds; ``rewind``: prune.rewind), in a tree of fields."""
-    if dotted == "seed":
-        tree["seeds"] = {"init": value, "order": value, "augment": value}
-        return
-    dotted = SHORTHANDS.get(dotted, dotted)
-    *parents, leaf = dotted.split(".")
-    node = tree
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise SpecError(f"{where}: {dotted}: {part} is not a group of fields")
-        node = child
-    node[leaf] = value

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import graphlib
-import re
 from dataclasses import dataclass
 
 from raylth.errors import RaylthError
 from raylth.specs import Spec
+from raylth.specs.refs import artifact_of
 from raylth.stages.registry import STAGES, stage_of, trains
 from raylth.stages.trials import trial_plan
 from raylth.sweep.config import Trial
@@ -112,9 +112,6 @@ def _with_siblings(jobs: list[Job]) -> tuple[list[Job], dict[str, int]]:
     return out, holders
 
 
-_ARTIFACT_REF = re.compile(r"^([a-z_]+_[0-9a-f]{16})(:[A-Za-z0-9_]+)?$")
-
-
 def reads(spec: Spec) -> set[str]:
     """Ids of the stored artifacts a stage reads: stage specs nested in it (a
     branch's trunk level), artifact ids among its values (a child's parent, a
@@ -133,9 +130,8 @@ def _refs(value) -> set[str]:
         return reads(value)
     if isinstance(value, (tuple, list)):
         return set().union(*map(_refs, value)) if value else set()
-    if isinstance(value, str) and (match := _ARTIFACT_REF.match(value)):
-        return {match.group(1)}
-    return set()
+    found = artifact_of(value)
+    return {found} if found else set()
 
 
 def _check_acyclic(jobs: list[Job], needed: list[list[int]]) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from raylth.errors import RaylthError, SpecError, check_keys
+from raylth.specs.refs import flatten
 
 # the columns of Tune's progress table (result key -> header): the stage and the evaluation
 PROGRESS_COLUMNS = {"stage": "stage", "level": "level", "epoch": "epoch", "train_loss": "train loss",
@@ -102,18 +103,6 @@ def installed(package: str) -> bool:
         return False
 
 
-def flat_config(tree: dict, prefix: str = "") -> dict:
-    """A spec's fields as dotted keys (``train.lr``), what trackers log as
-    parameters; None values left out, lists kept as they are."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out |= flat_config(value, f"{prefix}{key}.")
-        elif value is not None:
-            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
 def trial_configs(sweep) -> dict[str, dict]:
     """Each job's label -> its trial's spec as dotted keys: the rest of the
     job's Tune trial config, which trackers log as its parameters."""
@@ -121,7 +110,7 @@ def trial_configs(sweep) -> dict[str, dict]:
 
     out: dict[str, dict] = {}
     for trial in sweep.trials:
-        flat = flat_config(trial.spec.to_dict())
+        flat = flatten(trial.spec.to_dict(), keep_none=False)  # trackers' parameters
         for job in trial_plan(trial.label, trial.spec):
             out.setdefault(job.label, flat)
     return out

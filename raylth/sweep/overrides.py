@@ -20,7 +20,7 @@ import yaml
 from raylth.errors import RaylthError, did_you_mean
 from raylth.specs import TrialSpec
 from raylth.sweep.config import SWEEP_KEYS
-from raylth.sweep.files import SHORTHANDS
+from raylth.specs.refs import SHORTHANDS, set_dotted
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -41,16 +41,9 @@ def _trial_keys() -> tuple[str, ...]:
 
 
 def _set(tree: dict, path: list[str], value, text: str) -> None:
-    node = tree
-    for depth, part in enumerate(path[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise RaylthError(f"override {text!r}: {'.'.join(path[:depth + 1])} is {child!r}, not a mapping; "
-                              f"set {'.'.join(path[:depth + 1])}=... instead")
-        node = child
-    node[path[-1]] = value
+    set_dotted(tree, ".".join(path), value, f"override {text!r}", error=RaylthError,
+               conflict=lambda above, child: f"override {text!r}: {above} is {child!r}, not a mapping; "
+                                             f"set {above}=... instead")
 
 
 def apply_override(raw: dict, text: str, top_keys: tuple[str, ...] | None = None) -> dict:

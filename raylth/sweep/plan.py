@@ -19,11 +19,10 @@ from raylth.stages.analyses import check_analyses
 from raylth.store import Store
 from raylth.store import records
 from raylth.sweep.config import Sweep, Trial
-from raylth.sweep.drivers import process_alive
-from raylth.sweep.paths import check_writable, resolve_paths
+from raylth.store import liveness
+from raylth.sweep.paths import resolve_paths
 from raylth.sweep.jobs import Job, sweep_jobs, trial_jobs
 
-RUNNING_WITHIN_S = 300  # a partial artifact touched this recently counts as running
 
 
 def check_trials(sweep: Sweep, data_root: Path) -> None:
@@ -87,7 +86,7 @@ def checked_store(sweep: Sweep, storage=None, data_root=None, read_only: bool = 
     check_trials(sweep, data_root)
     store = Store(storage, read_only=read_only)
     if not read_only:
-        check_writable(store)
+        store.check_writable()
     check_analysis_inputs(sweep, store)
     return store, data_root
 
@@ -143,8 +142,8 @@ class JobState:
 def job_states(store: Store, trials: list[Trial], errors: dict | None = None,
                drivers_alive: bool | None = None) -> list[JobState]:
     """Each job's state. A job is running when a process computing one of its
-    artifacts is alive (same host: its pid; another host: touched in the last
-    RUNNING_WITHIN_S) and, where the sweep's drivers are known
+    artifacts is alive (raylth.store.liveness: same host, its pid and start
+    time; another host, a recent heartbeat) and, where the sweep's drivers are known
     (``drivers_alive``), one of them is; work left by a dead process is
     interrupted. Damaged artifacts (raylth.store: size or checksum wrong)
     count as damaged, never finished."""
@@ -162,8 +161,7 @@ def job_states(store: Store, trials: list[Trial], errors: dict | None = None,
             owner = store.partial_state(artifact_id)
             if owner:
                 begun = True
-                running = running or (drivers_alive is not False and process_alive(
-                    owner.get("host"), owner.get("pid"), owner.get("time", 0), RUNNING_WITHIN_S))
+                running = running or (drivers_alive is not False and liveness.alive(owner))
         states.append(JobState(job, len(stored), running, errors.get(job.label), damaged, begun, frozenset(stored)))
     return states
 

@@ -28,7 +28,7 @@ from raylth.sweep.config import PRECISIONS, Sweep
 from raylth.sweep.jobs import Job
 from raylth.sweep.drivers import registered
 from raylth.sweep.interrupt import stopped_cleanly
-from raylth.sweep.paths import root_cause_line, tune_storage
+from raylth.sweep.paths import root_cause_line
 from raylth.store.records import write_errors
 from raylth.sweep.plan import checked_store, job_states, write_record
 
@@ -219,7 +219,7 @@ def _fit(sweep: Sweep, pending: list[Job], trainable, store: Store, run_name: st
         tune_config=tune.TuneConfig(search_alg=limited, num_samples=len(pending), reuse_actors=True,
                                     trial_name_creator=lambda t: _short(t.config["trial"]),
                                     trial_dirname_creator=lambda t: f"{t.trial_id}"),
-        run_config=tune.RunConfig(name=run_name, **tune_storage(store),
+        run_config=tune.RunConfig(name=run_name, **store.tune_storage(),
                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                                   callbacks=tune_callbacks(sweep.loggers, sweep.name, store.root),
                                   progress_reporter=progress_reporter(), verbose=1),

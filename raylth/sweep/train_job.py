@@ -50,7 +50,6 @@ def fit_job_with_train(specs, *, storage, data_root: Path, workers: int, resourc
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from raylth.store import Store
-    from raylth.sweep.paths import tune_storage
 
     per_worker = {"CPU": resources["cpu"]} | ({"GPU": resources["gpu"]} if resources["gpu"] else {})
     trainer = TorchTrainer(
@@ -59,7 +58,7 @@ def fit_job_with_train(specs, *, storage, data_root: Path, workers: int, resourc
                            "progress_keys": list(progress_keys), "compile": compile, "fast": fast},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(resources["gpu"]),
                                      resources_per_worker=per_worker),
-        run_config=RunConfig(name=run_name, **tune_storage(Store(storage), "train"),
+        run_config=RunConfig(name=run_name, **Store(storage).tune_storage("train"),
                              failure_config=FailureConfig(max_failures=max_failures),
                              callbacks=[TuneReportCallback()]),
     )
