@@ -27,7 +27,7 @@ import torch
 import common
 from raylth.specs import DistillSpec, ModelSpec, Step
 from raylth.stages import METHODS, StageContext, run_stage
-from raylth.stages.ticket import distilled_prepare
+from raylth.plugins.methods.distilled.methods import distilled_prepare
 from raylth.store import Store
 from raylth.sweep.config import load_sweep
 

@@ -138,7 +138,7 @@ def test_the_paper_sweep_measures_each_trained_network_once_and_its_stability_be
     their random control at k = 0, IMP-rewind and random pruning at 2,000, at
     the same levels; IDC's condensation and protocol."""
     from raylth.api import load_sweep
-    from raylth.specs import SharpnessSpec
+    from raylth.plugins.analyses.sharpness import SharpnessSpec
     from raylth.stages.registry import level_of
     from raylth.sweep.jobs import sweep_jobs
 
@@ -231,7 +231,7 @@ def test_methods_differ_only_beyond_the_spread_over_seeds():
     the probe noise of one seed's Hessian."""
     from scipy import stats
 
-    from raylth.reporting.sharpness import paired_t
+    from raylth.plugins.analyses.sharpness.report import paired_t
 
     a, b = [1.0, 1.4, 0.9, 1.3], [0.5, 1.2, 0.2, 1.1]
     test = paired_t([x - y for x, y in zip(a, b)])
@@ -248,7 +248,8 @@ def test_a_trained_tickets_own_hessian_and_a_dense_split_read_back_as_direct_sum
     its weights only (pruned sums 0, weights = those it keeps) and a dense
     network's diagonal split by that mask equals the direct sums of the stored
     diagonal over the mask's kept and pruned weights."""
-    from raylth.specs import ImpLevelSpec, PruneSpec, SharpnessSpec, Step, TrainSpec
+    from raylth.specs import ImpLevelSpec, PruneSpec, Step, TrainSpec
+    from raylth.plugins.analyses.sharpness import SharpnessSpec
     from raylth.stages import StageContext, run_stage
     from raylth.store import Store
 

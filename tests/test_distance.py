@@ -7,7 +7,7 @@ import torch
 
 from raylth.reporting import results_frame, write_report
 from raylth.specs import DataSpec, ImpLevelSpec, ModelSpec, PruneSpec, Step, TrainSpec
-from raylth.specs.analysis import DistanceSpec
+from raylth.plugins.analyses.distance import DistanceSpec
 from raylth.stages import StageContext, run_stage
 from raylth.store import Store
 from raylth.sweep.config import parse_sweep

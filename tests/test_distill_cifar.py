@@ -30,7 +30,8 @@ import math
 
 import pytest
 
-from raylth.specs import DataSpec, DistillEvalSpec, DistillSpec, ExpertOptions, ModelSpec
+from raylth.specs import DataSpec, DistillEvalSpec, DistillSpec, ModelSpec
+from raylth.plugins.distillers.mtt.experts import ExpertOptions
 from raylth.stages import run_stage
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -18,11 +18,13 @@ from raylth.engine import distill as D
 from raylth.engine.data import load_dataset
 from raylth.engine.models import build_model
 from raylth.errors import DataError, RaylthError, SpecError
-from raylth.specs import DataSpec, DistillEvalSpec, DistillSpec, ExpertOptions, ModelSpec, TicketSpec, TrialSpec
+from raylth.specs import DataSpec, DistillEvalSpec, DistillSpec, ModelSpec, TrialSpec
+from raylth.plugins.distillers.mtt.experts import ExpertOptions
+from raylth.plugins.methods.distilled import TicketSpec
 from raylth.stages import METHODS, StageContext, run_stage
-from raylth.stages import distill as distill_stage
-from raylth.stages import experts as experts_stage
-from raylth.stages.ticket import distilled_prepare, mask_then_imp_artifacts, ticket
+from raylth.plugins.distillers import dm as dm_plugin
+from raylth.plugins.distillers.mtt import experts as experts_stage
+from raylth.plugins.methods.distilled.methods import distilled_prepare, mask_then_imp, ticket
 from raylth.store import Store
 from raylth.sweep.config import Trial, parse_sweep
 from raylth.sweep.jobs import trial_jobs
@@ -61,7 +63,7 @@ def test_distill_stage_is_stored_once_and_usable_as_training_data(ctx, monkeypat
     def boom(*args, **kwargs):
         raise AssertionError("a stored distillation was computed again")
 
-    monkeypatch.setattr(distill_stage, "distill_dm", boom)
+    monkeypatch.setattr(dm_plugin, "distill_dm", boom)
     again = run_stage(spec, StageContext(store=Store(ctx.store.root), device=CPU))
     assert again.path == art.path and again.metrics == art.metrics
     # a different spec is a different artifact; unused fields (syn_steps for DM) do not change the id
@@ -217,7 +219,7 @@ BAD = {
     "ipc too large": (lambda tmp: DistillSpec(data=DIGITS, method="dm", ipc=200, model=LENET),
                       SpecError, ["distill.ipc", "200", "class"]),
     "unknown method": (lambda tmp: DistillSpec.from_dict({"data": {"name": "digits"}, "method": "kip"}),
-                       SpecError, ["distill.method", "kip", "dm, gm, mtt, idc, import"]),
+                       SpecError, ["distill.method", "kip", "dm, gm, idc, import, mtt"]),
     "wrong shapes": (lambda tmp: DistillSpec(data=DIGITS, method="import", ipc=1, path=_bad_file(
         tmp, "shapes.pt", torch.zeros(10, 3, 32, 32), torch.arange(10))), DataError, ["shapes.pt", "shape"]),
     "label out of range": (lambda tmp: DistillSpec(data=DIGITS, method="import", ipc=1, path=_bad_file(
@@ -340,7 +342,7 @@ def test_distilled_imp_jobs_results_and_report(pruned, ctx, tmp_path):
 
 def test_mask_then_imp_starts_from_the_ticket(pruned, ctx):
     t = trial("mask_then_imp", levels=6, start_level=4)
-    specs = mask_then_imp_artifacts(t)
+    specs = mask_then_imp(t)
     assert [s.kind for s in specs] == ["ticket", "maskimp", "maskimp"] and specs[0] == ticket(t, 4)
     start, level5, level6 = METHODS["mask_then_imp"].run(t, ctx)
     mask4, mask5, mask6 = start.mask(), level5.mask(), level6.mask()
@@ -366,7 +368,7 @@ def test_a_ticket_needs_its_distilled_set_stored(tmp_path):
 
 
 def test_shorter_expert_needs_reuse_stored_longer_trajectories(ctx, monkeypatch):
-    import raylth.stages.experts as stage
+    import raylth.plugins.distillers.mtt.experts as stage
 
     trained = []
     original = stage._compute_experts
@@ -374,14 +376,14 @@ def test_shorter_expert_needs_reuse_stored_longer_trajectories(ctx, monkeypatch)
     base = dict(data=DIGITS, method="mtt", ipc=1, iterations=1, syn_steps=2, expert_epochs=1, model=LENET,
                 experts=ExpertOptions(n=1, epochs=10))
     long, short = DistillSpec(max_start_epoch=4, **base), DistillSpec(max_start_epoch=2, **base)
-    assert long.experts_spec().epochs == 5 and short.experts_spec().epochs == 3
+    assert stage.experts_spec(long).epochs == 5 and stage.experts_spec(short).epochs == 3
     run_stage(long, ctx)
     run_stage(short, ctx)
     assert trained == [5]  # the 3-epoch need is served by the 5-epoch trajectories
-    assert run_stage(short, ctx).metrics["experts"] == long.experts_spec().id
+    assert run_stage(short, ctx).metrics["experts"] == stage.experts_spec(long).id
     # and those are what a 3-epoch training would have stored: prefixes
-    fresh = stage._compute_experts(short.experts_spec(), ctx)
-    prefix = stage.load_experts(ctx.store.get(long.experts_spec().id))[0][:4]
+    fresh = stage._compute_experts(stage.experts_spec(short), ctx)
+    prefix = stage.load_experts(ctx.store.get(stage.experts_spec(long).id))[0][:4]
     assert all(torch.equal(a, b) for a, b in zip(prefix, stage.load_experts(fresh)[0]))
 
 
@@ -390,7 +392,7 @@ def test_tickets_can_train_on_real_data_whitened_like_the_distilled_set(ctx):
     2023 distilled-pruning code); the set itself is distilled from the raw data."""
     from raylth.specs import TrialSpec
     from raylth.stages.distill import trial_distill
-    from raylth.stages.ticket import ticket
+    from raylth.plugins.methods.distilled.methods import ticket
 
     trial = TrialSpec.from_dict({
         "method": "distilled_imp", "levels": 1, "data": {"name": "digits", "zca": True},

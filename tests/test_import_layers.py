@@ -1,6 +1,9 @@
 """raylth's imports (those inside functions count) form no cycle and never
 run up the layers: errors -> specs -> engine, store, cluster -> stages ->
-sweep, reporting -> search -> api -> cli. Run as a script to print them."""
+sweep, reporting -> plugins -> search -> api -> cli. The core (everything
+below plugins) never imports a plugin: each registers itself into the core's
+registries when the package raylth imports raylth.plugins. Run as a script
+to print them."""
 
 import ast
 from pathlib import Path
@@ -8,8 +11,8 @@ from pathlib import Path
 RAYLTH = Path(__file__).resolve().parents[1] / "raylth"
 PACKAGES = ("raylth.",)
 LAYERS = {"raylth.errors": 0, "raylth.specs": 1, "raylth.engine": 2, "raylth.store": 2, "raylth.cluster": 2,
-          "raylth.stages": 3, "raylth.sweep": 4, "raylth.reporting": 4, "raylth.search": 5, "raylth.api": 6,
-          "raylth.cli": 7}
+          "raylth.stages": 3, "raylth.sweep": 4, "raylth.reporting": 4, "raylth.plugins": 5, "raylth.search": 6,
+          "raylth.api": 7, "raylth.cli": 8}
 
 
 def module_name(path: Path) -> str:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from raylth.search import make_storage, parse_search, run_trial
-from raylth.specs import ChildSpec, DataSpec, DistillSpec, ImpLevelSpec, ModelSpec, Step, TrainSpec
+from raylth.specs import DataSpec, DistillSpec, ImpLevelSpec, ModelSpec, Step, TrainSpec
+from raylth.plugins.analyses.lmc import ChildSpec
 from raylth.stages import StageContext, run_stage
 from raylth.store import Store
 

@@ -5,8 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from raylth.errors import SpecError, StoreError
-from raylth.specs import (ChildSpec, DataSpec, ImpLevelSpec, LandscapeSpec, LmcSpec, ModelSpec, SharpnessSpec,
-                          Step, TrainSpec)
+from raylth.specs import DataSpec, ImpLevelSpec, ModelSpec, Step, TrainSpec
+from raylth.plugins.analyses.lmc import ChildSpec, LmcSpec
+from raylth.plugins.analyses.landscape import LandscapeSpec
+from raylth.plugins.analyses.sharpness import SharpnessSpec
 from raylth.stages import StageContext, run_stage
 from raylth.store import Store
 
@@ -139,7 +141,7 @@ def test_a_random_mask_prunes_its_share_of_curvature(ctx, ticket):
     """Random pruning takes weights regardless of curvature: in each layer the share
     of |diag| it prunes is close to the share of weights it prunes there (a wrong
     split would not be)."""
-    from raylth.specs import BranchSpec
+    from raylth.plugins.methods.controls import BranchSpec
 
     dense = ImpLevelSpec(data=DataSpec("digits"), model=ModelSpec("lenet"), train=TRAIN).trunk_root()
     control = run_stage(BranchSpec(trunk=ImpLevelSpec.from_dict(ticket.spec), method="random_prune"), ctx)

@@ -11,9 +11,11 @@ from raylth.engine.distill import distill_mtt
 from raylth.engine.memory import GiB, mtt_unroll_estimate, saved_bytes, training_estimate
 from raylth.engine.models import build_model
 from raylth.errors import WontFitError
-from raylth.specs import DataSpec, DistillSpec, ExpertOptions, ModelSpec, TrainSpec
+from raylth.specs import DataSpec, DistillSpec, ModelSpec, TrainSpec
+from raylth.plugins.distillers.mtt.experts import ExpertOptions
 from raylth.stages import StageContext, run_stage
-from raylth.stages.memory import check_matching, check_training, mtt_low_memory
+from raylth.plugins.distillers.mtt.memory import mtt_low_memory
+from raylth.stages.memory import check_matching, check_training
 from raylth.store import Store
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,7 +14,7 @@ import pytest
 
 import raylth
 from raylth.cli.main import main
-from raylth.reporting.results import COLUMNS, results_frame
+from raylth.reporting.results import columns, results_frame
 from raylth.store import Store
 from raylth.sweep.config import parse_sweep
 from raylth.sweep.jobs import sweep_jobs
@@ -50,8 +50,8 @@ def store(tmp_path_factory):
 
 def test_config_columns_are_the_keys_that_vary(store):
     frame = raylth.results(store)
-    assert list(frame.columns[:len(COLUMNS)]) == COLUMNS  # the columns there were stay, in order
-    config = list(frame.columns[len(COLUMNS):])
+    assert list(frame.columns[:len(columns())]) == columns()  # the columns there were stay, in order
+    config = list(frame.columns[len(columns()):])
     assert config == ["config/method", "config/train.lr", "config/seed", "config/distill.ipc"]
     plain, distilled = frame[frame.sweep == "tidy"], frame[frame.sweep == "tidy_distilled"]
     assert len(plain) == 4 * (1 + 3 + 2) and len(distilled) == 2 * 2
@@ -65,7 +65,7 @@ def test_config_columns_are_the_keys_that_vary(store):
     assert sorted(distilled["config/distill.ipc"]) == [1, 1, 2, 2]
     # one sweep alone: only its own varying keys
     only = raylth.results(store, sweep="tidy_distilled")
-    assert list(only.columns[len(COLUMNS):]) == ["config/distill.ipc"]
+    assert list(only.columns[len(columns()):]) == ["config/distill.ipc"]
 
 
 def test_points_seen_is_own_training_and_search_points_the_loop(store):
@@ -91,7 +91,7 @@ def test_an_old_store_reads_the_new_points(tmp_path):
     assert list(tickets.search_points) == [20, 30]  # its distilled trunk's levels 0..L: points_seen then
     maskimp = frame[frame.stage == "maskimp"].iloc[0]
     assert maskimp.search_points == 20 + POINTS + POINTS  # distilled 0..1, the start ticket, real level 2
-    assert list(frame.columns[len(COLUMNS):]) == ["config/method"]
+    assert list(frame.columns[len(columns()):]) == ["config/method"]
 
 
 def test_history_has_a_row_per_evaluation(store):
@@ -154,6 +154,6 @@ def test_an_unrecorded_artifact_has_no_config(store, tmp_path):
     for name in ("tidy", "tidy_distilled"):
         (root / "sweeps" / f"{name}.yaml").unlink()
     frame = raylth.results(root)
-    assert set(frame.sweep) == {""} and list(frame.columns) == COLUMNS
+    assert set(frame.sweep) == {""} and list(frame.columns) == columns()
     imp = frame[(frame.stage == "imp") & (frame.dataset == "digits")]  # (the distilled trunks are imp levels too)
     assert len(imp) == 8 and (imp.search_points == POINTS * (imp.level + 1)).all()

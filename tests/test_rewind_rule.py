@@ -8,8 +8,9 @@ import torch
 
 from raylth.engine.masks import prunable_names
 from raylth.engine.models import build_model
-from raylth.specs import (BranchSpec, DataSpec, DistillSpec, ImpLevelSpec, MaskImpSpec, ModelSpec, PruneSpec, Seeds,
-                          Step, TicketSpec, TrainSpec)
+from raylth.specs import DataSpec, DistillSpec, ImpLevelSpec, ModelSpec, PruneSpec, Seeds, Step, TrainSpec
+from raylth.plugins.methods.controls import BranchSpec
+from raylth.plugins.methods.distilled import MaskImpSpec, TicketSpec
 from raylth.stages import StageContext, run_stage
 from raylth.specs.refs import checkpoint_name
 from raylth.store import Store

@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 from raylth.errors import SpecError
-from raylth.specs import (BranchSpec, DataSpec, DistillSpec, ImpLevelSpec, ModelSpec, PruneSpec,
-                          Seeds, Step, TrainSpec, TrainStageSpec, TrialSpec)
+from raylth.specs import DataSpec, DistillSpec, ImpLevelSpec, ModelSpec, PruneSpec, Seeds, Step, TrainSpec, TrainStageSpec, TrialSpec
+from raylth.plugins.methods.controls import BranchSpec
 
 
 def _lenet_digits_train_stage(**train):

@@ -7,8 +7,8 @@ import torch
 
 from raylth.engine.masks import counts, full_mask, sparsity
 from raylth.engine.models import build_model
-from raylth.specs import (BranchSpec, DataSpec, ImpLevelSpec, ModelSpec, PruneSpec, Seeds, Step,
-                          TrainSpec, TrainStageSpec)
+from raylth.specs import DataSpec, ImpLevelSpec, ModelSpec, PruneSpec, Seeds, Step, TrainSpec, TrainStageSpec
+from raylth.plugins.methods.controls import BranchSpec
 from raylth.stages import StageContext, run_stage
 from raylth.stages import context as context_module
 from raylth.stages.context import Trainer

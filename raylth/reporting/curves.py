@@ -52,7 +52,7 @@ def plot_curves(curves: list[dict], path: Path, title: str) -> None:
 
 @report_section
 def curves_section(store: Store, frame, out: Path) -> dict[str, Path]:
-    dense = frame[(frame.stage == TrainStageSpec.kind) & (frame.method == "dense")]
+    dense = frame[frame.stage == TrainStageSpec.kind]  # a dense run, of a dense or an IMP trial
     written = {}
     for keys, rows in dense.groupby(["sweep", "dataset", "model"], dropna=False):
         curves = dense_curves(store, rows)

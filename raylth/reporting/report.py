@@ -6,7 +6,7 @@ from pathlib import Path
 
 from raylth.errors import RaylthError
 from raylth.reporting.axes import pyplot, weights_remaining_axis
-from raylth.reporting.results import COLUMNS, network_rows, results_frame
+from raylth.reporting.results import columns, network_rows, results_frame
 from raylth.reporting.sections import SECTIONS, group_name, group_title
 from raylth.store import Store
 
@@ -61,7 +61,7 @@ def write_report(storage, out, sweep: str | None = None) -> dict[str, Path]:
                           "(raylth run sweeps/quickstart.yaml)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frame[COLUMNS].to_csv(out / "results.csv", index=False)
+    frame[columns()].to_csv(out / "results.csv", index=False)
     summary = summarize(network_rows(frame))
     written = {"results": out / "results.csv", "table": out / "summary.md"}
     (out / "summary.md").write_text("# Test accuracy vs sparsity\n\n" + markdown_table(summary))

@@ -3,7 +3,7 @@
 Reads only the store. Artifacts computed outside any sweep (from Python)
 appear with an empty ``sweep`` and the method their kind implies.
 
-Columns (COLUMNS, then ``config/<dotted key>``):
+Columns (``columns()``: the head, each analysis's metrics, the tail; then ``config/<dotted key>``):
 
 - ``test_acc``: at the end of training; ``best_test_acc``: the best of the
   training's test evaluations (what the paper's code and IDC report), NaN
@@ -30,18 +30,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raylth.errors import RaylthError
-from raylth.reporting.distill import Points
 from raylth.specs import TrialSpec
 from raylth.specs.refs import flatten
+from raylth.stages.analyses import result_columns
+from raylth.stages.points import Points
 from raylth.stages.registry import method_network_kinds, stage_of, stored_spec
 from raylth.stages.trials import PlannedJob, trial_plan
 from raylth.store import Artifact, Store
 from raylth.store.files import atomic_write_bytes
 from raylth.store.records import read_record, sweep_names
 
-COLUMNS = ["sweep", "stage", "method", "dataset", "model", "seed", "level", "sparsity",
-           "test_acc", "best_test_acc", "rewind", "noise", "instability_test", "instability_train", "loss_barrier",
-           "stable", "points_seen", "search_points", "wall_s", "trial", "id"]
+HEAD = ["sweep", "stage", "method", "dataset", "model", "seed", "level", "sparsity", "test_acc", "best_test_acc",
+        "rewind", "noise"]
+TAIL = ["points_seen", "search_points", "wall_s", "trial", "id"]
+
+
+def columns() -> list[str]:
+    """The results' columns: the head, every analysis's metrics (its plugin declares
+    them: Analysis.columns, e.g. lmc's instability_test), the tail."""
+    return HEAD + result_columns() + TAIL
 CONFIG = "config/"
 FORMATS = ("md", "csv", "json", "parquet")
 
@@ -150,7 +157,7 @@ def _row(artifacts, points, sweep: str, method: str, trial: str, artifact: Artif
            "test_acc": m.get("test_acc"), "best_test_acc": best_accuracy(m), "points_seen": own_points(m),
            "search_points": search_points(points, artifact, method),
            "wall_s": round(float(m.get("wall_s", 0.0)), 3), "trial": trial, "id": artifact.id}
-    for key in ("instability_test", "instability_train", "loss_barrier", "stable"):
+    for key in result_columns():  # the analyses' metrics
         if key in m:
             row[key] = m[key]
     return row
@@ -195,7 +202,7 @@ def results_frame(storage, sweep: str | None = None):
     import pandas as pd
 
     rows, config = _rows(storage, sweep)
-    return pd.DataFrame(rows, columns=COLUMNS + config)
+    return pd.DataFrame(rows, columns=columns() + config)
 
 
 # -- output -----------------------------------------------------------------------------------

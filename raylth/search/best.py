@@ -14,14 +14,7 @@ def best_sweep(search: Search, params: dict, store_root, data_root: Path) -> dic
     """The best trial's parameters as a normal raylth sweep."""
     sweep = {"name": f"{search.name}_best", "storage": str(store_root), "data_root": str(data_root),
              "resources": dict(search.resources)}
-    if search.objective == "distill":
-        distill, evaluation = search.distill_specs(params)
-        base = {"method": "distill", "data": _readable(distill.data),
-                "distill": {k: v for k, v in _readable(distill).items() if k != "data"},
-                "distill_eval": {k: v for k, v in _readable(evaluation).items() if k not in ("distill", "random")}}
-    else:
-        trial, _ = search.ticket_spec(params)
-        base = _readable(trial)
+    base = search.objective.best(search, params, _readable)
     sweep["base"] = base
     return sweep
 

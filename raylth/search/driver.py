@@ -76,10 +76,7 @@ class SearchOutcome:
 def check_search(search: Search, store_root, data_root: Path) -> None:
     """Names, data sets and sizes (ipc against the classes), before anything is written."""
     from raylth.stages import StageContext
-    from raylth.stages.distill import check_distill
     from raylth.store import Store
-    from raylth.sweep.config import Sweep, Trial
-    from raylth.sweep.plan import check_trials
 
     ctx = StageContext(store=Store(store_root), data_root=data_root)
     variants = [{}] + [{p.path: v} for p in search.space for v in p.extremes()]
@@ -87,13 +84,7 @@ def check_search(search: Search, store_root, data_root: Path) -> None:
         at = "".join(f"space.{path}={value!r}: " for path, value in params.items())
         where = f"{search.name}: {at}"
         try:
-            if search.objective == "distill":
-                distill, _ = search.distill_specs(params)
-                check_distill(distill, ctx)  # loads (or fetches) the data set once
-            else:
-                trial, _ = search.ticket_spec(params)
-                check_trials(Sweep(search.name, [Trial("base", trial)]), data_root)
-                check_distill(trial.distill.replace(data=trial.data), ctx)
+            search.objective.check(search, params, ctx, data_root)
         except RaylthError as err:
             raise type(err)(f"{where}{err}") from None
 

@@ -50,8 +50,8 @@ import copy
 from dataclasses import dataclass, field
 
 from raylth.errors import SpecError, check_keys
-from raylth.specs import DistillEvalSpec, DistillSpec, TrialSpec
-from raylth.specs.distill import level_for_sparsity, uses_field
+from raylth.search.objectives import Objective, objective_of
+from raylth.specs.distill import uses_field
 from raylth.sweep.config import Trial
 from raylth.specs.refs import set_dotted
 from raylth.sweep.files import checked_block, checked_name, checked_resources
@@ -64,7 +64,6 @@ PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "unit")
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler"}
 PRUNERS = {"median": "MedianPruner", "percentile": "PercentilePruner", "hyperband": "HyperbandPruner",
            "successive_halving": "SuccessiveHalvingPruner", "none": "NopPruner"}
-DISTILL_BASE_KEYS, TICKET_BASE_KEYS = ("distill", "eval"), ("trial", "target_sparsity")
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ class Param:
 @dataclass(frozen=True)
 class Search:
     name: str
-    objective: str                 # "distill" or "ticket"
+    objective: Objective           # what it optimises (raylth.search.objectives)
     base: dict
     space: list[Param]
     study: dict
@@ -121,12 +120,11 @@ class Search:
     @property
     def trials(self) -> list:
         """The search's base point as a sweep trial (what ``check_trials`` checks)."""
-        if self.objective == "ticket":
-            return [Trial("base", self.ticket_spec({})[0])]
-        distill, evaluation = self.distill_specs({})
-        spec = TrialSpec(method="distill", data=distill.data, distill=distill.replace(data=None),
-                         distill_eval=evaluation.replace(distill=None))
-        return [Trial("base", spec)]
+        return [Trial("base", self.objective.as_trial(self))]
+
+    def specs(self, params: dict):
+        """One trial's specs, as its objective builds them."""
+        return self.objective.specs(self, params)
 
     # -- specs of one trial ----------------------------------------------------------
     def tree(self, params: dict) -> dict:
@@ -134,42 +132,19 @@ class Search:
         tree = copy.deepcopy(self.base)
         for path, value in params.items():
             set_dotted(tree, path, value, f"space.{path}")
-        root = tree["distill"] if self.objective == "distill" else tree["trial"]
+        root = tree[self.objective.data_root]
         if isinstance(root, dict):
-            data = root.get("data", {} if self.objective == "ticket" else None)  # a trial's default: digits
+            default = None if self.objective.data_default is None else dict(self.objective.data_default)
+            data = root.get("data", default)
             if isinstance(data, dict) and not data.get("validation"):
                 root["data"] = data | {"validation": self.study["validation"]}
         return tree
 
-    @property
-    def max_iterations(self) -> int:
-        """The most iterations any trial's distillation runs (its base or the space's high)."""
-        param = next((p for p in self.space if p.path == "distill.iterations"), None)
-        return int(param.high) if param is not None else self.distill_specs({})[0].iterations
-
     def intermediate_steps(self) -> list[int]:
-        """The distillation iterations every trial is evaluated at (those it reaches):
-        ``intermediate`` points evenly over the longest trial's iterations."""
-        m, most = self.study["intermediate"], self.max_iterations
-        return sorted({max(1, round(k * most / (m + 1))) for k in range(1, m + 1)}) if most else []
-
-    def distill_specs(self, params: dict) -> tuple[DistillSpec, DistillEvalSpec]:
-        tree = self.tree(params)
-        distill = DistillSpec.from_dict(tree["distill"], "distill")
-        if distill.data is None:
-            raise SpecError("base.distill.data: name the real data set, e.g. data: {name: digits}")
-        return distill, DistillEvalSpec.from_dict(tree.get("eval") or {}, "eval").of(distill)
-
-    def ticket_spec(self, params: dict) -> tuple[TrialSpec, int]:
-        tree = self.tree(params)
-        trial = TrialSpec.from_dict(tree["trial"], "trial")
-        if trial.method != "distilled_imp":
-            raise SpecError(f"base.trial.method: {trial.method!r}; a ticket objective scores method distilled_imp")
-        level = level_for_sparsity(float(tree["target_sparsity"]), trial.prune.fraction)
-        return trial.replace(levels=level), level
+        return self.objective.intermediate_steps(self)
 
     def method_of(self, params: dict) -> str:
-        group = "distill" if self.objective == "distill" else "trial.distill"
+        group = self.objective.distill_group
         key = f"{group}.method"
         if key in params:
             return params[key]
@@ -180,7 +155,7 @@ class Search:
 
     def applies(self, param: Param, params: dict) -> bool:
         """Define-by-run: a distillation field is searched only for the methods that use it."""
-        if param.group not in ("distill", "trial.distill") or param.field == "method":
+        if param.group != self.objective.distill_group or param.field == "method":
             return True
         return uses_field(self.method_of(params), param.field)
 
@@ -199,16 +174,12 @@ def parse_search(raw, default_name: str = "search", where: str = "search") -> Se
     if not isinstance(base, dict) or not base:
         raise SpecError(f"{where}: base: expected distill: + eval: (a distillation) or trial: + "
                         "target_sparsity: (a distilled-pruning ticket)")
-    if "trial" in base:
-        objective, keys = "ticket", TICKET_BASE_KEYS
-        if "target_sparsity" not in base:
-            raise SpecError(f"{where}: base.target_sparsity: a ticket objective needs the sparsity to score, "
-                            "e.g. 0.8")
-    elif "distill" in base:
-        objective, keys = "distill", DISTILL_BASE_KEYS
-    else:
-        raise SpecError(f"{where}: base: expected distill: (with eval:) or trial: (with target_sparsity:)")
-    check_keys(base, keys, f"{where}: base", f"a {objective} objective's base keys")
+    objective = objective_of(base, where)
+    for key in objective.required:
+        if key not in base:
+            raise SpecError(f"{where}: base.{key}: a {objective.name} objective needs it, e.g. "
+                            f"{key}: 0.8")
+    check_keys(base, objective.base_keys, f"{where}: base", f"a {objective.name} objective's base keys")
     space = _space(raw.get("space") or {}, where, objective)
     search = Search(name=name, objective=objective, base=copy.deepcopy(base), space=space, study=study,
                     storage=raw.get("storage"), data_root=raw.get("data_root"),
@@ -216,7 +187,7 @@ def parse_search(raw, default_name: str = "search", where: str = "search") -> Se
                     loggers=parse_loggers(raw.get("loggers"), where))
     for params in [{}] + [{p.path: v} for p in space for v in p.extremes()]:
         try:  # the base and every extreme of every parameter make valid specs
-            search.distill_specs(params) if objective == "distill" else search.ticket_spec(params)
+            search.specs(params)
         except SpecError as err:
             at = f"space.{next(iter(params))}={next(iter(params.values()))!r}: " if params else "base."
             raise SpecError(f"{where}: {at}{err}") from None
@@ -257,7 +228,7 @@ def split_named(value, where) -> tuple[str, dict]:
 def _space(raw, where, objective) -> list[Param]:
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: space must be a mapping of dotted paths to {{type, low, high, ...}}")
-    roots = DISTILL_BASE_KEYS if objective == "distill" else ("trial",)
+    roots = objective.roots
     params = []
     for path, spec in raw.items():
         at = f"{where}: space.{path}"

@@ -44,6 +44,13 @@ def choice(default, options, doc: str = "", id_default=dataclasses.MISSING, sinc
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def id_field(default, id_default, doc: str = ""):
+    """A field whose ids were written without it at ``id_default``, while its
+    default is ``default`` (a method's own default of a field others share:
+    IDC's factor 2 where ids meant 1): equal values, equal ids, whatever the method."""
+    return dataclasses.field(default=default, metadata={"id_default": id_default, "since": 2, "doc": doc})
+
+
 def resolved(id_default, doc: str = ""):
     """A field whose default depends on another field (a distillation's method,
     an evaluation's protocol): None when built means "that default", which the

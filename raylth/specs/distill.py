@@ -1,41 +1,33 @@
-"""Specs of dataset distillation and distilled pruning.
+"""Specs of dataset distillation: a distilled set and its evaluation.
 
 - ``DistillSpec`` (``distill_<hash>``): a distilled set of ``ipc`` images per
-  class made from a real data set by DM, gradient matching (DC/DSA, IDC's
-  multi-formation with ``factor`` > 1) or MTT, or imported from a file
-  (``method: import``). Its artifact holds ``distilled.pt`` (images, labels,
-  the preprocessing they expect) and is usable as training data through
-  ``DataSpec(name='distilled', path=<distill id>, test=<real set>)``.
-- ``ExpertsSpec`` (``experts_<hash>``): MTT's expert trajectories, shared by
-  every MTT distillation with the same data, network, expert options and
-  trajectory length.
-- ``DistillEvalSpec`` (``distill_eval_<hash>``): the field's evaluation of a
-  distilled set (fresh networks trained on it with DSA, tested on the real
-  test split, mean and std over seeds), or of a random real subset of the
-  same size (``random: true``), the baseline.
-- ``TicketSpec`` (``ticket_<hash>``): the mask of one IMP level and its
-  rewind-point weights, trained on (real) data with its own TrainSpec: a
-  distilled-pruning ticket evaluated on the full data.
-- ``MaskImpSpec`` (``maskimp_<hash>``): ordinary IMP on real data started
-  from a ticket (its mask and weights are the start and the rewind point),
-  continued to higher levels.
+  class made from a real data set by a distillation method (DM, gradient
+  matching, IDC, MTT, an import: each a plugin under raylth/plugins/distillers
+  declaring its own fields in an options Spec, ``DistillMethod.options``).
+  Its artifact holds ``distilled.pt`` (images, labels, the preprocessing they
+  expect) and is usable as training data through ``DataSpec(name='distilled',
+  path=<distill id>, test=<real set>)``.
+- ``DistillEvalSpec`` (``distill_eval_<hash>``): the evaluation of a distilled
+  set by a protocol (fresh networks trained on it, tested on the real test
+  split, mean and std over seeds), or of a random real subset of the same
+  size (``random: true``), the baseline.
 
-Fields that do not apply to the chosen method (e.g. ``syn_steps`` for DM) are
-reset to their defaults, so two specs that compute the same thing share one id.
+A DistillSpec is written flat: its own fields and its method's fields side
+by side (``{method: idc, ipc: 10, n_data: 2000}``), as it always was, so the
+ids of sets stored before the methods had fields of their own are unchanged.
+Fields of other methods are ignored (they mean nothing for this one: a grid
+over the method may carry several methods' fields in its base).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field, fields
-from typing import Callable
+from typing import Any, Callable
 
-from raylth.errors import SpecError
-from raylth.specs.base import Spec, choice, resolve_defaults, resolved, settings
-from raylth.specs.groups import DSA_FAMILIES, DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
-from raylth.specs.stages import ImpLevelSpec, normalize_rewind_rule, rewind_rule
-from raylth.specs.step import Step
+from raylth.errors import SpecError, check_keys
+from raylth.specs.base import Spec, _coerce, _fill_id_defaults, choice, resolve_defaults, resolved
+from raylth.specs.groups import DataSpec, ModelSpec
 
 ZCA_SPACES = ("pixels", "normalized")         # engine.data.zca.ZCA_SPACES (specs import no engine)
 ZCA_FIELDS = ("zca_space",)                  # meaningless without zca (zca_eps is kept: old ids)
@@ -43,20 +35,28 @@ SYNTHESIS_FIELDS = ("iterations", "lr_img", "init", "seed", "model", "dsa")  # w
 
 
 @dataclass(frozen=True)
+class NoOptions(Spec):
+    """A method without fields of its own."""
+    kind = "distill_options"
+
+
+@dataclass(frozen=True)
 class DistillMethod:
-    """A distillation method as the spec sees it; its run function is
-    registered under the same name in raylth.stages.distill (DISTILL_RUNNERS).
+    """A distillation method, declared once by its plugin: its fields (an
+    options Spec, written flat into the DistillSpec; a field whose default
+    differs from what ids were written without declares an ``id_default``),
+    the checks of them, how it runs and whether it fits.
     Adding one: CONTRIBUTING.md, "A distillation method"."""
     name: str
-    fields: tuple[str, ...] = ()      # DistillSpec fields only the methods naming them read
-    # the default image lr (or spec -> lr: IDC scales it with ipc); None: it synthesises nothing (import)
+    options: type[Spec] = NoOptions
+    # the default image lr (or spec -> lr); None: it synthesises nothing (import)
     lr_img: float | Callable[["DistillSpec"], float] | None = None
     lr_img_zca: float | None = None   # the default with zca, where its reference differs
-    factor: bool = False              # IDC multi-formation (factor > 1)
-    experts: bool = False             # it needs MTT's expert trajectories
-    check: Callable[["DistillSpec", str], None] | None = None  # its own fields' checks
-    # its own defaults of shared fields declared ``resolved`` (IDC: factor 2, iterations 2000, ...)
-    defaults: dict = field(default_factory=dict)
+    iterations: int = 1000            # its default of the shared ``iterations`` (idc: 2000)
+    check: Callable[["DistillSpec", str], None] | None = None  # its fields' checks (one line, SpecError)
+    # run(spec, ctx, real, synthesis) -> Distilled and fits(spec, real, device) -> low_memory (raylth.stages.distill)
+    run: Callable | None = None
+    fits: Callable | None = None
 
     @property
     def synthesizes(self) -> bool:
@@ -67,120 +67,34 @@ class DistillMethod:
             return self.lr_img_zca
         return self.lr_img(spec) if callable(self.lr_img) else self.lr_img
 
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self.options))
+
 
 DISTILL_METHODS: dict[str, DistillMethod] = {}
 
 
 def register_distill_method(method: DistillMethod) -> DistillMethod:
+    """Declare a distillation method (its plugin does, once)."""
+    if method.name in DISTILL_METHODS and DISTILL_METHODS[method.name] != method:
+        raise ValueError(f"distillation method {method.name!r} is registered twice")
     DISTILL_METHODS[method.name] = method
     return method
 
 
+def distill_method(name: str) -> DistillMethod:
+    if name not in DISTILL_METHODS:
+        raise SpecError(f"distill.method: {name!r} is not one of {', '.join(sorted(DISTILL_METHODS))}")
+    return DISTILL_METHODS[name]
+
+
 def uses_field(method: str, name: str) -> bool:
-    """Whether distillation ``method`` reads DistillSpec field ``name``."""
+    """Whether distillation ``method`` reads DistillSpec field ``name`` (its own or a shared one)."""
     m = DISTILL_METHODS[method]
-    if name == "factor":
-        return m.factor
-    if not m.synthesizes and name in SYNTHESIS_FIELDS:
-        return False
-    owners = [other for other in DISTILL_METHODS.values() if name in other.fields]
-    return not owners or m in owners
-
-
-def _check_gm(spec, w: str) -> None:
-    if spec.outer_loop < 1 or spec.inner_loop < 0:
-        raise SpecError(f"{w}.outer_loop/inner_loop: {spec.outer_loop}/{spec.inner_loop}; "
-                        "outer_loop must be >= 1 and inner_loop >= 0 (DC: ipc 10 -> 10, 50)")
-    if spec.lr_net <= 0:
-        raise SpecError(f"{w}.lr_net: {spec.lr_net} must be positive")
-
-
-def _check_mtt(spec, w: str) -> None:
-    for name in ("syn_steps", "expert_epochs", "max_start_epoch"):
-        if getattr(spec, name) < 1:
-            raise SpecError(f"{w}.{name}: {getattr(spec, name)} must be >= 1")
-    if spec.lr_lr <= 0 or spec.lr_init <= 0:
-        raise SpecError(f"{w}.lr_lr/lr_init: must be positive")
-    if spec.batch_syn is not None and spec.batch_syn < 1:
-        raise SpecError(f"{w}.batch_syn: {spec.batch_syn} must be >= 1 (or left out)")
-    needed = spec.max_start_epoch - 1 + spec.expert_epochs
-    if spec.experts.epochs < needed:
-        raise SpecError(
-            f"{w}.experts.epochs: {spec.experts.epochs} is too short; start epochs up to "
-            f"max_start_epoch - 1 = {spec.max_start_epoch - 1} plus expert_epochs "
-            f"{spec.expert_epochs} need {needed} epochs of expert trajectory")
-
-
-IDC_METRICS = ("mse", "l1", "l1_mean", "cos")  # engine.distill.idc.METRICS (specs import no engine)
-
-
-def _check_idc(spec, w: str) -> None:
-    for name in ("outer_loop", "batch_real", "batch_syn"):
-        if getattr(spec, name) < 1:
-            raise SpecError(f"{w}.{name}: {getattr(spec, name)} must be >= 1 (IDC: outer_loop 100, batch_real 64, "
-                            "batch_syn 128)")
-    if spec.n_data < 0:
-        raise SpecError(f"{w}.n_data: {spec.n_data} must be >= 0 (real images the network trains on after each "
-                        "matching step; IDC: 2000)")
-    if spec.lr_net <= 0:
-        raise SpecError(f"{w}.lr_net: {spec.lr_net} must be positive (IDC: 0.01)")
-    if not 0 <= spec.cutmix <= 1:
-        raise SpecError(f"{w}.cutmix: {spec.cutmix} is a probability per batch; use a value in [0, 1] (IDC: 0.5)")
-    ops = spec.match_ops.split("_") if spec.match_ops else []
-    unknown = [op for op in ops if op not in DSA_FAMILIES]
-    if unknown or not ops:
-        raise SpecError(f"{w}.match_ops: {unknown[0] if unknown else spec.match_ops!r} is not a DSA augmentation; "
-                        f"join some of {', '.join(DSA_FAMILIES)} with _ (IDC: color_crop_cutout)")
-    if spec.zca:
-        raise SpecError(f"{w}.zca: IDC condenses [0, 1] pixels (clamped), not ZCA-whitened images; "
-                        "leave zca out with method idc")
-
-
-def _idc_lr_img(spec) -> float:
-    """IDC's tune_lr_img: 5e-3 at 10 images per class, in proportion to ipc (32x32 images)."""
-    return 5e-3 * spec.ipc / 10
-
-
-def _check_import(spec, w: str) -> None:
-    if not spec.path:
-        raise SpecError(f"{w}.path: method import needs path: FILE.pt (images and labels tensors, "
-                        "or images only with labels: LABELS.pt)")
-    if spec.space != "normalized" and spec.zca:
-        raise SpecError(f"{w}.space: a ZCA-whitened file holds whitened images, not pixels; "
-                        "leave space out with zca: true")
-
-
-register_distill_method(DistillMethod("dm", ("batch_real",), lr_img=1.0))
-register_distill_method(DistillMethod("gm", ("outer_loop", "inner_loop", "lr_net", "batch_real"), lr_img=0.1,
-                                      factor=True, check=_check_gm))
-register_distill_method(DistillMethod("mtt", ("syn_steps", "expert_epochs", "max_start_epoch", "lr_lr", "lr_init",
-                                              "batch_syn", "low_memory", "experts"),
-                                      lr_img=100.0, lr_img_zca=1000.0, experts=True, check=_check_mtt))
-# IDC's condensation as its --reproduce settings for CIFAR (raylth.engine.distill.idc)
-register_distill_method(DistillMethod(
-    "idc", ("outer_loop", "lr_net", "batch_real", "batch_syn", "n_data", "metric", "match_ops", "cutmix"),
-    lr_img=_idc_lr_img, factor=True, check=_check_idc,
-    defaults={"factor": 2, "iterations": 2000, "outer_loop": 100, "batch_real": 64, "batch_syn": 128}))
-register_distill_method(DistillMethod("import", ("path", "labels", "space"), factor=True, check=_check_import))
-
-
-@dataclass(frozen=True)
-class ExpertOptions(Spec):
-    """How MTT's experts are trained (``distill.experts``)."""
-    kind = "expert_options"
-    block = "distill.experts"
-    n: int = 5              # expert trajectories
-    epochs: int = 50        # at most; only max_start_epoch + expert_epochs are trained and kept
-    lr: float = 0.01        # MTT's buffer.py: SGD without momentum or weight decay
-    batch: int = 256
-    seed: int = 0
-
-    def validate(self):
-        for name in ("n", "epochs", "batch"):
-            if getattr(self, name) < 1:
-                raise SpecError(f"distill.experts.{name}: {getattr(self, name)} must be >= 1")
-        if self.lr <= 0:
-            raise SpecError(f"distill.experts.lr: {self.lr} must be positive")
+    if name in m.field_names:
+        return True
+    return name in _SHARED and (m.synthesizes or name not in SYNTHESIS_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -190,7 +104,7 @@ class DistillSpec(Spec):
     method: str = "dm"               # a name in DISTILL_METHODS
     ipc: int = 10                    # images per class (stored; x factor^2 decoded with factor > 1)
     iterations: int | None = resolved(1000)  # None: the method's (idc 2000), else 1000
-    lr_img: float | None = None      # None: dm 1.0, gm 0.1, mtt 100 (1000 with zca), idc 5e-3 x ipc / 10
+    lr_img: float | None = None      # None: the method's (dm 1.0, gm 0.1, mtt 100 or 1000 with zca, idc 5e-3 x ipc/10)
     init: str = choice("real", ["real", "noise"])
     dsa: bool = True                 # differentiable siamese augmentation while distilling
     zca: bool = False                # distil (and evaluate) in ZCA-whitened space
@@ -199,45 +113,42 @@ class DistillSpec(Spec):
     # images (raylth before; sets stored then keep their ids and load as made)
     zca_space: str = choice("pixels", ZCA_SPACES, id_default="normalized")
     model: ModelSpec = field(default_factory=lambda: ModelSpec("conv3"))  # the distillation network
-    batch_real: int | None = resolved(256)  # real images per class per matching step (dm, gm 256; idc 64)
-    # gradient matching (DC/DSA; IDC with factor > 1); outer_loop: matching steps per network
-    # (DC's outer_loop, IDC's inner_loop: gm 1, idc 100)
-    outer_loop: int | None = resolved(1)
-    inner_loop: int = 1
-    lr_net: float = 0.01
-    factor: int | None = resolved(1)  # gm / idc / import: IDC multi-formation (factor x factor mosaics; idc 2)
-    # IDC (method idc): real images the network trains on after each matching step, the gradient
-    # distance, the families augmenting a class's real and synthetic batch together (one draw),
-    # and CutMix's probability in the network's training
-    n_data: int = 2000
-    metric: str = choice("mse", IDC_METRICS)
-    match_ops: str = "color_crop_cutout"
-    cutmix: float = 0.5
-    # MTT
-    syn_steps: int = 20
-    expert_epochs: int = 2
-    max_start_epoch: int = 20
-    lr_lr: float = 1e-5
-    lr_init: float = 0.01
-    batch_syn: int | None = resolved(None)  # mtt: per student step (None: all); idc: per class and step (128)
-    low_memory: bool = False         # checkpoint each student step (memory for time)
-    experts: ExpertOptions = field(default_factory=ExpertOptions)
     seed: int = 0
-    # import: an external file (images, labels; as MTT/IDC release them)
-    path: str | None = None
-    labels: str | None = None        # import: a separate labels file (MTT: images_best.pt + labels_best.pt)
-    # the file's images: normalised, in the data set's pixel units (0..255), or in [0, 1] (IDC's data.pt)
-    space: str = choice("normalized", ["normalized", "pixel", "unit"])
+    options: Any = None              # the method's own fields (DistillMethod.options), written flat
+
+    def __init__(self, options=None, **given):
+        """``DistillSpec(method="gm", factor=2, ...)``: the method's fields by
+        name beside the shared ones (or ``options=`` its options Spec)."""
+        shared = {f.name for f in fields(DistillSpec) if f.name != "options"}
+        method = distill_method(given.get("method", "dm"))
+        own = {k: given.pop(k) for k in list(given) if k not in shared}
+        unknown = [k for k in own if k not in DistillSpec.known_keys()]
+        if unknown:
+            raise SpecError(f"distill.{unknown[0]}: not a field of any distillation method (method "
+                            f"{method.name}'s own: {', '.join(method.field_names) or 'none'})")
+        own = {k: v for k, v in own.items() if k in method.field_names}  # other methods' fields mean nothing here
+        if not isinstance(options, method.options):
+            options = method.options()
+        options = options.replace(**own) if own else options
+        for f in fields(DistillSpec):
+            value = options if f.name == "options" else given.get(f.name, _default(f))
+            object.__setattr__(self, f.name, value)
+        self.__post_init__()
+
+    def __getattr__(self, name: str):
+        options = self.__dict__.get("options")
+        if options is not None and name in {f.name for f in fields(options)}:
+            return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__} of method {self.__dict__.get('method')!r} has no field {name!r}")
 
     def validate(self):
         w = "distill"
-        if self.method not in DISTILL_METHODS:
-            raise SpecError(f"{w}.method: {self.method!r} is not one of {', '.join(DISTILL_METHODS)}")
-        # reset what the method does not use: equal computations, one id
-        for f in fields(self):
-            generic = f.metadata["id_default"] if f.metadata.get("resolved") else _default(f)
-            if not uses_field(self.method, f.name) and getattr(self, f.name) != generic:
-                object.__setattr__(self, f.name, generic)
+        method = distill_method(self.method)
+        if not method.synthesizes:  # what only synthesis reads means nothing: equal computations, one id
+            for name in SYNTHESIS_FIELDS:
+                f = next(f for f in fields(self) if f.name == name)
+                generic = f.metadata["id_default"] if f.metadata.get("resolved") else _default(f)
+                object.__setattr__(self, name, generic)
         resolve_defaults(self)
         reset_unused_zca(self)
         check_real_data(self, w)
@@ -249,19 +160,20 @@ class DistillSpec(Spec):
             raise SpecError(f"{w}.lr_img: {self.lr_img} must be positive (or left out for the method's default)")
         if self.zca_eps < 0:
             raise SpecError(f"{w}.zca_eps: {self.zca_eps} must be >= 0")
-        if self.batch_real < 1:
-            raise SpecError(f"{w}.batch_real: {self.batch_real} must be >= 1")
-        if self.factor < 1:
-            raise SpecError(f"{w}.factor: {self.factor} must be >= 1")
-        if self.distill_method.check is not None:
-            self.distill_method.check(self, w)
+        if method.check is not None:
+            method.check(self, w)
 
     @property
     def distill_method(self) -> DistillMethod:
         return DISTILL_METHODS[self.method]
 
+    @property
+    def factor(self) -> int:
+        """How many times each side is divided (IDC's multi-formation): 1 unless the method has the field."""
+        return getattr(self.options, "factor", 1)
+
     def resolved_defaults(self) -> dict:
-        return self.distill_method.defaults if self.method in DISTILL_METHODS else {}
+        return {"iterations": self.distill_method.iterations} if self.method in DISTILL_METHODS else {}
 
     def unused_fields(self) -> tuple[str, ...]:
         return () if self.zca else ZCA_FIELDS
@@ -272,14 +184,56 @@ class DistillSpec(Spec):
             return self.lr_img
         return self.distill_method.default_lr_img(self)
 
-    def experts_spec(self) -> "ExpertsSpec":
-        """The expert trajectories an MTT distillation needs: only the first
-        max_start_epoch + expert_epochs epochs (later ones are never matched)."""
-        return ExpertsSpec(**settings(self.experts, ExpertOptions) | {
-            "epochs": min(self.experts.epochs, self.max_start_epoch + self.expert_epochs)},
-            data=self.data, model=self.model, dsa=self.dsa, zca=self.zca, zca_eps=self.zca_eps,
-            zca_space=self.zca_space)
+    # -- written flat: the method's fields beside the shared ones ------------------------------
+    @classmethod
+    def known_keys(cls) -> set[str]:
+        own = {name for m in DISTILL_METHODS.values() for name in m.field_names}
+        return {f.name for f in fields(cls) if f.name != "options"} | own
 
+    @classmethod
+    def from_dict(cls, data: dict | None, where: str | None = None):
+        where = cls.label() if where is None else where
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise SpecError(f"{where}: expected a mapping, got {type(data).__name__}")
+        method = distill_method(data.get("method", "dm")) if isinstance(data.get("method", "dm"), str) else None
+        if method is None:
+            raise SpecError(f"{where}.method: {data.get('method')!r} is not one of {', '.join(sorted(DISTILL_METHODS))}")
+        check_keys(data, sorted(cls.known_keys()), where, "known keys here")
+        shared = {f.name for f in fields(cls) if f.name != "options"}
+        kwargs = {k: _coerce(_hint(cls, k), v, f"{where}.{k}") for k, v in data.items() if k in shared}
+        own = {k: v for k, v in data.items() if k in method.field_names}
+        options = method.options.from_dict(own, where)
+        try:
+            return cls(options=options, **kwargs)
+        except SpecError as err:
+            message, prefix = str(err), "distill."
+            if where != "distill" and message.startswith(prefix):
+                raise SpecError(f"{where}.{message[len(prefix):]}") from None
+            raise
+
+    @classmethod
+    def from_stored(cls, data: dict, where: str | None = None, written: int | None = None):
+        if not isinstance(data, dict):
+            return super().from_stored(data, where, written)
+        method = DISTILL_METHODS.get(data.get("method", "dm"))
+        filled = _fill_id_defaults(cls, {k: v for k, v in data.items() if k not in cls._own_keys()}, written)
+        if method is not None:  # the method's own fields; other methods' (stored before) meant nothing
+            own = {k: v for k, v in data.items() if k in method.field_names}
+            filled |= _fill_id_defaults(method.options, own, written)
+        return cls.from_dict(filled, where)
+
+    @classmethod
+    def _own_keys(cls) -> set[str]:
+        return cls.known_keys() - {f.name for f in fields(cls)}
+
+    def _render(self, omit_defaults: bool, for_id: bool) -> dict:
+        out = super()._render(omit_defaults, for_id)
+        out.pop("options", None)
+        out.update(self.options._render(omit_defaults, for_id))
+        return out
+
+    # -- the set as the stages use it ------------------------------------------------------------
     def dataset(self, augment: bool | None = None) -> DataSpec:
         """This set as training data (resolved by StageContext from the store)."""
         if self.data is None:
@@ -290,6 +244,15 @@ class DistillSpec(Spec):
         """What a random real subset of the same size depends on."""
         return DistillSpec(data=self.data, ipc=self.ipc, zca=self.zca, zca_eps=self.zca_eps,
                            zca_space=self.zca_space)
+
+
+_SHARED = {f.name for f in fields(DistillSpec) if f.name != "options"}
+
+
+def _hint(cls, name: str):
+    import typing
+
+    return typing.get_type_hints(cls)[name]
 
 
 def _default(f):
@@ -308,31 +271,6 @@ def check_real_data(spec, where: str) -> None:
     if spec.data is not None and spec.data.zca:
         raise SpecError(f"{where}.data.zca: distil the raw data set (ZCA is the distillation's own zca: true); "
                         "data.zca whitens the real data networks train on")
-
-
-@dataclass(frozen=True)
-class ExpertsSpec(ExpertOptions):
-    """The trajectories themselves: ExpertOptions (n, lr, batch, seed) for one
-    data set, network and space."""
-    kind = "experts"
-    block = None
-    path_prefix = ""
-    epochs: int = 20  # exactly these (the stage's default differs from the option's 50)
-    data: DataSpec = field(default_factory=DataSpec)
-    model: ModelSpec = field(default_factory=lambda: ModelSpec("conv3"))
-    dsa: bool = True
-    zca: bool = False
-    zca_eps: float = 0.1
-    zca_space: str = choice("pixels", ZCA_SPACES, id_default="normalized")
-    seed: int = 0
-
-    def unused_fields(self) -> tuple[str, ...]:
-        return () if self.zca else ZCA_FIELDS
-
-    def validate(self):
-        reset_unused_zca(self)
-        check_real_data(self, "experts")
-        super().validate()
 
 
 # An evaluation protocol's own defaults of the fields declared ``resolved`` (epochs, batch_size).
@@ -381,101 +319,3 @@ class DistillEvalSpec(Spec):
     def of(self, distill: DistillSpec, random: bool = False) -> "DistillEvalSpec":
         """These options applied to ``distill`` (or to its random baseline)."""
         return self.replace(distill=distill.baseline_key() if random else distill, random=random)
-
-
-@dataclass(frozen=True)
-class TicketSpec(Spec):
-    kind = "ticket"
-    path_prefix = ""
-    trunk: ImpLevelSpec = field(default_factory=ImpLevelSpec)  # its mask and rewind point
-    data: DataSpec = field(default_factory=DataSpec)            # trained on (the real data)
-    train: TrainSpec = field(default_factory=TrainSpec)
-    seeds: Seeds = field(default_factory=Seeds)                 # order/augment (init: the trunk's)
-    # biases and BatchNorm: as the trunk's prune.rewind_bn (false: as its level L-1 trained them on
-    # the distilled set, as the paper's code); tickets stored before rewound them (raylth.specs.stages)
-    rewind_rule: str = rewind_rule()
-    # trunk: the level's mask (a distilled-pruning ticket); random: a random mask with its
-    # per-layer counts drawn from ``seed``, started alike (the control of distilled_random)
-    mask: str = choice("trunk", ("trunk", "random"))
-    seed: int = 0
-
-    def validate(self):
-        normalize_rewind_rule(self, self.trunk)
-        if self.mask == "trunk" and self.seed != 0:  # it draws nothing: one id
-            object.__setattr__(self, "seed", 0)
-
-    @property
-    def rewind_bn(self) -> bool:
-        return self.rewind_rule == "full" or self.trunk.prune.rewind_bn
-
-    @property
-    def level(self) -> int:
-        return self.trunk.level
-
-    @property
-    def model(self) -> ModelSpec:
-        return self.trunk.model
-
-
-@dataclass(frozen=True)
-class MaskImpSpec(Spec):
-    kind = "maskimp"
-    path_prefix = ""
-    start: TicketSpec = field(default_factory=TicketSpec)  # mask and weights: start and rewind point
-    prune: PruneSpec = field(default_factory=PruneSpec)    # fraction, strategy (rewind: the start)
-    level: int = 2                                         # > start.level
-
-    def validate(self):
-        if not self.prune.rewind.is_zero():  # the start ticket is the rewind point
-            object.__setattr__(self, "prune", self.prune.replace(rewind=Step(0, "it")))
-        if self.level <= self.start.level:
-            raise SpecError(f"level: {self.level} must be above the start ticket's level {self.start.level}")
-
-    def at_level(self, level: int) -> "MaskImpSpec":
-        return self.replace(level=level)
-
-
-def level_for_sparsity(target: float, fraction: float) -> int:
-    """The first IMP level whose sparsity 1 - (1 - fraction)^level reaches ``target``."""
-    if not 0 < target < 1:
-        raise SpecError(f"target_sparsity: {target} must be a fraction in (0, 1), e.g. 0.8")
-    return max(1, math.ceil(math.log(1 - target) / math.log(1 - fraction) - 1e-9))
-
-
-INNER_EXAMPLE = "{lr: 0.05, batch_size: 10, duration: 40ep}"
-
-
-TRIAL_METHODS_WITH_DISTILL = ("distill", "distilled_imp", "distilled_random", "mask_then_imp")  # read trial.distill
-
-
-def check_distilled_trial(trial) -> None:
-    """The distillation fields of a sweep trial (TrialSpec.validate calls this)."""
-    if trial.distill is not None and trial.distill.data is not None:
-        raise SpecError("distill.data: leave it out in a trial; the trial's data is distilled")
-    if trial.distill_eval is not None and (trial.distill_eval.distill is not None or trial.distill_eval.random):
-        raise SpecError("distill_eval: leave out distill and random in a trial; the trial's distillation "
-                        "and a random subset of the same size are both evaluated")
-    if trial.method in TRIAL_METHODS_WITH_DISTILL and trial.distill is None:
-        raise SpecError(f"distill: method {trial.method} needs a distill: block, e.g. "
-                        "distill: {method: dm, ipc: 10, iterations: 1000, model: {name: conv3}}")
-    if trial.method in ("distilled_imp", "distilled_random", "mask_then_imp") and trial.inner is None:
-        raise SpecError(f"inner: method {trial.method} trains every level on the distilled set with its own "
-                        f"inner: TrainSpec, e.g. inner: {INNER_EXAMPLE}")
-    if trial.method == "mask_then_imp" and not 1 <= trial.start_level < trial.levels:
-        raise SpecError(f"start_level: {trial.start_level} must be a distilled-pruning level in 1..levels-1 "
-                        f"(levels: {trial.levels}); mask_then_imp continues IMP from it up to `levels`")
-    if trial.start_level < 0:
-        raise SpecError(f"start_level: {trial.start_level} must be >= 0")
-    d = trial.distill
-    if trial.data.zca and d is not None and not d.zca:
-        raise SpecError("data.zca: the real data is ZCA-whitened but the distilled set is not; set distill.zca: "
-                        "true (tickets then train in the set's space) or leave data.zca out")
-    if trial.data.zca and d is not None and d.zca and (d.zca_space != "pixels" or d.zca_eps != trial.data.zca_eps):
-        raise SpecError(f"data.zca: the real data is whitened in pixel space with zca_eps {trial.data.zca_eps}, "
-                        f"the distilled set in {d.zca_space} space with {d.zca_eps}; use the same ZCA "
-                        "(distill.zca_space: pixels, equal zca_eps) so tickets train in the set's space")
-    if trial.method in ("distilled_imp", "distilled_random", "mask_then_imp"):
-        rewind, duration = trial.prune.rewind, trial.inner.duration
-        if rewind.unit == duration.unit and rewind.amount >= duration.amount:
-            raise SpecError(f"prune.rewind: {rewind} is not before the end of the distilled training "
-                            f"(inner.duration: {duration})")

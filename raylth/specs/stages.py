@@ -4,9 +4,8 @@
   It is also level 0 of every IMP trunk with the same data/model/train/seeds.
 - ``ImpLevelSpec`` (``imp_<hash>``): level L >= 1 of an IMP trunk. Levels are
   separate artifacts, so extending a trunk from 10 to 15 levels redoes nothing.
-- ``BranchSpec`` (``branch_<hash>``): a control at one level of a trunk:
-  ``random_prune`` (random mask, same per-layer counts) or ``reinit`` (IMP
-  mask, fresh init).
+Controls and tickets at a level of a trunk are their plugins' own specs
+(raylth/plugins/methods: controls, distilled).
 
 What a rewinding stage does with the tensors it does not prune (biases,
 BatchNorm parameters and running statistics) is one rule, the trunk's
@@ -86,21 +85,3 @@ def normalize_rewind_rule(spec, trunk: "ImpLevelSpec") -> None:
     """With rewind_bn true both rules compute the same: one id (the one stored before)."""
     if trunk.prune.rewind_bn and spec.rewind_rule != "full":
         object.__setattr__(spec, "rewind_rule", "full")
-
-
-@dataclass(frozen=True)
-class BranchSpec(Spec):
-    kind = "branch"
-    path_prefix = ""
-    trunk: ImpLevelSpec = field(default_factory=ImpLevelSpec)
-    method: str = choice("random_prune", ["random_prune", "reinit"])
-    seed: int = 0  # draws the random mask (random_prune) or the fresh init (reinit)
-    rewind_rule: str = rewind_rule()
-
-    def validate(self):
-        normalize_rewind_rule(self, self.trunk)
-
-    @property
-    def rewind_bn(self) -> bool:
-        """Whether biases and BatchNorm start from the rewind point (else as trained by level L-1)."""
-        return self.rewind_rule == "full" or self.trunk.prune.rewind_bn

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from raylth.errors import SpecError
-from raylth.specs.analysis import TRIAL_BLOCKS
 from raylth.specs.base import Spec, _fill_id_defaults, _join
-from raylth.specs.distill import DistillEvalSpec, DistillSpec, check_distilled_trial
+from raylth.specs.blocks import TRIAL_BLOCKS
+from raylth.specs.distill import DistillEvalSpec, DistillSpec
 from raylth.specs.groups import DataSpec, ModelSpec, PruneSpec, Seeds, TrainSpec
 
 
 MIN_LEFT = 1e-6  # the smallest share of weights a trunk may keep (levels beyond prune nothing real)
+
+# method name -> its check of the trial (the fields it reads: distill, inner, start_level), one line
+# (SpecError); each method plugin registers its own (raylth.stages.methods.register_method)
+TRIAL_CHECKS: dict[str, Callable[["TrialSpec"], None]] = {}
 
 
 @dataclass(frozen=True)
 class TrialSpec(Spec):
     kind = "trial"
     path_prefix = ""
-    method: str = "imp"           # a name in raylth.stages.METHODS
+    method: str = "imp"           # a name in raylth.stages.METHODS (each a plugin: raylth/plugins/methods)
     levels: int = 10              # IMP levels after the dense level 0
     data: DataSpec = field(default_factory=DataSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -28,10 +32,11 @@ class TrialSpec(Spec):
     prune: PruneSpec = field(default_factory=PruneSpec)
     seeds: Seeds = field(default_factory=Seeds)
     branch_seed: int = 0          # random_prune / reinit draws
-    distill: DistillSpec | None = None  # distill / distilled_imp / mask_then_imp: the distillation of `data`
-    inner: TrainSpec | None = None      # distilled_imp / mask_then_imp: each level's training on the distilled set
-    distill_eval: DistillEvalSpec | None = None  # distill: the evaluation protocol (default DistillEvalSpec())
-    start_level: int = 0          # mask_then_imp: the distilled-pruning level it starts (and rewinds) from
+    # fields only some methods read (each method's check says which it needs):
+    distill: DistillSpec | None = None  # the distillation of `data` (distill, distilled pruning)
+    inner: TrainSpec | None = None      # each level's training on the distilled set (distilled pruning)
+    distill_eval: DistillEvalSpec | None = None  # the evaluation protocol of a distilled set (distill)
+    start_level: int = 0          # the distilled-pruning level mask_then_imp starts (and rewinds) from
     # The analysis blocks (lmc:, sharpness:, ... each an options Spec of
     # raylth.specs.analysis.TRIAL_BLOCKS), written and read as top-level keys.
     analyses: tuple[Any, ...] = ()
@@ -52,7 +57,11 @@ class TrialSpec(Spec):
             if outside:
                 raise SpecError(f"{options.label()}.levels: {outside[0]} is not a level of this trial "
                                 f"(0..{self.levels}); pick levels it trains, or raise levels")
-        check_distilled_trial(self)
+        if self.start_level < 0:
+            raise SpecError(f"start_level: {self.start_level} must be >= 0")
+        check = TRIAL_CHECKS.get(self.method)
+        if check is not None:
+            check(self)
 
     def analysis(self, block: str):
         """The options of analysis ``block`` (e.g. "lmc"), or None."""

@@ -1,8 +1,10 @@
 """Layer 4: the study's steps as functions of specs -> stored artifacts.
 
-Importing the package imports every module in it, so that each registers its
-stages (raylth.stages.registry), analyses (raylth.stages.analyses) and data
-sources; the methods are in raylth.stages.methods.
+The core: the registries (stages, methods, analyses), the dense run and the
+IMP level every method builds on, distillation and its evaluation, stored
+data sets. Importing the package imports every module in it, so that each
+registers its stages; the methods, analyses and distillation methods are
+plugins (raylth/plugins), which register themselves here.
 """
 
 import importlib

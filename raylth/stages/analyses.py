@@ -1,11 +1,10 @@
-"""Analyses a sweep trial can add, each a plugin (in the manner of Method).
-
-An analysis is a trial block (``lmc:``, ``sharpness:``): its options are one
-Spec class registered with ``raylth.specs.analysis.trial_block``; here it
-declares the jobs it adds to a trial and the checks of its inputs, next to its
-stage's runner; its report section registers with
-``raylth.reporting.sections.report_section``. Adding one: CONTRIBUTING.md,
-"An analysis".
+"""Analyses a sweep trial can add: the registry. Each analysis is a plugin
+(raylth/plugins/analyses): a trial block (``lmc:``, ``sharpness:``) whose
+options are one Spec class, the jobs it adds to a trial, the checks of its
+inputs, the metrics it adds to results rows; its report section registers
+with ``raylth.reporting.sections.report_section`` in the same folder. One
+``register_analysis`` call declares it to the specs (the block) and to the
+stages (the jobs). Adding one: CONTRIBUTING.md, "An analysis".
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from typing import Callable
 
 from raylth.errors import SpecError
 from raylth.specs import Spec, TrialSpec
+from raylth.specs.blocks import trial_block
 
 # (label suffix, the specs of one job[, whether its artifacts are results rows: default True]),
 # e.g. ("level=3,lmc", (LmcSpec(...),))
@@ -28,6 +28,10 @@ class Analysis:
     jobs: Callable[[TrialSpec, Spec, list[Spec]], list[JobSpecs]]
     # (every job of the sweep (.label, .specs, .ids), the store) -> raise one line when an input is missing
     check: Callable[[list, object], None] | None = None
+    # metrics of its artifacts copied into their results rows (raylth.reporting.results)
+    columns: tuple[str, ...] = ()
+    # where its jobs (and results rows) come among a trial's analyses: lower first
+    order: int = 100
 
     @property
     def block(self) -> str:
@@ -38,7 +42,12 @@ ANALYSES: dict[str, Analysis] = {}
 
 
 def register_analysis(analysis: Analysis) -> Analysis:
+    """Declare an analysis (its plugin does, once): its trial block and its jobs."""
+    if ANALYSES.get(analysis.block, analysis) != analysis:
+        raise ValueError(f"analysis {analysis.block!r} is registered twice")
     ANALYSES[analysis.block] = analysis
+    for name, registered in sorted(ANALYSES.items(), key=lambda item: item[1].order):  # a trial's block order
+        trial_block(registered.options)
     return analysis
 
 
@@ -58,6 +67,11 @@ def check_analyses(jobs: list, store) -> None:
             analysis.check(jobs, store)
 
 
-def selected(level: int, levels: tuple[int, ...], method: str) -> bool:
-    """`levels` picks among a trunk's levels; a dense trial has just its one network."""
-    return method == "dense" or not levels or level in levels
+def result_columns() -> list[str]:
+    """The metrics every registered analysis adds to results rows, in registration order."""
+    return list(dict.fromkeys(column for analysis in ANALYSES.values() for column in analysis.columns))
+
+
+def selected(level: int, levels: tuple[int, ...], networks: list) -> bool:
+    """``levels`` picks among a trial's levels (empty: all); a trial with one network always has it analysed."""
+    return len(networks) == 1 or not levels or level in levels

@@ -30,19 +30,16 @@ from typing import Callable
 import torch
 
 from raylth.engine.data import Dataset, seed_for
-from raylth.engine.distill import Zca, distill_dm, distill_gm, distill_mtt, distilled_record
-from raylth.engine.distill.idc import IdcSettings, distill_idc
+from raylth.engine.distill import Zca, distilled_record
 from raylth.engine.distill.init import class_labels
 from raylth.engine.fastpath import precision
 from raylth.engine.models import build_model, check_model_name
 from raylth.errors import SpecError
 from raylth.specs import DistillSpec
+from raylth.specs.distill import DistillMethod, register_distill_method
 from raylth.stages.context import StageContext, ensure, live_progress
 from raylth.stages.datasets import RECORD, distill_space
-from raylth.stages.experts import load_experts, run_experts
-from raylth.stages.memory import check_matching, mtt_low_memory
 from raylth.stages.registry import Stage, register_stage
-from raylth.stages.release import import_files, read_import
 from raylth.store import Artifact
 
 
@@ -53,16 +50,16 @@ def check_distill(spec: DistillSpec, ctx: StageContext) -> Dataset:
         raise SpecError("distill.data: name the real data set to distil, e.g. data: {name: digits}")
     if spec.data.name == "distilled":
         raise SpecError("distill.data: distil a real data set, not a distilled one")
-    synthesizes = spec.distill_method.synthesizes
-    if synthesizes:
+    method = spec.distill_method
+    if method.synthesizes:
         check_model_name(spec.model.name)
     real = ctx.dataset(spec.data)
     _, height, width = real.input_shape
     if spec.factor > 1 and (height % spec.factor or width % spec.factor):
         raise SpecError(f"distill.factor: {spec.factor} does not divide {spec.data.name}'s image size "
                         f"{height}x{width}")
-    if not synthesizes:
-        read_import(spec, real, ctx.data_root, with_zca=False)  # the files only: the ZCA fit is the run's work
+    if method.inputs is not None:  # the method's own check of what it reads (an import: its files)
+        method.inputs(spec, ctx, real)
     else:
         check_class_sizes(real, spec.ipc * (spec.factor ** 2 if spec.init == "real" else 1),
                           spec.data.name, "distill.ipc", spec.ipc, spec.factor)
@@ -120,23 +117,20 @@ class Distilled:
 
 
 @dataclass(frozen=True)
-class DistillRunner:
-    """How a method of raylth.specs.distill.DISTILL_METHODS runs: ``run(spec,
-    ctx, real, synthesis)`` (synthesis None for a method that synthesises
-    nothing), and ``fits(spec, real, device) -> low_memory`` before anything
-    starts (raise WontFitError)."""
-    run: Callable[[DistillSpec, StageContext, Dataset, Synthesis | None], Distilled]
-    fits: Callable[[DistillSpec, Dataset, torch.device], bool] | None = None
+class Distiller(DistillMethod):
+    """A distillation method as its plugin declares it (raylth/plugins/distillers):
+    the spec's side (DistillMethod: its fields, checks, defaults) and how it
+    runs: ``run(spec, ctx, real, synthesis) -> Distilled`` (synthesis None for
+    a method that synthesises nothing), ``fits(spec, real, device) ->
+    low_memory`` before anything starts (raise WontFitError), ``inputs(spec,
+    ctx, real)`` checking what it reads before anything is stored (default:
+    enough real images per class)."""
+    inputs: Callable | None = None
 
 
-DISTILL_RUNNERS: dict[str, DistillRunner] = {}
-
-
-def distill_runner(name: str, fits=None):
-    def deco(run):
-        DISTILL_RUNNERS[name] = DistillRunner(run, fits)
-        return run
-    return deco
+def register_distiller(distiller: Distiller) -> Distiller:
+    """Declare a distillation method: one call, its spec fields and its runner."""
+    return register_distill_method(distiller)
 
 
 @precision("float32")  # the matching losses and the MTT unroll: no TF32
@@ -148,8 +142,8 @@ def run_distill(spec: DistillSpec, ctx: StageContext, monitor: Monitor | None = 
     if done is not None:
         return done
     real = check_distill(spec, ctx)
-    fits = DISTILL_RUNNERS[spec.method].fits
-    low_memory = fits(spec, real, ctx.device) if fits is not None else spec.low_memory
+    fits = spec.distill_method.fits
+    low_memory = fits(spec, real, ctx.device) if fits is not None else False
     return ensure(ctx, spec, lambda: _compute_distill(spec, ctx, real, monitor, low_memory))
 
 
@@ -182,10 +176,10 @@ def _compute_distill(spec: DistillSpec, ctx: StageContext, real: Dataset, monito
     losses = []
     if spec.distill_method.synthesizes:
         synthesis, zca = _synthesis(spec, ctx, real, monitor, losses, low_memory)
-        out = DISTILL_RUNNERS[spec.method].run(spec, ctx, real, synthesis)
+        out = spec.distill_method.run(spec, ctx, real, synthesis)
         out.zca = zca
     else:
-        out = DISTILL_RUNNERS[spec.method].run(spec, ctx, real, None)
+        out = spec.distill_method.run(spec, ctx, real, None)
     images, labels, zca, learned_lr, extra, device = out.images, out.labels, out.zca, out.lr, out.extra, ctx.device
     record = distilled_record(images, labels, real.mean, real.std, zca=zca, factor=spec.factor, lr=learned_lr)
     metrics = {"method": spec.method, "ipc": spec.ipc, "images": len(images), "train_images": len(record["labels"]),
@@ -204,62 +198,28 @@ def _compute_distill(spec: DistillSpec, ctx: StageContext, real: Dataset, monito
     return artifact
 
 
-# -- the methods' run functions (raylth.specs.distill.DISTILL_METHODS) -------------------------
-@distill_runner("dm", fits=check_matching)
-def _run_dm(spec: DistillSpec, ctx, real, s: Synthesis) -> Distilled:
-    return Distilled(*distill_dm(s.x, s.y, s.num_classes, s.model_fn, batch_real=spec.batch_real, **s.common))
+# -- a sweep trial's distillation ---------------------------------------------------------------
+def check_trial_distill(trial, method: str) -> None:
+    """The checks every method that distils a trial's data makes of its
+    ``distill:`` (and ``distill_eval:``) blocks: one line each, SpecError."""
+    if trial.distill is None:
+        raise SpecError(f"distill: method {method} needs a distill: block, e.g. "
+                        "distill: {method: dm, ipc: 10, iterations: 1000, model: {name: conv3}}")
+    if trial.distill.data is not None:
+        raise SpecError("distill.data: leave it out in a trial; the trial's data is distilled")
+    if trial.distill_eval is not None and (trial.distill_eval.distill is not None or trial.distill_eval.random):
+        raise SpecError("distill_eval: leave out distill and random in a trial; the trial's distillation "
+                        "and a random subset of the same size are both evaluated")
+    d = trial.distill
+    if trial.data.zca and not d.zca:
+        raise SpecError("data.zca: the real data is ZCA-whitened but the distilled set is not; set distill.zca: "
+                        "true (tickets then train in the set's space) or leave data.zca out")
+    if trial.data.zca and (d.zca_space != "pixels" or d.zca_eps != trial.data.zca_eps):
+        raise SpecError(f"data.zca: the real data is whitened in pixel space with zca_eps {trial.data.zca_eps}, "
+                        f"the distilled set in {d.zca_space} space with {d.zca_eps}; use the same ZCA "
+                        "(distill.zca_space: pixels, equal zca_eps) so tickets train in the set's space")
 
 
-@distill_runner("gm", fits=lambda spec, real, device: check_matching(spec, real, device, gradients=True))
-def _run_gm(spec: DistillSpec, ctx, real, s: Synthesis) -> Distilled:
-    return Distilled(*distill_gm(s.x, s.y, s.num_classes, s.model_fn, outer_loop=spec.outer_loop,
-                                 inner_loop=spec.inner_loop, lr_net=spec.lr_net, batch_real=spec.batch_real,
-                                 factor=spec.factor, **s.common))
-
-
-@distill_runner("mtt", fits=mtt_low_memory)
-def _run_mtt(spec: DistillSpec, ctx, real, s: Synthesis) -> Distilled:
-    experts_artifact = run_experts(spec.experts_spec(), ctx)
-    images, labels, lr = distill_mtt(
-        s.x, s.y, s.num_classes, load_experts(experts_artifact), s.model_fn, syn_steps=spec.syn_steps,
-        expert_epochs=spec.expert_epochs, max_start_epoch=spec.max_start_epoch, lr_lr=spec.lr_lr,
-        lr_init=spec.lr_init, batch_syn=spec.batch_syn, low_memory=s.low_memory, return_lr=True, **s.common)
-    return Distilled(images, labels, lr=lr, extra={"experts": experts_artifact.id,
-                                                   "low_memory_auto": s.low_memory and not spec.low_memory})
-
-
-@distill_runner("idc", fits=lambda spec, real, device: check_matching(spec, real, device, gradients=True))
-def _run_idc(spec: DistillSpec, ctx, real, s: Synthesis) -> Distilled:
-    """IDC condenses [0, 1] pixels and normalises inside its augmentation; the
-    set is stored in the normalised space, as every distilled set."""
-    scale = real.pixel_max
-    pixels = real.train_x.to(ctx.device).float() / scale
-
-    def normalize(x):
-        return real.normalize(x * scale)
-
-    settings = IdcSettings(ipc=spec.ipc, factor=spec.factor, iterations=spec.iterations, steps=spec.outer_loop,
-                           lr_img=spec.lr_img_value, batch_real=spec.batch_real, batch_syn=spec.batch_syn,
-                           n_data=spec.n_data, lr_net=spec.lr_net, metric=spec.metric,
-                           match_ops=spec.match_ops if spec.dsa else "none", cutmix=spec.cutmix, init=spec.init)
-    callback = s.common["callback"]
-    images, labels = distill_idc(pixels, real.train_y.to(ctx.device), s.num_classes, s.model_fn, normalize, settings,
-                                 generator=s.common["generator"],
-                                 callback=lambda it, loss, now: callback(it, loss, normalize(now)))
-    return Distilled(normalize(images), labels)
-
-
-@distill_runner("import")
-def _run_import(spec: DistillSpec, ctx, real, s: None) -> Distilled:
-    images, labels, zca = read_import(spec, real, ctx.data_root)
-    paths = import_files(spec, ctx.data_root)
-    extra = {"source_file": str(paths[0]), "source_sha256": hashlib.sha256(paths[0].read_bytes()).hexdigest()}
-    if len(paths) > 1:
-        extra.update(labels_file=str(paths[1]), labels_sha256=hashlib.sha256(paths[1].read_bytes()).hexdigest())
-    return Distilled(images, labels, zca, extra=extra)
-
-
-# -- the sweep method `distill`: a distilled set, its evaluation and the random baseline -------
 def trial_distill(trial) -> DistillSpec:
     """The trial's distillation of its real data (distilled from the raw set:
     ``data.zca`` whitens the real data the trial's networks train on)."""
@@ -272,4 +232,4 @@ def _distill_origin(spec: DistillSpec, origin_of=None) -> dict:
             "seed": spec.seed, "rewind": ""}
 
 
-register_stage(Stage(DistillSpec, run_distill, distills=True, method="distill", origin=_distill_origin))
+register_stage(Stage(DistillSpec, run_distill, distills=True, origin=_distill_origin))

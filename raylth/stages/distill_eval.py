@@ -104,13 +104,6 @@ def evaluate(spec: DistillEvalSpec, images, labels, real: Dataset, model_fn, lr:
                            seeds=seeds, dsa=spec.dsa, zca=zca)
 
 
-# -- the sweep method `distill`: a distilled set, its evaluation and the random baseline -------
-def distill_method_artifacts(trial) -> list:
-    d = trial_distill(trial)
-    options = trial.distill_eval or DistillEvalSpec()
-    return [d, options.of(d), options.of(d, random=True)]
-
-
 def evaluate_progress(spec: DistillEvalSpec, progress: Progress, split: str = "test") -> float:
     """A distillation in progress (what a ``run_distill`` monitor sees)
     evaluated as ``spec`` evaluates the finished set, with the lr learned so
@@ -134,4 +127,4 @@ def _eval_origin(spec: DistillEvalSpec, origin_of=None) -> dict:
             "model": spec.model.name, "seed": d.seed if d is not None else None, "rewind": ""}
 
 
-register_stage(Stage(DistillEvalSpec, run_distill_eval, method="distill", origin=_eval_origin))
+register_stage(Stage(DistillEvalSpec, run_distill_eval, origin=_eval_origin))

@@ -2,26 +2,19 @@
 
 The estimates come from raylth.engine.memory (the spec's own network,
 measured at two tiny batches, scaled). A job that cannot fit stops at once with
-one line naming the setting to change; an MTT unroll that fits only with
-``low_memory`` gets it automatically (same result up to float rounding, the
-artifact id unchanged, ``low_memory_auto`` in its metrics).
+one line naming the setting to change. A distillation method with needs of
+its own checks them in its plugin (MTT's unroll: raylth/plugins/distillers/mtt/memory.py).
 """
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 
-from raylth.engine.memory import (Estimate, device_memory, device_words, gib, host_memory, mtt_unroll_estimate,
-                                  training_estimate, trajectories_bytes)
+from raylth.engine.memory import Estimate, device_memory, device_words, gib, training_estimate
 from raylth.engine.models import build_model
 from raylth.errors import WontFitError
 from raylth.specs import DistillSpec, ModelSpec, TrainSpec
-
-log = logging.getLogger("raylth")
-
 
 def check_fits(what: str, need: float, have: float, device: torch.device, fix: str) -> None:
     if need > have:
@@ -41,42 +34,6 @@ def check_training(what: str, net: nn.Module, train: TrainSpec, data, device: to
     check_fits(what, estimate.device, device_memory(device) if have is None else have, device,
                f"lower train.batch_size ({train.batch_size}) or use a worker with more memory")
     return estimate
-
-
-def mtt_low_memory(spec: DistillSpec, real, device: torch.device, have: float | None = None,
-                   host: float | None = None) -> bool:
-    """Whether the MTT unroll of ``spec`` runs with low_memory: as asked, or
-    automatically when only that fits. Raises WontFitError when neither fits,
-    or when the expert trajectories do not fit in host memory."""
-    have = device_memory(device) if have is None else have
-    net = _network(spec.model, tuple(real.input_shape), real.num_classes)
-    n_images = spec.ipc * real.num_classes
-    batch = n_images if spec.batch_syn is None else min(spec.batch_syn, n_images)
-
-    def need(steps: int, low: bool) -> float:
-        return mtt_unroll_estimate(net, real.input_shape, batch, steps, n_images, real.num_classes, low).device
-
-    experts = spec.experts_spec()
-    n_params = sum(p.numel() for p in net.parameters())
-    check_fits("mtt experts", trajectories_bytes(n_params, experts.n, experts.epochs),
-               host_memory() if host is None else host, torch.device("cpu"),
-               f"fewer experts.n ({experts.n}) or max_start_epoch + expert_epochs ({experts.epochs})")
-    plain = need(spec.syn_steps, False)
-    if spec.low_memory or plain <= have:
-        return spec.low_memory
-    low = need(spec.syn_steps, True)
-    if low <= have:
-        log.warning("mtt: the unroll needs ~%s of %s for syn_steps %d with %s, the worker has %s: "
-                    "running it with low_memory (~%s)", gib(plain), device_words(device), spec.syn_steps,
-                    spec.model.name, gib(have), gib(low))
-        return True
-    one, two = need(1, True), need(2, True)
-    steps = int((have - one) // max(1.0, two - one)) + 1 if have >= one else 0
-    fix = (f"set syn_steps <= {steps} (with low_memory)" if steps >= 1
-           else f"lower batch_syn ({batch}) or ipc ({spec.ipc})")
-    check_fits(f"mtt: syn_steps {spec.syn_steps} with {spec.model.name}", low, have, device,
-               f"{fix}; without low_memory it needs ~{gib(plain)}")
-    return True
 
 
 def check_matching(spec: DistillSpec, real, device: torch.device, have: float | None = None,

@@ -1,9 +1,10 @@
-"""Methods a sweep can name, each a recipe of stages.
-
-A method says which artifacts a trial produces (one results row each) and how
-to run them. The sweep starts each of its jobs once the jobs making what it
-reads have finished (raylth.sweep.jobs finds that from the specs). Add a
-method by registering one more ``Method`` here.
+"""Methods a sweep can name: the registry. Each method is a plugin
+(raylth/plugins/methods), declared once with ``register_method``: which
+artifacts a trial produces (one results row each), which it prepares first,
+the trial fields it reads and its checks of them, and its facts for reports.
+The sweep starts each job once the jobs making what it reads have finished
+(raylth.sweep.jobs finds that from the specs). Adding one: CONTRIBUTING.md,
+"A sweep method".
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from raylth.errors import SpecError, did_you_mean
-from raylth.specs import BranchSpec, ImpLevelSpec, Spec, TrainStageSpec, TrialSpec
+from raylth.specs import ImpLevelSpec, Spec, TrialSpec
+from raylth.specs.trial import TRIAL_CHECKS
 from raylth.stages.context import StageContext
-from raylth.stages.distill_eval import distill_method_artifacts
-from raylth.stages.registry import run_stage
-from raylth.stages.ticket import (distilled_imp_artifacts, distilled_imp_prepare, distilled_random_artifacts,
-                                  mask_then_imp_artifacts, mask_then_imp_prepare)
+from raylth.stages.registry import IMPLIED, run_stage
 from raylth.store import Artifact
 
 
@@ -32,6 +31,19 @@ class Method:
     prepare: Callable[[TrialSpec], list[Spec]] | None = None
     # One job per artifact (they run in parallel) instead of one job for all.
     parallel: bool = False
+    # Its checks of the trial's fields it reads beyond data/model/train/prune/seeds (distill,
+    # inner, start_level): one line, SpecError; run whenever such a trial is parsed.
+    check: Callable[[TrialSpec], None] | None = None
+    # Its networks are points of the pruning comparison (accuracy against sparsity and against
+    # the training points of the pruning loop, raylth.plugins.methods.distilled's report).
+    pruning: bool = True
+    # Stage kinds (of the core) whose artifacts, when no sweep claims them, are this method's.
+    implies: tuple[str, ...] = ()
+    # Its place in the pruning comparison's tables and legends: lower first.
+    order: int = 100
+    # A small trial of it on digits (its fields beside method, levels, data, model): what the
+    # template tests run every registered method with.
+    example: dict | None = None
 
     def run(self, trial: TrialSpec, ctx: StageContext) -> list[Artifact]:
         for spec in self.prepare(trial) if self.prepare else ():
@@ -43,46 +55,29 @@ METHODS: dict[str, Method] = {}
 
 
 def register_method(method: Method) -> Method:
+    """Declare a method (its plugin does, once): its recipe and its checks of a trial."""
+    if METHODS.get(method.name, method) != method:
+        raise ValueError(f"method {method.name!r} is registered twice")
     METHODS[method.name] = method
+    IMPLIED.update(dict.fromkeys(method.implies, method.name))
+    if method.check is not None:
+        TRIAL_CHECKS[method.name] = method.check
     return method
 
 
 def check_method_name(name: str) -> None:
     if name not in METHODS:
-        raise SpecError(f"method: unknown method {name!r}{did_you_mean(name, METHODS)}; known methods are {', '.join(sorted(METHODS))}")
+        raise SpecError(f"method: unknown method {name!r}{did_you_mean(name, METHODS)}; known methods are "
+                        f"{', '.join(sorted(METHODS))}")
 
 
 def trunk_level(trial: TrialSpec, level: int = 1) -> ImpLevelSpec:
+    """Level ``level`` of the trial's IMP trunk on its real data (level 0: ``.trunk_root()``)."""
     return ImpLevelSpec(data=trial.data, model=trial.model, train=trial.train,
                         prune=trial.prune, seeds=trial.seeds, level=level)
 
 
-def _dense(trial: TrialSpec) -> list[Spec]:
-    return [trunk_level(trial).trunk_root()]
-
-
-def _imp(trial: TrialSpec) -> list[Spec]:
-    return _dense(trial) + [trunk_level(trial, level) for level in range(1, trial.levels + 1)]
-
-
-def _branches(name: str):
-    def artifacts(trial: TrialSpec) -> list[Spec]:
-        return [BranchSpec(trunk=trunk_level(trial, level), method=name, seed=trial.branch_seed)
-                for level in range(1, trial.levels + 1)]
-    return artifacts
-
-
-register_method(Method("dense", artifacts=_dense))
-register_method(Method("imp", artifacts=_imp))
-register_method(Method("random_prune", artifacts=_branches("random_prune"), needs_levels=True))
-register_method(Method("reinit", artifacts=_branches("reinit"), needs_levels=True))
-# Dataset distillation and distilled pruning (raylth.stages.distill, raylth.stages.ticket)
-register_method(Method("distill", artifacts=distill_method_artifacts))
-register_method(Method("distilled_imp", artifacts=distilled_imp_artifacts, needs_levels=True,
-                       prepare=distilled_imp_prepare, parallel=True))
-register_method(Method("distilled_random", artifacts=distilled_random_artifacts, needs_levels=True,
-                       prepare=distilled_imp_prepare, parallel=True))
-register_method(Method("mask_then_imp", artifacts=mask_then_imp_artifacts, needs_levels=True,
-                       prepare=mask_then_imp_prepare))
-
-__all__ = ["METHODS", "Method", "register_method", "check_method_name", "TrainStageSpec"]
+def pruning_methods() -> tuple[str, ...]:
+    """The methods whose networks the pruning comparison puts side by side, in registration order."""
+    ordered = sorted(METHODS.values(), key=lambda method: method.order)
+    return tuple(method.name for method in ordered if method.pruning)

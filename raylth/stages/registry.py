@@ -17,6 +17,7 @@ from raylth.specs import DataSpec, ModelSpec, Seeds, Spec, TrainSpec
 
 if TYPE_CHECKING:
     from raylth.stages.context import StageContext
+    from raylth.stages.points import Points
     from raylth.store import Artifact, Store
 
 Recipe = tuple[DataSpec, ModelSpec, TrainSpec, Seeds]
@@ -54,8 +55,8 @@ class Stage:
     # origin_of gives that of another stored artifact ({} when missing).
     origin: Callable[[Spec, Lookup], dict] = _no_origin
     # Training points of the pruning loop that produced it (reports' x axis):
-    # (spec, points, row_method) -> float, ``points`` a raylth.reporting.distill.Points.
-    loop_points: Callable[[Spec, object, str], float] | None = None
+    # (spec, points, row_method) -> float.
+    loop_points: Callable[[Spec, "Points", str], float] | None = None
     # Its artifacts are rows of the results (False: an intermediate, e.g. a Hessian that
     # sharpness rows split).
     results_row: bool = True
@@ -72,11 +73,13 @@ class Stage:
 
     def implied_method(self, spec: Spec, method_of: Lookup) -> str:
         if self.method is None:
-            return self.kind
+            return IMPLIED.get(self.kind, self.kind)
         return self.method if isinstance(self.method, str) else self.method(spec, method_of)
 
 
 STAGES: dict[str, Stage] = {}
+# stage kind -> the method its artifacts imply when no sweep claims them (a method plugin says so: Method.implies)
+IMPLIED: dict[str, str] = {}
 
 
 def register_stage(stage: Stage) -> Stage:

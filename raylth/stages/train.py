@@ -51,7 +51,7 @@ def _store_sibling(ctx: StageContext, sibling: TrainStageSpec, trained: Artifact
 
 
 register_stage(Stage(
-    TrainStageSpec, run_train, trains=True, method_network=True, method="dense",
+    TrainStageSpec, run_train, trains=True, method_network=True,
     sibling_key=the_run, kept_steps=lambda spec: (Step(0, "it"),) + spec.save_at,
     recipe=lambda spec, store: (spec.data, spec.model, spec.train, spec.seeds),
     origin=lambda spec, origin_of: network_origin(spec.data, spec.model, spec.seeds),

@@ -11,7 +11,7 @@ import torch
 
 import raylth.store.checksums as checksums
 from raylth.errors import StoreError
-from raylth.store import liveness
+from raylth.store.liveness import heartbeat, record
 from raylth.store.files import OWNER_FILE, atomic_torch_save, atomic_write_bytes
 
 
@@ -98,11 +98,11 @@ class Partial:
 
     def touch(self, rec: dict | None = None) -> None:
         """Renew the liveness record of whoever computes it (raylth.store.liveness)."""
-        owner = json.dumps(rec or liveness.record()).encode()
+        owner = json.dumps(rec or record()).encode()
         atomic_write_bytes(self.path / OWNER_FILE, owner)
         if self.backend is not None:
             self.backend.write_file(f"{self.rel}/{OWNER_FILE}", owner)
 
     def heartbeat(self):
         """Keep it alive while a block runs (an epoch may outlast the staleness limit)."""
-        return liveness.heartbeat(self.touch)
+        return heartbeat(self.touch)

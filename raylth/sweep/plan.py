@@ -49,7 +49,7 @@ def check_trials(sweep: Sweep, data_root: Path) -> None:
 def check_distillations(sweep: Sweep, data_root: Path) -> None:
     """ipc against the class sizes, import files: what needs the data, now."""
     from raylth.stages import StageContext
-    from raylth.stages.distill import DISTILL_RUNNERS, check_distill, trial_distill
+    from raylth.stages.distill import check_distill, trial_distill
 
     distills = {trial_distill(t.spec): t.label for t in sweep.trials if t.spec.distill is not None}
     if not distills:
@@ -59,7 +59,7 @@ def check_distillations(sweep: Sweep, data_root: Path) -> None:
     for spec, label in distills.items():
         try:
             real = check_distill(spec, ctx)
-            fits = DISTILL_RUNNERS[spec.method].fits
+            fits = spec.distill_method.fits
             if fits is not None and device is not None:
                 fits(spec, real, device)
         except RaylthError as err:

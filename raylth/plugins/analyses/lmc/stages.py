@@ -13,10 +13,12 @@ import numpy as np
 
 from raylth.engine.interpolate import alpha_grid, evaluate_path, instability, loss_barrier
 from raylth.errors import SpecError
-from raylth.specs import ChildSpec, LandscapeSpec, LmcOptions, LmcSpec, Spec, TrialSpec
+from raylth.plugins.analyses.landscape import LandscapeSpec
+from raylth.plugins.analyses.lmc.specs import ChildSpec, LmcOptions, LmcSpec
+from raylth.specs import Spec, TrialSpec
+from raylth.specs.refs import checkpoint_name, step_key
 from raylth.stages.analyses import Analysis, register_analysis, selected
 from raylth.stages.context import StageContext, ensure, train_and_store
-from raylth.specs.refs import checkpoint_name, step_key
 from raylth.stages.networks import child_seeds, load_network
 from raylth.stages.registry import Stage, kept_steps, level_of, register_stage
 from raylth.store import Artifact
@@ -102,7 +104,7 @@ def lmc_jobs(trial: TrialSpec, options: LmcOptions, networks: list[Spec]):
     spawns = options.spawn or (trial.prune.rewind,)
     for network in networks:
         level = level_of(network)
-        if not selected(level, options.levels, trial.method):
+        if not selected(level, options.levels, networks):
             continue
         kept = {step_key(s) for s in kept_steps(network)}
         for spawn in spawns:
@@ -118,11 +120,12 @@ def lmc_jobs(trial: TrialSpec, options: LmcOptions, networks: list[Spec]):
                                                         f"{network.id}:{checkpoint_name(spawn)}")))
             jobs.append((f"{at},lmc", tuple(analyses)))
     missing = [str(s) for s in options.spawn if step_key(s) not in used]
-    if missing and any(selected(level_of(n), options.levels, trial.method) for n in networks):
+    if missing and any(selected(level_of(n), options.levels, networks) for n in networks):
         raise SpecError(f"lmc.spawn: no network of method {trial.method} keeps weights at {missing[0]} (a dense "
                         "run keeps init and its prune.rewind, a level its rewind point, a ticket init); list "
                         "steps its networks keep, e.g. in per_method")
     return jobs
 
 
-register_analysis(Analysis(LmcOptions, jobs=lmc_jobs))
+register_analysis(Analysis(LmcOptions, jobs=lmc_jobs,
+                           columns=("instability_test", "instability_train", "loss_barrier", "stable"), order=1))

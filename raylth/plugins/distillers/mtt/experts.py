@@ -1,8 +1,11 @@
-"""Stage ``experts``: MTT's expert trajectories on the real data."""
+"""Stage ``experts`` (``experts_<hash>``): MTT's expert trajectories on the
+real data, shared by every MTT distillation of the same data, network,
+expert options and trajectory length."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import torch
 
@@ -10,11 +13,67 @@ from raylth.engine.data import seed_for
 from raylth.engine.distill import train_experts
 from raylth.engine.fastpath import precision
 from raylth.engine.models import build_model, check_model_name
-from raylth.specs import ExpertsSpec
+from raylth.errors import SpecError
+from raylth.specs import DataSpec, DistillSpec, ModelSpec, Spec
+from raylth.specs.base import choice, settings
+from raylth.specs.distill import ZCA_FIELDS, ZCA_SPACES, check_real_data, reset_unused_zca
 from raylth.stages.context import StageContext, ensure
 from raylth.stages.datasets import distill_space
-from raylth.stages.registry import Stage, register_stage
+from raylth.stages.registry import Stage, register_stage, stage_of
 from raylth.store import Artifact, Store
+
+
+@dataclass(frozen=True)
+class ExpertOptions(Spec):
+    """How MTT's experts are trained (``distill.experts``)."""
+    kind = "expert_options"
+    block = "distill.experts"
+    n: int = 5              # expert trajectories
+    epochs: int = 50        # at most; only max_start_epoch + expert_epochs are trained and kept
+    lr: float = 0.01        # MTT's buffer.py: SGD without momentum or weight decay
+    batch: int = 256
+    seed: int = 0
+
+    def validate(self):
+        for name in ("n", "epochs", "batch"):
+            if getattr(self, name) < 1:
+                raise SpecError(f"distill.experts.{name}: {getattr(self, name)} must be >= 1")
+        if self.lr <= 0:
+            raise SpecError(f"distill.experts.lr: {self.lr} must be positive")
+
+
+@dataclass(frozen=True)
+class ExpertsSpec(ExpertOptions):
+    """The trajectories themselves: ExpertOptions (n, lr, batch, seed) for one
+    data set, network and space."""
+    kind = "experts"
+    block = None
+    path_prefix = ""
+    epochs: int = 20  # exactly these (the stage's default differs from the option's 50)
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=lambda: ModelSpec("conv3"))
+    dsa: bool = True
+    zca: bool = False
+    zca_eps: float = 0.1
+    zca_space: str = choice("pixels", ZCA_SPACES, id_default="normalized")
+    seed: int = 0
+
+    def unused_fields(self) -> tuple[str, ...]:
+        return () if self.zca else ZCA_FIELDS
+
+    def validate(self):
+        reset_unused_zca(self)
+        check_real_data(self, "experts")
+        super().validate()
+
+
+def experts_spec(spec) -> ExpertsSpec:
+    """The expert trajectories an MTT distillation (a DistillSpec) needs: only the
+    first max_start_epoch + expert_epochs epochs (later ones are never matched)."""
+    return ExpertsSpec(**settings(spec.experts, ExpertOptions) | {
+        "epochs": min(spec.experts.epochs, spec.max_start_epoch + spec.expert_epochs)},
+        data=spec.data, model=spec.model, dsa=spec.dsa, zca=spec.zca, zca_eps=spec.zca_eps,
+        zca_space=spec.zca_space)
 
 
 @precision("tf32")  # trained as in the references (cuDNN's default on Ampere/Hopper)
@@ -85,4 +144,6 @@ def _experts_origin(spec: ExpertsSpec, origin_of=None) -> dict:
     return {"dataset": spec.data.name, "model": spec.model.name, "seed": spec.seed, "rewind": ""}
 
 
-register_stage(Stage(ExpertsSpec, run_experts, method="distill", origin=_experts_origin))
+# what a distillation implies when no sweep claims it (the experts are part of one)
+register_stage(Stage(ExpertsSpec, run_experts, origin=_experts_origin,
+                     method=lambda spec, method_of: stage_of(DistillSpec.kind).implied_method(spec, method_of)))

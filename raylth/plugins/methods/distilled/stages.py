@@ -1,17 +1,4 @@
-"""Distilled pruning: stages ``ticket`` and ``maskimp``, and the sweep methods
-``distilled_imp`` and ``mask_then_imp`` (McDermott & Cummings 2023; McDermott
-& Parhi 2025).
-
-distilled_imp: an IMP trunk whose every level trains on the distilled set
-(the trial's ``inner`` TrainSpec; the ordinary ``imp`` stages with
-``DataSpec(name='distilled', ...)``, rewinding to the trial's
-``prune.rewind``, 0it = init), and each level's ticket (``TicketSpec``: the
-level's mask on its rewind-point weights) trained on the full real data with
-the trial's ``train``. Its results rows are the tickets.
-
-mask_then_imp: ordinary IMP on the real data that starts from the ticket of
-``start_level`` (its mask and its start weights are both the start and the
-rewind point of every later level) and continues to ``levels``.
+"""Stages ``ticket`` and ``maskimp``.
 
 Training points (the examples of every SGD step, the last partial batch of an
 epoch counted as it is, or dropped with train.last_batch: drop), as stored:
@@ -30,9 +17,9 @@ import torch
 
 from raylth.engine.data import points_seen, seed_for, steps_per_epoch
 from raylth.engine.masks import prune, random_like, rewind_state
-from raylth.specs import ImpLevelSpec, MaskImpSpec, Spec, Step, TicketSpec
+from raylth.plugins.methods.distilled.specs import MaskImpSpec, TicketSpec
+from raylth.specs import ImpLevelSpec, Step
 from raylth.stages.context import StageContext, ensure, train_and_store
-from raylth.stages.distill import trial_distill
 from raylth.stages.imp import level_start, run_imp_level
 from raylth.stages.registry import Stage, network_origin, register_stage
 from raylth.store import Artifact
@@ -88,48 +75,6 @@ def _compute_maskimp(spec: MaskImpSpec, ctx: StageContext) -> Artifact:
                            extra_metrics={"level": spec.level, "start": start.id})
 
 
-# -- the sweep methods ------------------------------------------------------------------
-def distilled_trunk(trial, level: int = 1) -> ImpLevelSpec:
-    """Level ``level`` of the trial's IMP trunk on its distilled set."""
-    return ImpLevelSpec(data=trial_distill(trial).dataset(augment=trial.data.augment), model=trial.model,
-                        train=trial.inner, prune=trial.prune, seeds=trial.seeds, level=level)
-
-
-def ticket(trial, level: int, random: bool = False) -> TicketSpec:
-    return TicketSpec(trunk=distilled_trunk(trial, level), data=trial.data, train=trial.train, seeds=trial.seeds,
-                      mask="random" if random else "trunk", seed=trial.branch_seed if random else 0)
-
-
-def distilled_prepare(trial, levels: int) -> list[Spec]:
-    """The distillation and the distilled trunk's levels 0..levels, in order."""
-    trunk = distilled_trunk(trial)
-    return [trial_distill(trial), trunk.trunk_root()] + [trunk.at_level(l) for l in range(1, levels + 1)]
-
-
-def distilled_imp_prepare(trial) -> list[Spec]:
-    return distilled_prepare(trial, trial.levels)
-
-
-def distilled_imp_artifacts(trial) -> list[Spec]:
-    return [ticket(trial, level) for level in range(1, trial.levels + 1)]
-
-
-def distilled_random_artifacts(trial) -> list[Spec]:
-    """Random pruning at the distilled tickets' per-layer counts, from the same start: the control that
-    tells a stable distilled ticket from a merely sparse one at k = 0."""
-    return [ticket(trial, level, random=True) for level in range(1, trial.levels + 1)]
-
-
-def mask_then_imp_prepare(trial) -> list[Spec]:
-    return distilled_prepare(trial, trial.start_level)
-
-
-def mask_then_imp_artifacts(trial) -> list[Spec]:
-    start = ticket(trial, trial.start_level)
-    return [start] + [MaskImpSpec(start=start, prune=trial.prune, level=level)
-                      for level in range(trial.start_level + 1, trial.levels + 1)]
-
-
 # -- the stages' facts ------------------------------------------------------------------
 def _ticket_origin(spec: TicketSpec, origin_of=None) -> dict:
     trunk = spec.trunk
@@ -138,7 +83,7 @@ def _ticket_origin(spec: TicketSpec, origin_of=None) -> dict:
 
 def _ticket_points(spec: TicketSpec, points, method: str) -> float:
     """Its distilled trunk's levels (its ``points_seen``); as the start of
-    mask_then_imp also its own real training."""
+    mask_then_imp (a trial that goes on from it) also its own real training."""
     found = points.own(spec.id)
     return found + points.own(spec.id, "train_points_seen") if method == "mask_then_imp" else found
 

@@ -1,16 +1,16 @@
-"""Instability plots and tables: error along the interpolation path, instability
-against sparsity and against the spawn step k, sharpness, landscapes."""
+"""The instability section of ``raylth report``: instability.md,
+instability_by_sparsity.md, error along the interpolation path, instability
+against sparsity and against the spawn step k."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from raylth.reporting.axes import pyplot, weights_remaining_axis
 from raylth.reporting.sections import group_name, group_title, report_section
-from raylth.specs import LandscapeSpec, LmcSpec
+from raylth.plugins.analyses.lmc.specs import LmcSpec
 from raylth.store import Store
 
 
@@ -131,7 +131,8 @@ def side_by_side(rows) -> str:
     distilled" from "stable because sparse"."""
     rows = rows.assign(kind=[f"{m} k={k}" for m, k in zip(rows.method, rows.rewind)],
                        at=(100 * rows.sparsity).round(1))
-    kinds = sorted(rows.kind.unique(), key=lambda k: (k.split(" ")[0] != "dense", k))
+    sparsest = rows.groupby("kind").sparsity.max()  # the dense network's kinds (sparsity 0) first
+    kinds = sorted(rows.kind.unique(), key=lambda k: (sparsest[k] > 0, k))
     lines = ["| sparsity | " + " | ".join(kinds) + " |", "|---:|" + "---:|" * len(kinds)]
     for at, group in rows.groupby("at"):
         cells = []
@@ -145,17 +146,6 @@ def side_by_side(rows) -> str:
                          f"({int(g.stable.astype(bool).sum())}/{len(g)})")
         lines.append(f"| {at:.1f}% | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def copy_landscapes(store: Store, rows, out: Path) -> list[Path]:
-    written = []
-    for row in rows.itertuples():
-        artifact = store.get(row.id)
-        if artifact is not None and artifact.has_file("landscape.png"):
-            dest = out / f"landscape_{row.sweep or 'unswept'}_{row.method}_level{row.level}_seed{row.seed}_{row.id[-6:]}.png"
-            shutil.copyfile(artifact.file("landscape.png"), dest)
-            written.append(dest)
-    return written
 
 
 @report_section
@@ -192,8 +182,3 @@ def instability_section(store: Store, frame, out: Path) -> dict[str, Path]:
             plot(rows, path, title, threshold)
             written[f"plot:{path.stem}"] = path
     return written
-
-
-@report_section
-def landscape_section(store: Store, frame, out: Path) -> dict[str, Path]:
-    return {f"plot:{p.stem}": p for p in copy_landscapes(store, frame[frame.stage == LandscapeSpec.kind], out)}

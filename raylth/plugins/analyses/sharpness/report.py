@@ -18,7 +18,7 @@ from pathlib import Path
 
 from raylth.reporting.axes import pyplot
 from raylth.reporting.sections import group_name, group_title, report_section
-from raylth.specs import SharpnessSpec
+from raylth.plugins.analyses.sharpness.specs import SharpnessSpec
 from raylth.store import Store
 
 

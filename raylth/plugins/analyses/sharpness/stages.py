@@ -14,14 +14,13 @@ from raylth.engine.data import fixed_batches
 from raylth.engine.fastpath import precision
 from raylth.engine.sharpness import exact_diagonal, hutchinson, mass_by_mask, signed_by_mask, top_eigenvalue
 from raylth.errors import StoreError
-from raylth.specs import SharpnessOptions, SharpnessSpec, Spec, TrialSpec
-from raylth.specs.analysis import HessianSpec
+from raylth.plugins.analyses.sharpness.specs import HessianSpec, SharpnessOptions, SharpnessSpec
+from raylth.specs import Spec, TrialSpec
+from raylth.specs.refs import checkpoint_name, split_ref
 from raylth.stages.analyses import Analysis, register_analysis, selected
 from raylth.stages.context import StageContext, ensure
-from raylth.specs.refs import checkpoint_name
 from raylth.stages.methods import trunk_level
 from raylth.stages.networks import load_network
-from raylth.specs.refs import split_ref
 from raylth.stages.registry import Stage, kept_steps, level_of, method_network_kinds, register_stage
 from raylth.store import Artifact
 
@@ -109,9 +108,10 @@ def sharpness_jobs(trial: TrialSpec, options: SharpnessOptions, networks: list[S
     jobs = []
     for network in networks:
         level = level_of(network)
-        if network.kind not in method_network_kinds() or (trial.method != "dense" and level == 0):
+        # a dense network has no mask to split by: only a trial that is its one network shows it
+        if network.kind not in method_network_kinds() or (level == 0 and len(networks) > 1):
             continue
-        if not selected(level, options.levels, trial.method):
+        if not selected(level, options.levels, networks):
             continue
         masks = () if level == 0 else (network.id,)  # a dense network has no mask
         jobs.append((f"level={level},sharpness", (options.of(f"{dense.id}:{checkpoint}", masks),)))
@@ -124,7 +124,7 @@ def _own_jobs(trial: TrialSpec, options: SharpnessOptions, networks: list[Spec])
     jobs = []
     for network in networks:
         level = level_of(network)
-        if network.kind not in method_network_kinds() or not selected(level, options.levels, trial.method):
+        if network.kind not in method_network_kinds() or not selected(level, options.levels, networks):
             continue
         checkpoint = "final" if options.checkpoint == "final" else checkpoint_name(kept_steps(network)[0])
         sparse = level > 0
@@ -134,7 +134,7 @@ def _own_jobs(trial: TrialSpec, options: SharpnessOptions, networks: list[Spec])
     return jobs
 
 
-register_analysis(Analysis(SharpnessOptions, jobs=sharpness_jobs))
+register_analysis(Analysis(SharpnessOptions, jobs=sharpness_jobs, order=0))
 register_stage(Stage(HessianSpec, run_hessian, results_row=False,
                      origin=lambda spec, origin_of: origin_of(split_ref(spec.network)[0])))
 register_stage(Stage(SharpnessSpec, run_sharpness,

@@ -1,17 +1,45 @@
-"""Importing released distilled sets (MTT's images_best.pt + labels_best.pt,
-IDC's [images, labels], raylth's own records): every problem a DataError
-naming the file."""
+"""Distillation method ``import``: a released distilled set as it was
+released (MTT's images_best.pt + labels_best.pt, IDC's [images, labels],
+raylth's own records): every problem a DataError naming the file."""
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from raylth.engine.data import Dataset
 from raylth.engine.distill import Zca, fit_zca_space
-from raylth.errors import DataError
-from raylth.specs import DistillSpec
+from raylth.errors import DataError, SpecError
+from raylth.specs import DistillSpec, Spec
+from raylth.specs.base import choice
+from raylth.stages.distill import Distilled, Distiller, register_distiller
+
+
+@dataclass(frozen=True)
+class ImportOptions(Spec):
+    kind = "import_options"
+    block = "distill"
+    path: str | None = None    # a .pt/.npz file of images and labels (or images only, with labels:)
+    labels: str | None = None  # a separate labels file (MTT: images_best.pt + labels_best.pt)
+    # the file's images: normalised, in the data set's pixel units (0..255), or in [0, 1] (IDC's data.pt)
+    space: str = choice("normalized", ["normalized", "pixel", "unit"])
+    factor: int = 1            # IDC mosaics: factor x factor tiles decoded into factor^2 images
+
+    def validate(self):
+        if self.factor < 1:
+            raise SpecError(f"distill.factor: {self.factor} must be >= 1")
+
+
+def check(spec, w: str) -> None:
+    if not spec.path:
+        raise SpecError(f"{w}.path: method import needs path: FILE.pt (images and labels tensors, "
+                        "or images only with labels: LABELS.pt)")
+    if spec.space != "normalized" and spec.zca:
+        raise SpecError(f"{w}.space: a ZCA-whitened file holds whitened images, not pixels; "
+                        "leave space out with zca: true")
 
 
 def _import_path(spec: DistillSpec, ctx_root, name: str | None = None) -> Path:
@@ -114,3 +142,16 @@ def read_import(spec: DistillSpec, real: Dataset, data_root=None, with_zca: bool
         else:  # as MTT/KIP: fitted on the whole real training set, in zca_space
             zca = fit_zca_space(real, spec.zca_space, spec.zca_eps)
     return images, labels, zca
+
+
+def run(spec, ctx, real, s) -> Distilled:
+    images, labels, zca = read_import(spec, real, ctx.data_root)
+    paths = import_files(spec, ctx.data_root)
+    extra = {"source_file": str(paths[0]), "source_sha256": hashlib.sha256(paths[0].read_bytes()).hexdigest()}
+    if len(paths) > 1:
+        extra.update(labels_file=str(paths[1]), labels_sha256=hashlib.sha256(paths[1].read_bytes()).hexdigest())
+    return Distilled(images, labels, zca, extra=extra)
+
+
+register_distiller(Distiller("import", ImportOptions, check=check, run=run,
+                             inputs=lambda spec, ctx, real: read_import(spec, real, ctx.data_root, with_zca=False)))

@@ -1,0 +1,1 @@
+"""Distillers: one module or package each, registering itself when imported (raylth.plugins)."""

@@ -1,0 +1,1 @@
+"""Methods: one module or package each, registering itself when imported (raylth.plugins)."""
