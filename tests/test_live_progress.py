@@ -60,7 +60,7 @@ def test_a_search_trial_returns_the_evaluations_inside_its_stages(tmp_path):
                        str(tmp_path / "data"))
     assert result["state"] == "complete"
     assert [row["iteration"] for row in result["progress"]] == list(range(1, 7))
-    assert study.get_trials()[0].intermediate_values.keys() == {1}  # the study's own values, as before
+    assert study.get_trials()[0].intermediate_values.keys() == {3}  # the study's own values: at iteration 3 of 6
 
 
 def test_tunes_progress_table_shows_the_evaluation_columns(capsys, tmp_path, monkeypatch):

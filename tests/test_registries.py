@@ -64,7 +64,9 @@ def test_every_distillation_method_declares_its_fields_runner_and_defaults(name)
     spec = DistillSpec(**given)
     assert spec.to_dict(omit_defaults=True) == {k: v for k, v in given.items() if (k, v) != ("method", "dm")}
     assert DistillSpec.from_dict(spec.to_dict()) == spec == DistillSpec.from_stored(spec.to_dict())
-    if method.synthesizes:
+    if method.synthesizes:  # its digits example, or why there is none (tests/test_distill_stages.py)
+        assert isinstance(method.example, dict) or (isinstance(method.example, str) and method.example), \
+            f"{name}: declares no example"
         assert spec.lr_img_value > 0 and spec.lr_img_value == method.default_lr_img(spec)
     else:
         assert not any(uses_field(name, f) for f in SYNTHESIS_FIELDS)

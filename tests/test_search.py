@@ -60,7 +60,7 @@ def with_(**changes) -> dict:
 def test_search_files_parse_and_dispatch():
     for name in ("distill_search_digits", "distill_search_cifar10"):
         search = load_sweep(REPO / "sweeps" / f"{name}.yaml")
-        assert isinstance(search, Search) and search.name == name and search.objective == "distill"
+        assert isinstance(search, Search) and search.name == name and search.objective.name == "distill"
     assert isinstance(parse_any(SEARCH), Search)
     assert type(parse_any({"base": {"levels": 1}})).__name__ == "Sweep"
 
@@ -91,7 +91,7 @@ def test_a_search_crosses_to_its_ray_tasks_as_it_is():
 
     search = parse_search(SEARCH)
     back = cloudpickle.loads(cloudpickle.dumps(search))
-    assert back == search and back.distill_specs({}) == search.distill_specs({})
+    assert back == search and back.specs({}) == search.specs({})
 
 
 def test_method_fields_are_searched_only_for_their_method():
@@ -105,7 +105,7 @@ def test_method_fields_are_searched_only_for_their_method():
     for _ in range(12):
         params = search.suggest(study.ask())
         seen.append(params)
-        distill, _ = search.distill_specs(params)
+        distill, _ = search.specs(params)
         assert ("distill.syn_steps" in params) == (params["distill.method"] == "mtt")
         assert distill.method == params["distill.method"] and distill.iterations == params["distill.iterations"]
     assert {p["distill.method"] for p in seen} == {"dm", "mtt"}
@@ -131,7 +131,7 @@ def test_a_hopeless_trial_is_pruned_and_stores_no_distillation(tmp_path):
     assert result["state"] == "pruned" and result["step"] == 20
     frozen = study.get_trials()[trial.number]
     assert list(frozen.intermediate_values) == [20] and frozen.intermediate_values[20] < 0.99
-    distill, evaluation = parse_search(raw).distill_specs(params)
+    distill, evaluation = parse_search(raw).specs(params)
     assert not (tmp_path / "store" / distill.id).exists() and not (tmp_path / "store" / evaluation.id).exists()
 
 
@@ -150,7 +150,7 @@ def test_ticket_objective_scores_the_ticket_at_the_target_sparsity(tmp_path):
     trial = study.ask()
     params = search.suggest(trial)
     assert params["trial.inner.duration"].endswith("ep")
-    spec, level = search.ticket_spec(params)
+    spec, level = search.specs(params)
     assert level == 2 and spec.levels == 2  # 1 - 0.8^2 = 36% >= 30%
     result = run_trial(search, url, trial.number, params, str(tmp_path / "store"), str(tmp_path / "data"))
     assert result["state"] == "complete" and 0.5 < result["value"] <= 1
@@ -177,7 +177,7 @@ def test_trials_are_scored_on_held_out_training_images_at_equal_absolute_budgets
     trial = study.ask()
     params = {"distill.iterations": 40, "distill.lr_img": 1.0}
     result = run_trial(search, url, trial.number, params, str(tmp_path / "store"), str(tmp_path / "data"))
-    distill, evaluation = search.distill_specs(params)
+    distill, evaluation = search.specs(params)
     assert distill.data.validation == 0.1
     stored = raylth.store.Store(tmp_path / "store").get(evaluation.id).metrics
     assert result["value"] == stored["val_acc"] and result["test_acc"] == stored["test_acc"]

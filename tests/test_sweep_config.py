@@ -189,7 +189,8 @@ def test_the_paper_sweep_is_the_papers_recipe_with_imp_rewinding():
     path = REPO / "sweeps" / "paper_resnet18_cifar10.yaml"
     sweep = load_sweep(path)
     by_method = {t.spec.method: t.spec for t in sweep.trials if t.spec.seeds.init == 0}
-    assert set(by_method) == {"dense", "imp", "random_prune", "distilled_imp", "mask_then_imp", "distill"}
+    assert set(by_method) == {"dense", "imp", "random_prune", "distilled_imp", "distilled_random", "mask_then_imp",
+                              "distill"}
     assert str(by_method["imp"].prune.rewind) == "2000it" and str(by_method["random_prune"].prune.rewind) == "2000it"
     assert by_method["distilled_imp"].prune.rewind.is_zero()  # distilled IMP: rewound to init
     spec = by_method["distilled_imp"]
@@ -201,7 +202,8 @@ def test_the_paper_sweep_is_the_papers_recipe_with_imp_rewinding():
         assert [m.amount for m in train.milestones] == [2 * epochs // 3, 5 * epochs // 6]
         assert train.augment == paper_augment and train.last_batch == "keep"
     assert spec.model.name == "resnet18_idc" and spec.prune.fraction == 0.2 and spec.levels == 10
-    assert (spec.distill.method, spec.distill.factor, spec.distill.ipc, spec.distill.zca) == ("gm", 2, 10, False)
+    assert (spec.distill.method, spec.distill.factor, spec.distill.ipc, spec.distill.zca) == ("idc", 2, 10, False)
+    assert spec.prune.rewind_bn is False and spec.data.norm == "dc" and sweep.precision == "float32"
     header = path.read_text().split("\nname:")[0]
     assert "GPU-hours" in header and "FLOP-derived" in header
 

@@ -133,7 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="--dry-run: GPUs (or CPU jobs) the cluster gives at once, for the wall time (default 1)")
     run.add_argument("--device-kind", help="--dry-run: the GPU kind that prices a GPU sweep (default nvidia-a10g)")
     run.set_defaults(func=_cmd_run)
+    _add_store_commands(sub)
+    return parser
 
+
+def _add_store_commands(sub) -> None:
+    """The commands that read a store: status, verify, results, report, export."""
     status = sub.add_parser("status", help="finished / running / missing trials per sweep")
     status.add_argument("storage", nargs="?", default=DEFAULT_STORAGE)
     status.add_argument("-v", "--verbose", action="store_true", help="list every trial")
@@ -176,7 +181,6 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   "(<module>.weight_orig + weight_mask)")
     export.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     export.set_defaults(func=_cmd_export)
-    return parser
 
 
 def main(argv=None) -> int:

@@ -57,6 +57,10 @@ class DistillMethod:
     # run(spec, ctx, real, synthesis) -> Distilled and fits(spec, real, device) -> low_memory (raylth.stages.distill)
     run: Callable | None = None
     fits: Callable | None = None
+    # a synthesising method's options (beside ipc 1, 100 iterations, LeNet) for a small
+    # distillation of digits that beats a random subset of its size (the template test's run),
+    # or a line saying why digits cannot show it and which test proves the method instead
+    example: dict | str | None = None
 
     @property
     def synthesizes(self) -> bool:

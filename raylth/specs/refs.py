@@ -82,16 +82,17 @@ def _hashable(value):
 SHORTHANDS = {"rewind": "prune.rewind"}  # a sweep's short keys
 
 
-def set_dotted(tree: dict, dotted: str, value, where: str, error=SpecError, conflict=None) -> None:
+def set_dotted(tree: dict, dotted: str, value, where: str, error=SpecError, conflict=None,
+               shorthands: bool = True) -> None:
     """Set a dotted path (``train.lr``) in a tree of fields, making the groups
-    on the way (an empty one, None, too); the shorthands ``seed`` (all three
-    seeds) and ``rewind`` (prune.rewind). A path through a value that is not
-    a group raises ``error`` with one line: ``conflict(path so far, value)``,
-    else naming ``where``."""
-    if dotted == "seed":
+    on the way (an empty one, None, too); with ``shorthands``, ``seed`` (all
+    three seeds) and ``rewind`` (prune.rewind) too. A path through a value
+    that is not a group raises ``error`` with one line: ``conflict(path so
+    far, value)``, else naming ``where``."""
+    if shorthands and dotted == "seed":
         tree["seeds"] = {"init": value, "order": value, "augment": value}
         return
-    dotted = SHORTHANDS.get(dotted, dotted)
+    dotted = SHORTHANDS.get(dotted, dotted) if shorthands else dotted
     *parents, leaf = dotted.split(".")
     node = tree
     for depth, part in enumerate(parents):

@@ -111,11 +111,7 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
     started = time.time()
     resumed_at = None
     start = trainer.iterations(start_step) if start_step is not None else 0
-    # each checkpoint under the name its spec writes (1ep and 20it may be one iteration: both kept)
-    saves: dict[int, set[str]] = {}
-    for step in keep:
-        saves.setdefault(0 if step.is_zero() else trainer.iterations(step), set()).add(checkpoint_name(step))
-    saves.setdefault(start, set()).add("init" if start == 0 else checkpoint_name(start_step))
+    saves = _save_plan(trainer, start, start_step, keep)
     if ctx.dist.broadcast(partial.has("resume.pt")):  # every rank reads it from the shared store
         state = partial.load("resume.pt")
         trainer.load_state_dict(state["trainer"])
@@ -147,21 +143,34 @@ def train_and_store(ctx: StageContext, spec: Spec, *, data: DataSpec, model: nn.
         history = trainer.run(save_at=saves, on_save=on_save, on_epoch=on_epoch, on_eval=on_eval)
     if writer:
         writer.save("weights/final.pt", trainer.weights())
-    final = history[-1] if history else {}
-    trained_steps = trainer.total_steps - start
-    metrics = {
-        "test_acc": final.get("test_acc"), "test_loss": final.get("test_loss"),
-        "best_test_acc": max((h["test_acc"] for h in history), default=None),
-        "val_acc": final.get("val_acc"),
-        "sparsity": sparsity(mask) if mask is not None else 0.0,
-        "steps": trained_steps, "steps_per_epoch": trainer.steps_per_epoch,
-        "points_seen": trainer.points_seen(trainer.total_steps) - trainer.points_seen(start),
-        "wall_s": time.time() - started, "device": str(ctx.device), "precision": trainer.fast.name,
-        "history": history,
-        **(extra_metrics or {}),
-    }
-    metrics |= {"workers": ctx.dist.world, "node": ctx.node, "resumed_at": resumed_at}
+    metrics = _training_metrics(ctx, trainer, history, start, pruned, time.time() - started)
+    metrics |= (extra_metrics or {}) | {"workers": ctx.dist.world, "node": ctx.node, "resumed_at": resumed_at}
     artifact = ctx.store.finish(spec, partial, metrics) if writer else None
     if ctx.report:
         ctx.report({k: v for k, v in metrics.items() if k != "history"} | {"artifact": spec.id})
     return artifact
+
+
+def _save_plan(trainer: Trainer, start: int, start_step: Step | None, keep: tuple[Step, ...]) -> dict[int, set[str]]:
+    """Iteration -> the checkpoint names stored there, each under the name its spec
+    writes (1ep and 20it may be one iteration: both are kept)."""
+    saves: dict[int, set[str]] = {}
+    for step in keep:
+        saves.setdefault(0 if step.is_zero() else trainer.iterations(step), set()).add(checkpoint_name(step))
+    saves.setdefault(start, set()).add("init" if start == 0 else checkpoint_name(start_step))
+    return saves
+
+
+def _training_metrics(ctx: StageContext, trainer: Trainer, history: list[dict], start: int,
+                      pruned: float, wall_s: float) -> dict:
+    final = history[-1] if history else {}
+    return {
+        "test_acc": final.get("test_acc"), "test_loss": final.get("test_loss"),
+        "best_test_acc": max((h["test_acc"] for h in history), default=None),
+        "val_acc": final.get("val_acc"),
+        "sparsity": pruned,
+        "steps": trainer.total_steps - start, "steps_per_epoch": trainer.steps_per_epoch,
+        "points_seen": trainer.points_seen(trainer.total_steps) - trainer.points_seen(start),
+        "wall_s": wall_s, "device": str(ctx.device), "precision": trainer.fast.name,
+        "history": history,
+    }

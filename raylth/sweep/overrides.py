@@ -41,7 +41,7 @@ def _trial_keys() -> tuple[str, ...]:
 
 
 def _set(tree: dict, path: list[str], value, text: str) -> None:
-    set_dotted(tree, ".".join(path), value, f"override {text!r}", error=RaylthError,
+    set_dotted(tree, ".".join(path), value, f"override {text!r}", error=RaylthError, shorthands=False,
                conflict=lambda above, child: f"override {text!r}: {above} is {child!r}, not a mapping; "
                                              f"set {above}=... instead")
 

@@ -28,4 +28,4 @@ def run(spec, ctx, real, s) -> Distilled:
     return Distilled(*distill_dm(s.x, s.y, s.num_classes, s.model_fn, batch_real=spec.batch_real, **s.common))
 
 
-register_distiller(Distiller("dm", DmOptions, lr_img=1.0, run=run, fits=check_matching))
+register_distiller(Distiller("dm", DmOptions, lr_img=1.0, run=run, fits=check_matching, example={}))

@@ -84,4 +84,8 @@ def run(spec, ctx, real, s) -> Distilled:
 
 
 register_distiller(Distiller("idc", IdcOptions, lr_img=lr_img, iterations=2000, check=check, run=run,
-                             fits=lambda spec, real, device: check_matching(spec, real, device, gradients=True)))
+                             fits=lambda spec, real, device: check_matching(spec, real, device, gradients=True),
+                             example="IDC matches only convolution gradients, and the one convolutional network "
+                                     "small enough for 8x8 digits (conv3) instance-normalises 2x2 maps, where the "
+                                     "gradients blow up; tests/test_idc.py checks its steps against IDC's definitions "
+                                     "on CIFAR-10, docs/paper_cpu its gain over a random subset there"))

@@ -57,4 +57,6 @@ def run(spec, ctx, real, s) -> Distilled:
                                                    "low_memory_auto": s.low_memory and not spec.low_memory})
 
 
-register_distiller(Distiller("mtt", MttOptions, lr_img=100.0, lr_img_zca=1000.0, run=run, fits=mtt_low_memory))
+register_distiller(Distiller("mtt", MttOptions, lr_img=100.0, lr_img_zca=1000.0, run=run, fits=mtt_low_memory,
+                             example={"syn_steps": 10, "expert_epochs": 2, "max_start_epoch": 3,
+                                      "experts": {"n": 2, "epochs": 10}}))
