@@ -9,9 +9,52 @@ import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
+TESTS = Path(__file__).resolve().parent
 # Save the resume state at every epoch end (the default is at most every 30 s),
-# so tests that interrupt short runs find one; inherited by Ray workers.
+# so tests that interrupt short runs find one; inherited by Ray workers and by
+# every process the tests start, as are Ray's settings below: no token on local
+# clusters, every worker's log line shown, Ray Train's print patch off.
 os.environ.setdefault("RAYLTH_RESUME_EVERY_S", "0")
+for _key, _value in {"RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0",
+                     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}.items():
+    os.environ.setdefault(_key, _value)
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """``cli(*args)``: ``raylth ARGS`` in a fresh interpreter, as a user types
+    it; ``env`` adds to the session's environment, ``fail_jobs="label;..."``
+    makes the jobs whose label holds one of them fail (fail_jobs.py)."""
+    def run(*args, cwd=None, env=None, timeout=600, fail_jobs=None) -> subprocess.CompletedProcess:
+        command = ["-m", "raylth.cli.main"] if fail_jobs is None else [str(TESTS / "fail_jobs.py"), fail_jobs]
+        return subprocess.run([sys.executable, *command, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, **(env or {})})
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The address of one local Ray cluster (2 CPUs, no dashboard) for the
+    whole session: sweeps that can share a cluster join it (``--address``)
+    instead of each starting and stopping its own. Not for tests of what a run
+    does with a cluster it starts itself (refusing resources it cannot give,
+    shutting it down), nor for tests whose workers need an environment of
+    their own (a node's cache): those start their own."""
+    code = ("import sys, ray; ray.init(num_cpus=2, include_dashboard=False); "
+            "print(ray.get_runtime_context().gcs_address, flush=True); sys.stdin.read(); ray.shutdown()")
+    head = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    address = head.stdout.readline().strip()
+    if not address:
+        head.kill()
+        pytest.fail("the session's Ray cluster did not start")
+    yield address
+    head.stdin.close()  # its driver shuts the cluster down
+    try:
+        head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        head.kill()
 
 
 @pytest.fixture(scope="session")
@@ -79,23 +122,27 @@ def digits_data():
 
 @pytest.fixture(scope="module", params=[False, True], ids=["float32", "fastpath"])
 def fast_path(request):
-    """The stage suite runs twice: float32 as CPU runs by default, then on
-    the fast path CUDA takes (bf16 autocast, channels_last, fused optimizer;
-    RAYLTH_FAST_PATH=1), so that every line of it runs in CI. Module fixtures
-    that hold a store take this one, so each mode computes its own."""
+    """The stage suites of training, IMP, children and interpolation
+    (test_stages, test_cifar_stages, test_lmc_stages' ticket tests) run twice:
+    float32 as CPU runs by default, then on the fast path CUDA takes (bf16
+    autocast, channels_last, fused optimizer; RAYLTH_FAST_PATH=1), so that
+    every line of it runs in CI. Module fixtures that hold a store take this
+    one, so each mode computes its own. Distillation runs in float32 in both
+    modes (its stages declare it), so its suite runs once."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAYLTH_FAST_PATH", "1" if request.param else "0")
         yield request.param
 
 
 @pytest.fixture(scope="session")
-def quickstart_store(tmp_path_factory):
+def quickstart_store(tmp_path_factory, ray_cluster):
     """sweeps/quickstart.yaml run once, uninterrupted, through the CLI: the
     reference that interrupted and damaged runs are compared with."""
     repo = Path(__file__).resolve().parents[1]
     storage = tmp_path_factory.mktemp("quickstart") / "results"
     done = subprocess.run([sys.executable, "-m", "raylth.cli.main", "run", str(repo / "sweeps" / "quickstart.yaml"),
-                           "--storage", str(storage)], capture_output=True, text=True, timeout=600)
+                           "--storage", str(storage), "--address", ray_cluster], capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "6 jobs finished" in done.stdout
     return storage

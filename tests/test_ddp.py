@@ -2,8 +2,6 @@
 with the same global batch and seeds (LeNet: no BatchNorm, whose per-shard
 statistics only SyncBatchNorm on CUDA makes global)."""
 
-import os
-import socket
 
 import pytest
 import torch
@@ -20,10 +18,9 @@ from raylth.specs import DataSpec, ModelSpec, Seeds, Step, TrainSpec
 SPEC = TrainSpec(lr=0.05, batch_size=64, duration=Step.parse("3ep"), eval_every=Step.parse("10it"))
 
 
-def _train(rank: int, world: int, port: int, out: str) -> None:
-    if world > 1:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        dist.init_process_group("gloo", rank=rank, world_size=world)
+def _train(rank: int, world: int, rendezvous: str, out: str) -> None:
+    if world > 1:  # a file both ranks open: no port to choose, so none to race for
+        dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     torch.set_num_threads(1)
     data = load_dataset(DataSpec("digits"))
     model = build_model(ModelSpec("lenet"), data.input_shape, data.num_classes, seed=0)
@@ -37,12 +34,6 @@ def _train(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_shards_partition_the_global_batch(digits_data):
     seeds = Seeds(1, 2, 3)
     whole = list(epoch_batches(digits_data, 64, 0, seeds, augment=True))
@@ -53,8 +44,8 @@ def test_shards_partition_the_global_batch(digits_data):
 
 
 def test_two_gloo_workers_follow_one_worker(tmp_path):
-    _train(0, 1, 0, str(tmp_path / "one.pt"))
-    mp.spawn(_train, args=(2, _free_port(), str(tmp_path / "two.pt")), nprocs=2)
+    _train(0, 1, "", str(tmp_path / "one.pt"))
+    mp.spawn(_train, args=(2, str(tmp_path / "rendezvous"), str(tmp_path / "two.pt")), nprocs=2)
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert len(one["history"]) == len(two["history"]) > 3
     for a, b in zip(one["history"], two["history"]):

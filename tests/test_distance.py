@@ -1,6 +1,6 @@
-"""The weight-distance analysis (the exercise of CONTRIBUTING.md's "An
-analysis": three files, raylth/specs/analysis.py, raylth/stages/distance.py,
-raylth/reporting/distance.py): its stage, its trial block, its report."""
+"""The weight-distance analysis (a plugin of CONTRIBUTING.md's "An
+analysis": raylth/plugins/analyses/distance.py): its stage, its trial block,
+its report."""
 
 import pytest
 import torch

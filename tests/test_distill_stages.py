@@ -30,7 +30,7 @@ from raylth.store import Store
 from raylth.sweep.config import Trial, parse_sweep
 from raylth.sweep.jobs import trial_jobs
 
-pytestmark = pytest.mark.usefixtures("one_thread", "fast_path")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CPU = torch.device("cpu")
 DIGITS, LENET = DataSpec("digits"), ModelSpec("lenet")
@@ -39,7 +39,7 @@ MARGIN = 0.05  # measured gaps are 0.18-0.20
 
 
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory, fast_path):
+def ctx(tmp_path_factory):
     return StageContext(store=Store(tmp_path_factory.mktemp("distill")), device=CPU)
 
 

@@ -5,9 +5,6 @@ results are checked against the science it should show); interrupted,
 killed and concurrent runs of it are in test_faults_interrupt.py.
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,12 +15,6 @@ import raylth
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "sweeps" / "quickstart.yaml"
 pytestmark = pytest.mark.slow
-
-
-def cli(*args, cwd=None, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "raylth.cli.main", *map(str, args)], cwd=cwd,
-                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def test_quickstart_finds_tickets_and_beats_random_pruning(quickstart_store):
@@ -41,7 +32,7 @@ def test_quickstart_finds_tickets_and_beats_random_pruning(quickstart_store):
     assert rand.test_acc.mean() <= imp.test_acc.mean() - 0.05
 
 
-def test_cli_status_results_report(quickstart_store, tmp_path):
+def test_cli_status_results_report(quickstart_store, tmp_path, cli):
     status = cli("status", quickstart_store)
     assert status.returncode == 0
     assert "quickstart" in status.stdout and " 6 " in status.stdout
@@ -69,7 +60,7 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_bad_input_exits_at_once_with_one_line(case, quickstart_store, tmp_path):
+def test_bad_input_exits_at_once_with_one_line(case, quickstart_store, tmp_path, cli):
     raw, needle = BAD_INPUTS[case]
     sweep = yaml.safe_load(QUICKSTART.read_text())
     for key, value in raw["base"].items():
@@ -85,13 +76,13 @@ def test_bad_input_exits_at_once_with_one_line(case, quickstart_store, tmp_path)
     assert {p: p.stat().st_mtime_ns for p in quickstart_store.rglob("*")} == before
 
 
-def test_python_api_runs_a_sweep_dict(tmp_path):
+def test_python_api_runs_a_sweep_dict(tmp_path, ray_cluster):
     import ray
 
     sweep = {"name": "api", "base": {"levels": 2, "data": {"name": "digits"}, "model": {"name": "lenet"},
                                      "train": {"duration": "3ep", "batch_size": 64, "lr": 0.05}},
              "grid": {"method": ["imp", "reinit"], "seed": [3]}}
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address=ray_cluster)  # the session's cluster (conftest)
     try:
         outcome = raylth.run(sweep, storage=tmp_path / "s")
         assert outcome.ok and sorted(outcome.finished) == ["method=imp,seed=3", "method=reinit,seed=3"]
@@ -106,7 +97,7 @@ def test_python_api_runs_a_sweep_dict(tmp_path):
         ray.shutdown()
 
 
-def test_instability_sweep_through_tune_and_its_report(tmp_path):
+def test_instability_sweep_through_tune_and_its_report(tmp_path, cli, ray_cluster):
     """The instability quickstart, cut to one seed and one analysed level."""
     sweep = yaml.safe_load((REPO / "sweeps" / "instability_quickstart.yaml").read_text())
     sweep["base"]["levels"] = 3
@@ -116,7 +107,7 @@ def test_instability_sweep_through_tune_and_its_report(tmp_path):
     sweep["grid"] = {"seed": [0], "rewind": ["0it", "100it"], "method": ["imp"]}
     path = tmp_path / "instability.yaml"
     path.write_text(yaml.safe_dump(sweep))
-    done = cli("run", path, "--storage", tmp_path / "s")
+    done = cli("run", path, "--storage", tmp_path / "s", "--address", ray_cluster)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "12 jobs finished" in done.stdout  # 2 trunks, 4 children, 2 analyses, 2 Hessians, 2 splits
     frame = raylth.results(tmp_path / "s")
@@ -135,3 +126,34 @@ def test_instability_sweep_through_tune_and_its_report(tmp_path):
     sharpness = (tmp_path / "report" / "sharpness.md").read_text()
     assert sharpness.count("| instability_quickstart | imp | 0 | train_") == 2  # the dense net at k = 0it, 100it
     assert ":init | 3 | 48.8% |" in sharpness and ":step_100it | 3 | 48.8% |" in sharpness
+
+
+def _readme_commands() -> list[str]:
+    """Every `raylth ...` command of the README's shell blocks, in order."""
+    import re
+
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S):
+        for line in block.splitlines():
+            for part in line.split("#")[0].split("&&"):
+                if part.strip().startswith("raylth "):
+                    commands.append(part.strip())
+    return commands
+
+
+def test_every_command_of_the_readme_runs(quickstart_store, tmp_path, cli):
+    """In a folder holding the stored quickstart as ./raylth-results (a copy) and the
+    repository's sweeps, each README command exits 0; IMP_ID is a stored imp level."""
+    import shutil
+
+    shutil.copytree(quickstart_store, tmp_path / "raylth-results")
+    (tmp_path / "sweeps").symlink_to(REPO / "sweeps")
+    imp = raylth.results(quickstart_store)
+    imp_id = imp[(imp.method == "imp") & (imp.level == 3)].id.iloc[0]
+    commands = _readme_commands()
+    assert len(commands) >= 7 and any(c.startswith("raylth export IMP_ID") for c in commands), commands
+    for command in commands:
+        args = command.replace("IMP_ID", imp_id).split()[1:]
+        done = cli(*args, cwd=tmp_path, timeout=300)
+        assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])
+    assert (tmp_path / "ticket.pt").is_file() and (tmp_path / "report" / "summary.md").is_file()

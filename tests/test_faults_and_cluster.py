@@ -19,7 +19,6 @@ import raylth
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-ENV = {"RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_DEDUP_LOGS": "0"}
 
 
 def write_sweep(path: Path, **overrides) -> Path:
@@ -36,21 +35,14 @@ def write_sweep(path: Path, **overrides) -> Path:
     return path
 
 
-def cli(*args, env=None, timeout=600, fail_jobs=None):
-    """`raylth ARGS`; ``fail_jobs``: "label;..." makes the jobs whose label holds one of them fail (fail_jobs.py)."""
-    command = ["-m", "raylth.cli.main"] if fail_jobs is None else [str(REPO / "tests" / "fail_jobs.py"), fail_jobs]
-    return subprocess.run([sys.executable, *command, *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **ENV, **(env or {})})
-
-
 def metrics(storage: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in storage.glob("*_*/metrics.json")}
 
 
-def test_ddp_sweep_through_ray_train_equals_one_worker(tmp_path):
-    one = cli("run", write_sweep(tmp_path / "one.yaml"), "--storage", tmp_path / "one")
+def test_ddp_sweep_through_ray_train_equals_one_worker(tmp_path, cli, ray_cluster):
+    one = cli("run", write_sweep(tmp_path / "one.yaml"), "--storage", tmp_path / "one", "--address", ray_cluster)
     two = cli("run", write_sweep(tmp_path / "two.yaml", workers=2, resources={"cpu": 0.5, "gpu": 0}),
-              "--storage", tmp_path / "two")
+              "--storage", tmp_path / "two", "--address", ray_cluster)
     assert one.returncode == 0 and two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
     a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert set(a) == set(b) and len(a) == 2
@@ -72,12 +64,12 @@ def _trial_processes():
     return found
 
 
-def test_killed_trial_resumes_from_its_checkpoint_and_equals_uninterrupted(tmp_path):
+def test_killed_trial_resumes_from_its_checkpoint_and_equals_uninterrupted(tmp_path, cli, ray_cluster):
     sweep = write_sweep(tmp_path / "s.yaml", base={"levels": 0, "train": {"duration": "150ep", "batch_size": 64,
                                                                             "lr": 0.05}})
     storage = tmp_path / "killed"
     driver = subprocess.Popen([sys.executable, "-m", "raylth.cli.main", "run", str(sweep), "--storage",
-                               str(storage)], env={**os.environ, **ENV}, stdout=subprocess.DEVNULL,
+                               str(storage), "--address", ray_cluster], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     deadline, killed = time.time() + 240, False
     while time.time() < deadline and driver.poll() is None and not killed:
@@ -93,7 +85,7 @@ def test_killed_trial_resumes_from_its_checkpoint_and_equals_uninterrupted(tmp_p
     assert artifact["resumed_at"] >= 10 * 19  # resumed from a checkpoint, not from scratch
     assert artifact["resumed_at"] < artifact["steps"]
 
-    reference = cli("run", sweep, "--storage", tmp_path / "reference")
+    reference = cli("run", sweep, "--storage", tmp_path / "reference", "--address", ray_cluster)
     assert reference.returncode == 0
     (expected,) = metrics(tmp_path / "reference").values()
     assert expected["resumed_at"] is None
@@ -101,11 +93,11 @@ def test_killed_trial_resumes_from_its_checkpoint_and_equals_uninterrupted(tmp_p
     assert [h["test_loss"] for h in artifact["history"]] == [h["test_loss"] for h in expected["history"]]
 
 
-def test_a_job_that_keeps_failing_is_reported_and_the_rest_finish(tmp_path):
+def test_a_job_that_keeps_failing_is_reported_and_the_rest_finish(tmp_path, cli, ray_cluster):
     """seed=1's trunk fails: its control, which needs it, is not run; seed 0 finishes."""
     sweep = write_sweep(tmp_path / "s.yaml", grid={"seed": [0, 1], "method": ["imp", "random_prune"]})
     storage = tmp_path / "store"
-    failed = cli("run", sweep, "--storage", storage, fail_jobs="method=imp,seed=1")
+    failed = cli("run", sweep, "--storage", storage, "--address", ray_cluster, fail_jobs="method=imp,seed=1")
     assert failed.returncode == 1
     assert "failed [method=imp,seed=1]: RuntimeError: injected failure of job method=imp,seed=1" in failed.stdout
     assert "failed [method=random_prune,seed=1]: not run: it needs job [method=imp,seed=1]" in failed.stdout
@@ -115,7 +107,7 @@ def test_a_job_that_keeps_failing_is_reported_and_the_rest_finish(tmp_path):
     # jobs finished running damaged failed interrupted missing
     assert row[1:] == ["4", "2", "0", "0", "2", "0", "0"], status.stdout
     assert "failed" in status.stdout and "injected failure" in status.stdout
-    again = cli("run", sweep, "--storage", storage)
+    again = cli("run", sweep, "--storage", storage, "--address", ray_cluster)
     assert again.returncode == 0 and "2 already stored, 2 run now" in again.stdout
     assert cli("status", storage).stdout.splitlines()[1].split()[1:] == ["4", "4", "0", "0", "0", "0", "0"]
 
@@ -132,7 +124,7 @@ def _free_port() -> int:
 def two_node_cluster(tmp_path):
     temp_dir = f"/tmp/raylth-test-{os.getpid()}"
     port, dashboard = _free_port(), _free_port()
-    env = {**os.environ, **ENV}
+    env = dict(os.environ)
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
     subprocess.run(ray + ["start", "--head", f"--port={port}", "--num-cpus=1", f"--temp-dir={temp_dir}",
                           "--include-dashboard=true", f"--dashboard-port={dashboard}", "--disable-usage-stats"],
@@ -166,7 +158,7 @@ def test_sweep_submitted_to_a_two_node_cluster_spreads_over_both(two_node_cluste
         submit = subprocess.run(
             [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", two_node_cluster,
              "--working-dir", str(workdir), "--", "raylth", "run", "s.yaml", "--storage", str(storage)],
-            capture_output=True, text=True, timeout=600, env={**os.environ, **ENV})
+            capture_output=True, text=True, timeout=600, env=dict(os.environ))
         if "No available agent" not in submit.stderr:
             break
         time.sleep(2)
@@ -175,7 +167,6 @@ def test_sweep_submitted_to_a_two_node_cluster_spreads_over_both(two_node_cluste
     assert len(metrics(storage)) == 8 and len(nodes) == 2, nodes
 
     # from Python, as the README shows: the repository root uploaded, its package run by the job
-    os.environ.update(ENV)
     quickstart = tmp_path / "quickstart"
     job = raylth.submit("sweeps/quickstart.yaml", address=two_node_cluster, storage=quickstart, working_dir=REPO,
                         overrides=["levels=2", "train.duration=2ep", "grid.seed=[0]"])  # small, and passed on

@@ -33,6 +33,7 @@ def test_an_impossible_value_is_one_line_and_nothing_is_written(tmp_path, capsys
     assert not store.exists()
 
 
+@pytest.mark.slow  # Ray: a local cluster of its own, which the refusal shuts down
 def test_resources_no_node_gives_are_refused_before_the_record(tmp_path, capsys):
     store = tmp_path / "store"
     assert main(["run", str(_sweep(tmp_path, resources={"cpu": 99, "gpu": 0})), "--storage", str(store)]) == 2

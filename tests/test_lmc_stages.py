@@ -12,13 +12,12 @@ from raylth.plugins.analyses.sharpness import SharpnessSpec
 from raylth.stages import StageContext, run_stage
 from raylth.store import Store
 
-pytestmark = pytest.mark.usefixtures("fast_path")  # the stage suite, in both modes (conftest)
 
 TRAIN = TrainSpec(lr=0.05, batch_size=64, duration=Step.parse("4ep"))
 
 
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory, fast_path):
+def ctx(tmp_path_factory, fast_path):  # the tests on it run in both modes (conftest)
     return StageContext(store=Store(tmp_path_factory.mktemp("lmc")), device=torch.device("cpu"))
 
 

@@ -13,7 +13,7 @@ from raylth.engine.masks import (PRUNING_STRATEGIES, MaskKeeper, apply_mask, cou
 from raylth.engine.models import build_model
 from raylth.engine.optim import make_optimizer
 from raylth.errors import SpecError
-from raylth.specs import ModelSpec, Step, TrainSpec
+from raylth.specs import ModelSpec, PruneSpec, Step, TrainSpec
 
 STRATEGIES = sorted(PRUNING_STRATEGIES)  # every registered strategy passes these
 
@@ -42,7 +42,9 @@ def _subset(new, old):
 
 
 def test_strategies_registered():
-    assert set(STRATEGIES) <= set(PRUNING_STRATEGIES)
+    # the default and the ones the docs name are there; every entry is a function under its own name
+    assert {PruneSpec().strategy, "layerwise_magnitude", "random_global", "random_layerwise"} <= set(PRUNING_STRATEGIES)
+    assert all(callable(fn) and fn.__name__ == name for name, fn in PRUNING_STRATEGIES.items())
     with pytest.raises(SpecError, match="prune.strategy"):
         prune("smallest_first", {}, {}, 0.2)
 

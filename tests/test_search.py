@@ -23,7 +23,6 @@ from raylth.api import load_sweep, parse_any
 from raylth.search import Search, check_search, make_storage, parse_search, recover_stale, run_trial
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = {"RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 SEARCH = {
@@ -219,11 +218,6 @@ def test_trials_of_a_dead_driver_are_failed_and_enqueued_again(tmp_path):
 
 
 # -- through Ray: killed halfway, resumed, and the best sweep runs ------------------------------------
-def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "raylth.cli.main", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **ENV})
-
-
 def counts(storage: Path) -> dict:
     """Trial states, read without Optuna: an RDBStorage opened on a database the driver is still
     creating races it for the schema and can crash it."""
@@ -233,13 +227,14 @@ def counts(storage: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_search_killed_halfway_resumes_the_same_study_and_its_best_sweep_runs(tmp_path):
+def test_search_killed_halfway_resumes_the_same_study_and_its_best_sweep_runs(tmp_path, cli, ray_cluster):
+    """The driver is killed with the Ray it started (so no trial outlives it): not the session's cluster."""
     path, storage = tmp_path / "search.yaml", tmp_path / "results"
     path.write_text(yaml.safe_dump(SEARCH))
     log = tmp_path / "driver.log"
     with log.open("w") as out:
         driver = subprocess.Popen([sys.executable, "-m", "raylth.cli.main", "run", str(path), "--storage",
-                                   str(storage)], env={**os.environ, **ENV}, stdout=out, stderr=subprocess.STDOUT,
+                                   str(storage)], stdout=out, stderr=subprocess.STDOUT,
                                   start_new_session=True)
     db = storage / "optuna" / "tiny.db"
     deadline, done = time.time() + 240, {}
@@ -287,7 +282,7 @@ def test_search_killed_halfway_resumes_the_same_study_and_its_best_sweep_runs(tm
     sweep = yaml.safe_load(best.read_text())
     assert sweep["name"] == "tiny_best" and sweep["base"]["method"] == "distill"
     assert sweep["base"]["distill"]["lr_img"] == pytest.approx(study.best_params["distill.lr_img"])
-    ran = cli("run", best)
+    ran = cli("run", best, "--address", ray_cluster)
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     assert "tiny_best: 1 jobs finished" in ran.stdout
     frame = raylth.results(storage, sweep="tiny_best")

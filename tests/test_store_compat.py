@@ -67,7 +67,8 @@ def _then(sweep_file: Path) -> dict:
     return raw
 
 
-def test_the_sweep_finds_everything_stored_and_computes_nothing(old_store, tmp_path):
+@pytest.mark.slow  # Ray: the session's cluster
+def test_the_sweep_finds_everything_stored_and_computes_nothing(old_store, tmp_path, ray_cluster):
     before = {p: p.stat().st_mtime_ns for p in old_store.rglob("*") if p.is_file() and "sweeps" not in p.parts}
     sweep = parse_sweep(_then(DATA / "sweep.yaml"), "compat")
     states = job_states(Store(old_store), sweep.trials)
@@ -78,8 +79,8 @@ def test_the_sweep_finds_everything_stored_and_computes_nothing(old_store, tmp_p
     assert len(new) == 1  # the sweep's one dense network
     then = tmp_path / "then.yaml"
     then.write_text(yaml.safe_dump(_then(DATA / "sweep.yaml")))
-    done = subprocess.run([sys.executable, "-m", "raylth.cli.main", "run", str(then), "--storage", str(old_store)],
-                          capture_output=True, text=True, timeout=600)  # a process of its own, as a user runs it
+    done = subprocess.run([sys.executable, "-m", "raylth.cli.main", "run", str(then), "--storage", str(old_store),
+                           "--address", ray_cluster], capture_output=True, text=True, timeout=600)  # as a user runs it
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     cached = len(states) - len(new)
     assert f"{len(states)} jobs finished ({cached} already stored, {len(new)} run now), 0 failed" in done.stdout

@@ -10,8 +10,6 @@ sweep records, and a whole sweep run, rerun and read back through s3://.
 import json
 import logging
 import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -31,7 +29,6 @@ from raylth.store.remote import Remote
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                "AWS_EC2_METADATA_DISABLED": "true"}
-ENV = {"RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 CPU = torch.device("cpu")
 SPEC = TrainStageSpec(data=DataSpec("digits"), model=ModelSpec("lenet"),
                       train=TrainSpec(lr=0.05, batch_size=64, duration=Step(3, "ep")))
@@ -235,12 +232,8 @@ def test_bad_storage_uris_fail_with_one_line(tmp_path):
         raylth.results("file://" + str(tmp_path / "nothing"))
 
 
-def cli(*args, env):
-    return subprocess.run([sys.executable, "-m", "raylth.cli.main", *map(str, args)], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, **ENV, **CREDENTIALS, **env})
-
-
-def test_a_sweep_runs_reruns_and_reads_back_through_s3(s3, tmp_path):
+@pytest.mark.slow  # Ray: its own per run, whose workers see the run's cache and credentials
+def test_a_sweep_runs_reruns_and_reads_back_through_s3(s3, tmp_path, cli, ray_cluster):
     uri = s3()
     sweep = {"name": "bucket", "resources": {"cpu": 1, "gpu": 0},
              "base": {"levels": 1, "data": {"name": "digits"}, "model": {"name": "lenet"},
@@ -249,15 +242,15 @@ def test_a_sweep_runs_reruns_and_reads_back_through_s3(s3, tmp_path):
     path = tmp_path / "bucket.yaml"
     path.write_text(yaml.safe_dump(sweep))
     here = {"RAYLTH_CACHE": str(tmp_path / "cache-driver")}
-    first = cli("run", path, "--storage", uri, env=here)
+    first = cli("run", path, "--storage", uri, env={**CREDENTIALS, **here})
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "bucket: 2 jobs finished (0 already stored, 2 run now), 0 failed" in first.stdout, first.stdout
     assert "results in s3://raylth/run" in first.stdout and "endpoint_override" not in first.stdout
 
-    local = cli("run", path, "--storage", tmp_path / "local", env=here)
+    local = cli("run", path, "--storage", tmp_path / "local", "--address", ray_cluster)
     assert local.returncode == 0, local.stderr[-3000:]
 
-    again = cli("run", path, "--storage", uri, env={"RAYLTH_CACHE": str(tmp_path / "cache-other")})
+    again = cli("run", path, "--storage", uri, env={**CREDENTIALS, "RAYLTH_CACHE": str(tmp_path / "cache-other")})
     assert again.returncode == 0 and "all 2 jobs already finished" in again.stderr + again.stdout, again.stderr
 
     os.environ.update(CREDENTIALS)
@@ -278,7 +271,8 @@ def test_a_sweep_runs_reruns_and_reads_back_through_s3(s3, tmp_path):
         os.environ.pop("RAYLTH_CACHE")
 
 
-def test_a_search_on_a_bucket_needs_a_study_storage_and_runs_with_one(s3, tmp_path):
+@pytest.mark.slow
+def test_a_search_on_a_bucket_needs_a_study_storage_and_runs_with_one(s3, tmp_path, cli):
     search = {"kind": "search", "name": "nostudy", "resources": {"cpu": 1, "gpu": 0}, "study": {"n_trials": 1},
               "base": {"distill": {"data": {"name": "digits"}, "method": "dm", "ipc": 1, "iterations": 2,
                                    "model": {"name": "lenet"}},
@@ -287,14 +281,14 @@ def test_a_search_on_a_bucket_needs_a_study_storage_and_runs_with_one(s3, tmp_pa
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(search))
     uri, cache = s3(), {"RAYLTH_CACHE": str(tmp_path / "cache")}
-    out = cli("run", path, "--storage", uri, env=cache)
+    out = cli("run", path, "--storage", uri, env={**CREDENTIALS, **cache})
     assert out.returncode != 0
     assert "study.storage: results go to s3://raylth/" in out.stderr and "journal:///" in out.stderr, out.stderr
     assert not Remote(uri).exists()  # nothing written
 
     search["study"]["storage"] = f"journal:///{tmp_path}/study.log"
     path.write_text(yaml.safe_dump(search))
-    out = cli("run", path, "--storage", uri, env=cache)
+    out = cli("run", path, "--storage", uri, env={**CREDENTIALS, **cache})
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     best = yaml.safe_load(Remote(uri).read("searches/nostudy-best.yaml"))
     assert best["storage"] == uri and best["base"]["method"] == "distill"  # runs against the same bucket

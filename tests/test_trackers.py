@@ -94,10 +94,11 @@ def test_the_cli_refuses_a_bad_block_before_writing_anything(tmp_path):
 
 # -- a sweep and a search with all three trackers ------------------------------------------------
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory):
+def tracked(tmp_path_factory, ray_cluster):
     """The sweep and the search run as a user runs them: `raylth run FILE` in a
     process of its own (in the suite's process an earlier test's Ray/Tune state
-    once cancelled the first trial's actor before it started)."""
+    once cancelled the first trial's actor before it started), on the session's
+    cluster (the trackers run in the driver)."""
     root = tmp_path_factory.mktemp("trackers")
     loggers = {name: options for name, options in LOGGERS.items() if INSTALLED[name]}
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -107,7 +108,8 @@ def tracked(tmp_path_factory):
         path = root / f"{name}.yaml"
         path.write_text(yaml.safe_dump(spec | {"loggers": loggers}))
         done = subprocess.run([sys.executable, "-m", "raylth.cli.main", "run", str(path), "--storage",
-                               str(root / "results")], capture_output=True, text=True, timeout=600, env=env)
+                               str(root / "results"), "--address", ray_cluster], capture_output=True, text=True,
+                              timeout=600, env=env)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         shown.append(done.stdout)
     assert "tracked_search: 2 trials complete, 0 pruned" in shown[1], shown[1][-2000:]

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raylth.engine.limits import Budget, available_memory
+
 
 GiB = 1024 ** 3
 PROBE_BATCHES = (2, 4)
@@ -146,31 +148,33 @@ def _cpu_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).cpu().float().train()
 
 
-def device_memory(device: torch.device) -> float:
-    """Bytes the worker's device has: the GPU's total memory (or
-    RAYLTH_DEVICE_MEMORY_GIB, e.g. to plan for a smaller GPU than this one),
-    on CPU the host's available memory."""
+def device_budget(device: torch.device) -> Budget:
+    """Bytes the worker's device has, and where that was read: the GPU's total
+    memory (or RAYLTH_DEVICE_MEMORY_GIB, e.g. to plan for a smaller GPU than
+    this one), on CPU the memory the host or the container leaves available."""
     override = os.environ.get("RAYLTH_DEVICE_MEMORY_GIB")
     if override:
-        return float(override) * GiB
+        return Budget(float(override) * GiB, "RAYLTH_DEVICE_MEMORY_GIB")
     if device.type == "cuda":
-        return float(torch.cuda.get_device_properties(device).total_memory)
-    return host_memory()
+        return Budget(float(torch.cuda.get_device_properties(device).total_memory), "the GPU's memory")
+    return host_budget()
+
+
+def host_budget() -> Budget:
+    """Bytes of host memory available now: the host's, or less under a
+    container's limit (raylth.engine.limits); RAYLTH_HOST_MEMORY_GIB overrides."""
+    override = os.environ.get("RAYLTH_HOST_MEMORY_GIB")
+    if override:
+        return Budget(float(override) * GiB, "RAYLTH_HOST_MEMORY_GIB")
+    return available_memory()
+
+
+def device_memory(device: torch.device) -> float:
+    return device_budget(device).amount
 
 
 def host_memory() -> float:
-    """Bytes of host memory available now (RAYLTH_HOST_MEMORY_GIB overrides)."""
-    override = os.environ.get("RAYLTH_HOST_MEMORY_GIB")
-    if override:
-        return float(override) * GiB
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    return host_budget().amount
 
 
 def device_words(device: torch.device) -> str:

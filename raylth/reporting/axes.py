@@ -20,3 +20,18 @@ def weights_remaining_axis(ax, max_sparsity: float) -> None:
     ax.minorticks_off()
     ax.invert_xaxis()
     ax.set_xlabel("weights remaining (%)")
+
+
+def save_axes(plt, fig, ax, path, title: str, *, xlabel: str | None = None, ylabel: str | None = None,
+              legend_size: int = 8) -> None:
+    """Label, grid and legend a one-axes figure, save it as a PNG and close it."""
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raylth.reporting.axes import pyplot
+from raylth.reporting.axes import pyplot, save_axes
 from raylth.reporting.sections import group_name, group_title, report_section
 from raylth.specs import TrainStageSpec
 from raylth.stages.registry import stored_spec
@@ -40,14 +40,7 @@ def plot_curves(curves: list[dict], path: Path, title: str) -> None:
         ax.plot(curve["epochs"], curve["acc"], marker="o", markersize=2, label=f"seed {curve['seed']}")
     for i, epoch in enumerate(sorted({e for c in curves for e in c["decays"]})):
         ax.axvline(epoch, color="grey", linestyle="--", linewidth=1, label="lr decay" if i == 0 else None)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_axes(plt, fig, ax, path, title, xlabel="epoch", ylabel="test accuracy (%)")
 
 
 @report_section

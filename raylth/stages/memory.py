@@ -11,14 +11,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from raylth.engine.memory import Estimate, device_memory, device_words, gib, training_estimate
+from raylth.engine.limits import Budget
+from raylth.engine.memory import Estimate, device_budget, device_words, gib, training_estimate
 from raylth.engine.models import build_model
 from raylth.errors import WontFitError
 from raylth.specs import DistillSpec, ModelSpec, TrainSpec
 
-def check_fits(what: str, need: float, have: float, device: torch.device, fix: str) -> None:
-    if need > have:
-        raise WontFitError(f"{what}: needs ~{gib(need)} of {device_words(device)}, the worker has {gib(have)}: {fix}")
+def check_fits(what: str, need: float, have: float | Budget, device: torch.device, fix: str) -> None:
+    """``have``: bytes, or a Budget whose source the refusal names (the container's limit, the GPU's memory)."""
+    amount, source = (have.amount, f" ({have.source})") if isinstance(have, Budget) else (have, "")
+    if need > amount:
+        raise WontFitError(f"{what}: needs ~{gib(need)} of {device_words(device)}, the worker has "
+                           f"{gib(amount)}{source}: {fix}")
 
 
 def _network(model: ModelSpec, input_shape: tuple, num_classes: int):
@@ -31,7 +35,7 @@ def check_training(what: str, net: nn.Module, train: TrainSpec, data, device: to
     resident = sum(t.numel() * t.element_size() for t in (data.train_x, data.train_y, data.test_x, data.test_y))
     estimate = training_estimate(net, data.input_shape, min(train.batch_size, len(data.train_y)),
                                  data.num_classes, resident, optimizer_states=2 if train.optimizer == "adam" else 1)
-    check_fits(what, estimate.device, device_memory(device) if have is None else have, device,
+    check_fits(what, estimate.device, device_budget(device) if have is None else have, device,
                f"lower train.batch_size ({train.batch_size}) or use a worker with more memory")
     return estimate
 
@@ -48,6 +52,6 @@ def check_matching(spec: DistillSpec, real, device: torch.device, have: float | 
     step = training_estimate(net, real.input_shape, spec.batch_real + synthetic, real.num_classes, resident)
     need = step.device * (2 if gradients else 1)
     check_fits(f"{spec.method}: ipc {spec.ipc} with {spec.model.name}", need,
-               device_memory(device) if have is None else have, device,
+               device_budget(device) if have is None else have, device,
                f"lower batch_real ({spec.batch_real}) or ipc ({spec.ipc})")
     return False

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from raylth.engine import limits
 from raylth.errors import RaylthError, did_you_mean
 from raylth.specs import ModelSpec
 from raylth.sweep.config import Sweep
@@ -207,9 +208,11 @@ def _rate(kind: str, sweep: Sweep, data_root: Path) -> tuple[float, str]:
     measured = None if kind == "cpu" or float32 else _bench_rate(kind)  # the bench runs the bf16 fast path
     if measured is not None:
         return measured
-    if kind == "cpu":
-        threads = max(1, int(sweep.resources["cpu"] or 1))
-        return _matmul_rate(threads) * UTILIZATION, f"measured matmul rate on {threads} thread(s) x {UTILIZATION}"
+    if kind == "cpu":  # a job's threads: what it asks, at most what this machine or container gives
+        cpus = limits.cpus()
+        threads = max(1, min(int(sweep.resources["cpu"] or 1), int(cpus.amount)))
+        return (_matmul_rate(threads) * UTILIZATION,
+                f"measured matmul rate on {threads} thread(s) x {UTILIZATION}; {cpus.source}: {cpus.amount:g}")
     if float32:
         return PEAK_BF16_FLOPS[kind] / 2 * UTILIZATION, f"nominal TF32 peak of {kind} (half its bf16) x {UTILIZATION}"
     return PEAK_BF16_FLOPS[kind] * UTILIZATION, f"nominal bf16 peak of {kind} x {UTILIZATION}"

@@ -15,7 +15,7 @@ from raylth.engine.models import prunable_weight_names
 from raylth.plugins.analyses.lmc import ChildSpec, SpawnsChildren, run_child
 from raylth.plugins.analyses.lmc.stages import parents_method, spawned_origin
 from raylth.plugins.analyses.lmc.specs import NOISES
-from raylth.reporting.axes import pyplot
+from raylth.reporting.axes import pyplot, save_axes
 from raylth.reporting.sections import group_name, group_title, report_section
 from raylth.specs import Spec, Step, TrialSpec
 from raylth.specs.base import choice
@@ -122,13 +122,7 @@ def distance_section(store: Store, frame, out: Path) -> dict[str, Path]:
         for method, m in g.sort_values("sparsity").groupby("method"):
             ax.errorbar(100 * m.sparsity, m["mean"], yerr=m["std"], marker="o", markersize=3, capsize=3,
                         label=method)
-        ax.set_xlabel("weights pruned (%)")
-        ax.set_ylabel("||w_child0 - w_child1|| / ||w_child0||")
-        ax.set_title(group_title(group))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        save_axes(plt, fig, ax, path, group_title(group), xlabel="weights pruned (%)",
+                  ylabel="||w_child0 - w_child1|| / ||w_child0||")
         written[f"plot:{path.stem}"] = path
     return written

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raylth.reporting.axes import pyplot, weights_remaining_axis
+from raylth.reporting.axes import pyplot, save_axes, weights_remaining_axis
 from raylth.reporting.sections import group_name, group_title, report_section
 from raylth.plugins.analyses.lmc.specs import LmcSpec
 from raylth.store import Store
@@ -78,13 +78,7 @@ def _mean_and_spread(ax, x, stats, label: str) -> None:
 
 
 def _finish(plt, fig, ax, path: Path, title: str, legend_size: int) -> None:
-    ax.set_ylabel("test instability (error points)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=legend_size)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_axes(plt, fig, ax, path, title, ylabel="test instability (error points)", legend_size=legend_size)
 
 
 def plot_instability_vs_sparsity(rows, path: Path, title: str, threshold: float) -> None:

@@ -16,7 +16,7 @@ import itertools
 import math
 from pathlib import Path
 
-from raylth.reporting.axes import pyplot
+from raylth.reporting.axes import pyplot, save_axes
 from raylth.reporting.sections import group_name, group_title, report_section
 from raylth.plugins.analyses.sharpness.specs import SharpnessSpec
 from raylth.store import Store
@@ -205,14 +205,7 @@ def plot_signed_curvature(signed, path: Path, title: str) -> None:
 
 
 def _finish(plt, fig, ax, path: Path, title: str, ylabel: str) -> None:
-    ax.set_xlabel("weights pruned (%)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_axes(plt, fig, ax, path, title, xlabel="weights pruned (%)", ylabel=ylabel)
 
 
 def sharpness_table(masks) -> str:

@@ -8,8 +8,7 @@ import logging
 
 import torch
 
-from raylth.engine.memory import (device_memory, device_words, gib, host_memory, mtt_unroll_estimate,
-                                  trajectories_bytes)
+from raylth.engine.memory import device_budget, device_words, gib, host_budget, mtt_unroll_estimate, trajectories_bytes
 from raylth.plugins.distillers.mtt.experts import experts_spec
 from raylth.stages.memory import _network, check_fits
 
@@ -21,7 +20,8 @@ def mtt_low_memory(spec, real, device: torch.device, have: float | None = None,
     """Whether the MTT unroll of ``spec`` runs with low_memory: as asked, or
     automatically when only that fits. Raises WontFitError when neither fits,
     or when the expert trajectories do not fit in host memory."""
-    have = device_memory(device) if have is None else have
+    budget = device_budget(device) if have is None else have  # a Budget names its source in a refusal
+    have = getattr(budget, "amount", budget)
     net = _network(spec.model, tuple(real.input_shape), real.num_classes)
     n_images = spec.ipc * real.num_classes
     batch = n_images if spec.batch_syn is None else min(spec.batch_syn, n_images)
@@ -32,7 +32,7 @@ def mtt_low_memory(spec, real, device: torch.device, have: float | None = None,
     experts = experts_spec(spec)
     n_params = sum(p.numel() for p in net.parameters())
     check_fits("mtt experts", trajectories_bytes(n_params, experts.n, experts.epochs),
-               host_memory() if host is None else host, torch.device("cpu"),
+               host_budget() if host is None else host, torch.device("cpu"),
                f"fewer experts.n ({experts.n}) or max_start_epoch + expert_epochs ({experts.epochs})")
     plain = need(spec.syn_steps, False)
     if spec.low_memory or plain <= have:
@@ -47,6 +47,6 @@ def mtt_low_memory(spec, real, device: torch.device, have: float | None = None,
     steps = int((have - one) // max(1.0, two - one)) + 1 if have >= one else 0
     fix = (f"set syn_steps <= {steps} (with low_memory)" if steps >= 1
            else f"lower batch_syn ({batch}) or ipc ({spec.ipc})")
-    check_fits(f"mtt: syn_steps {spec.syn_steps} with {spec.model.name}", low, have, device,
+    check_fits(f"mtt: syn_steps {spec.syn_steps} with {spec.model.name}", low, budget, device,
                f"{fix}; without low_memory it needs ~{gib(plain)}")
     return True
