@@ -25,8 +25,8 @@ RESULTS=${GPU_CHECK_OUT:-bench/results}
 PARTS=(
   "install|20|pip install --no-deps --no-build-isolation -q -e . || echo 'pip failed: using the tree on PYTHONPATH'"
   "data|60|python bench/common.py --build-cifar full"
-  "gpu_tests|50|python -m pytest -q -m gpu -p no:cacheprovider tests/test_cifar_stages.py tests/test_data.py"
-  "device_tests|40|RAYLTH_TEST_DEVICE=cuda python -m pytest -q -m device_portable -p no:cacheprovider tests/test_training.py tests/test_masks.py"
+  "gpu_tests|50|python -m pytest -q -o addopts= -m gpu -p no:cacheprovider tests/test_cifar_stages.py tests/test_data.py"
+  "device_tests|40|RAYLTH_TEST_DEVICE=cuda python -m pytest -q -o addopts= -m device_portable -p no:cacheprovider tests/test_training.py tests/test_masks.py"
   "epoch_time|130|python bench/epoch_time.py --full --device cuda --compile --repeats 2 --warmup 1 --out $RESULTS"
   "packing|60|python bench/packing.py --full --device cuda --backend processes --repeats 1 --warmup 0 --out $RESULTS"
   "mtt_memory|40|python bench/mtt_memory.py --full --device cuda --out $RESULTS"

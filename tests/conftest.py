@@ -20,6 +20,20 @@ for _key, _value in {"RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0",
     os.environ.setdefault(_key, _value)
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that start Ray (marked slow) share one xdist worker, one after
+    another: one Ray cluster at a time beside the other worker's tests."""
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture(scope="session")
 def cli():
     """``cli(*args)``: ``raylth ARGS`` in a fresh interpreter, as a user types
@@ -34,27 +48,34 @@ def cli():
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def ray_cluster_head():
+    """The process that started the session's Ray cluster (see ray_cluster):
+    its descendants are the cluster's processes, trial workers included."""
+    code = ("import sys, ray; ray.init(num_cpus=2, include_dashboard=False); "
+            "print(ray.get_runtime_context().gcs_address, flush=True); sys.stdin.read(); ray.shutdown()")
+    head = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    head.address = head.stdout.readline().strip()
+    if not head.address:
+        head.kill()
+        pytest.fail("the session's Ray cluster did not start")
+    yield head
+    head.stdin.close()  # its driver shuts the cluster down
+    try:
+        head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        head.kill()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(ray_cluster_head):
     """The address of one local Ray cluster (2 CPUs, no dashboard) for the
     whole session: sweeps that can share a cluster join it (``--address``)
     instead of each starting and stopping its own. Not for tests of what a run
     does with a cluster it starts itself (refusing resources it cannot give,
     shutting it down), nor for tests whose workers need an environment of
     their own (a node's cache): those start their own."""
-    code = ("import sys, ray; ray.init(num_cpus=2, include_dashboard=False); "
-            "print(ray.get_runtime_context().gcs_address, flush=True); sys.stdin.read(); ray.shutdown()")
-    head = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    address = head.stdout.readline().strip()
-    if not address:
-        head.kill()
-        pytest.fail("the session's Ray cluster did not start")
-    yield address
-    head.stdin.close()  # its driver shuts the cluster down
-    try:
-        head.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        head.kill()
+    return ray_cluster_head.address
 
 
 @pytest.fixture(scope="session")

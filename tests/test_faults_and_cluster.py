@@ -55,16 +55,21 @@ def test_ddp_sweep_through_ray_train_equals_one_worker(tmp_path, cli, ray_cluste
             torch.testing.assert_close(wb[name], wa[name], rtol=1e-4, atol=1e-5)
 
 
-def _trial_processes():
+def _trial_processes(head: subprocess.Popen) -> list[psutil.Process]:
+    """The Tune trial workers of the session's cluster (descendants of its head process)."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
+    for proc in psutil.Process(head.pid).children(recursive=True):
+        try:
+            cmdline = " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
         if "ImplicitFunc" in cmdline or "_tune_trainable" in cmdline:
             found.append(proc)
     return found
 
 
-def test_killed_trial_resumes_from_its_checkpoint_and_equals_uninterrupted(tmp_path, cli, ray_cluster):
+def test_killed_trial_resumes_from_its_checkpoint_and_equals_uninterrupted(tmp_path, cli, ray_cluster,
+                                                                          ray_cluster_head):
     sweep = write_sweep(tmp_path / "s.yaml", base={"levels": 0, "train": {"duration": "150ep", "batch_size": 64,
                                                                             "lr": 0.05}})
     storage = tmp_path / "killed"
@@ -75,7 +80,7 @@ def test_killed_trial_resumes_from_its_checkpoint_and_equals_uninterrupted(tmp_p
     while time.time() < deadline and driver.poll() is None and not killed:
         resume = list(storage.glob(".partial/*/resume.pt"))
         if resume and torch.load(resume[0], weights_only=False)["trainer"]["step"] >= 10 * 19:
-            for proc in _trial_processes():
+            for proc in _trial_processes(ray_cluster_head):
                 proc.send_signal(signal.SIGKILL)
                 killed = True
         time.sleep(0.05)
@@ -123,13 +128,16 @@ def _free_port() -> int:
 @pytest.fixture
 def two_node_cluster(tmp_path):
     temp_dir = f"/tmp/raylth-test-{os.getpid()}"
-    port, dashboard = _free_port(), _free_port()
+    # every port its own: another local cluster (the session's) may hold Ray's fixed agent port 52365
+    port, dashboard, head_agent, worker_agent = (_free_port() for _ in range(4))
     env = dict(os.environ)
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
     subprocess.run(ray + ["start", "--head", f"--port={port}", "--num-cpus=1", f"--temp-dir={temp_dir}",
-                          "--include-dashboard=true", f"--dashboard-port={dashboard}", "--disable-usage-stats"],
+                          "--include-dashboard=true", f"--dashboard-port={dashboard}", "--disable-usage-stats",
+                          f"--dashboard-agent-listen-port={head_agent}"],
                    check=True, capture_output=True, env=env, timeout=120)
-    subprocess.run(ray + ["start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats"],
+    subprocess.run(ray + ["start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats",
+                          f"--dashboard-agent-listen-port={worker_agent}"],
                    check=True, capture_output=True, env=env, timeout=120)
     try:
         yield f"http://127.0.0.1:{dashboard}"

@@ -187,7 +187,8 @@ def test_wandb_offline_runs_hold_the_history(tracked):
         trial = runs[name]
         assert trial["group"] == "tracked_search" and 0.1 <= trial["config"]["distill.lr_img"] <= 10
         assert [row["iteration"] for row in trial["history"] if "iteration" in row] == list(range(1, 7))
-        assert [row["intermediate_step"] for row in trial["history"] if "intermediate_value" in row] == [1]
+        steps = [row["intermediate_step"] for row in trial["history"] if "intermediate_value" in row]
+        assert steps == [3]  # the one pruning point: iteration 3 of 6
 
 
 @pytest.mark.slow
@@ -208,7 +209,7 @@ def test_mlflow_holds_runs_params_and_per_epoch_metrics(tracked):
     assert sorted(r.info.run_name for r in trials) == ["trial-0", "trial-1"]
     for trial in trials:
         assert trial.data.tags["state"] == "COMPLETE" and "distill.lr_img" in trial.data.params
-        assert [m.step for m in client.get_metric_history(trial.info.run_id, "intermediate_value")] == [1]
+        assert [m.step for m in client.get_metric_history(trial.info.run_id, "intermediate_value")] == [3]
         assert 0 < trial.data.metrics["value"] <= 1
         assert len(client.get_metric_history(trial.info.run_id, "distill_loss")) == 6
 
@@ -230,7 +231,7 @@ def test_tensorboard_event_files_hold_the_scalars(tracked):
     assert [value for _, value in scalars["ray/tune/epoch"]] == [epoch for *_, epoch in EVALUATIONS]
     assert len(scalars["ray/tune/train_loss"]) == 4
     search = _scalars(tracked.storage / ".ray" / "tracked_search" / "trial-0")
-    assert [step for step, _ in search["intermediate_value"]] == [1]
+    assert [step for step, _ in search["intermediate_value"]] == [3]
     assert len(search["distill/distill_loss"]) == 6 and 0 < search["value"][0][1] <= 1
 
 
