@@ -50,3 +50,13 @@ def test_every_python_block_imports_what_exists(page, block):
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 importlib.import_module(alias.name)
+
+
+def test_the_cpu_reproductions_text_quotes_its_committed_report():
+    folder = ROOT / "docs" / "paper_cpu"
+    report = "\n".join(p.read_text() for p in (folder / "report").glob("*.md"))
+    quoted = re.findall(r"\d+\.\d\d ± \d+\.\d\d", (folder / "README.md").read_text())
+    assert len(quoted) >= 10
+    assert [q for q in quoted if q not in report] == []
+    instability = (folder / "report" / "instability_by_sparsity.md").read_text()
+    assert all(kind in instability for kind in ("dense k=0it", "distilled_imp k=0it", "distilled_random k=0it", "imp k="))
