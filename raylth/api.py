@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from raylth.errors import RaylthError
@@ -118,6 +119,9 @@ class SubmittedSweep:
 # Anchored (a leading /): Ray reads excludes as .gitignore lines, where a bare "data" would also
 # drop raylth/engine/data/ from the upload.
 UPLOAD_EXCLUDES = ("/.git", "/raylth-results", "/data", "/.bench-data")
+# Secrets never leave the machine, wherever they lie in the tree (unanchored .gitignore lines).
+SECRET_EXCLUDES = (".env", ".env.*", "*.pem", "*.key", "*.p12", "id_rsa*", "id_ed25519*", "*credentials*",
+                   ".netrc", ".aws/", ".ray/", "auth_token", "*.token")
 
 
 def submit(sweep, address: str, storage=None, data_root=None, working_dir=".",
@@ -138,7 +142,10 @@ def submit(sweep, address: str, storage=None, data_root=None, working_dir=".",
     command += ["--storage", str(storage)] if storage else []
     command += ["--data-root", str(data_root)] if data_root else []
     client = JobSubmissionClient(address)
-    env = {"working_dir": str(working_dir), "excludes": list(UPLOAD_EXCLUDES)} | (runtime_env or {})
+    excludes = [*UPLOAD_EXCLUDES, *SECRET_EXCLUDES]
+    print(f"raylth.submit: uploading {Path(working_dir).resolve()} to {address}, leaving out "
+          f"{', '.join(excludes)}", file=sys.stderr)
+    env = {"working_dir": str(working_dir), "excludes": excludes} | (runtime_env or {})
     return SubmittedSweep(client, client.submit_job(entrypoint=shlex.join(command), runtime_env=env))
 
 

@@ -239,3 +239,13 @@ def test_jobs_per_node_counts_what_ray_can_pack():
     assert jobs_per_node({"cpu": 2, "gpu": 0.5}, {"CPU": 4, "GPU": 1}) == 2
     assert jobs_per_node({"cpu": 1, "gpu": 0.25}, {"CPU": 96, "GPU": 8}) == 32
     assert jobs_per_node({"cpu": 1, "gpu": 1}, {"CPU": 8}) == 0
+
+
+def test_every_node_runs_with_token_authentication_and_no_open_dashboard(shipped):
+    assert "--env RAY_AUTH_MODE=token" in shipped["docker"]["run_options"]
+    starts = shipped["head_start_ray_commands"][1:] + shipped["worker_start_ray_commands"][1:]
+    assert starts and all("RAY_AUTH_MODE=token ray start" in command for command in starts)
+    assert not any("dashboard-host" in command for command in starts)  # the head's localhost: `ray dashboard`
+    assert shipped["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"  # generated, not committed
+    assert {"**/.env", "**/*.pem", "**/*.key", "**/auth_token"} <= set(shipped["rsync_exclude"])
+    assert not list(REPO.rglob("auth_token"))

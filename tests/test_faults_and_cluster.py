@@ -1,6 +1,7 @@
 """Scale-out and faults on this machine: DDP through Ray Train inside Tune, a
-killed worker, a job that keeps failing, and a two-node local cluster fed by
-`ray job submit` and raylth.submit."""
+killed worker, a job that keeps failing, and a two-node local cluster with token
+authentication (as cluster.yaml starts one) fed by `ray job submit` and raylth.submit: it refuses
+a client without its token, and loses nothing when its worker node dies mid-sweep."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -131,22 +133,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def two_node_cluster(tmp_path):
+@pytest.fixture(scope="module")
+def two_node_cluster():
+    """A head and a worker node started as cluster.yaml starts them: token authentication on, with
+    the token in Ray's default file (generated if missing), which the test's own clients read."""
     temp_dir = f"/tmp/raylth-test-{os.getpid()}"
     # every port its own: another local cluster (the session's) may hold Ray's fixed agent port 52365
     port, dashboard, head_agent, worker_agent = (_free_port() for _ in range(4))
-    env = dict(os.environ)
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
+    token = subprocess.run(ray + ["get-auth-token", "--generate"], check=True, capture_output=True, text=True,
+                           timeout=60).stdout.split()[-1]
+    env = dict(os.environ, RAY_AUTH_MODE="token")
     subprocess.run(ray + ["start", "--head", f"--port={port}", "--num-cpus=1", f"--temp-dir={temp_dir}",
                           "--include-dashboard=true", f"--dashboard-port={dashboard}", "--disable-usage-stats",
                           f"--dashboard-agent-listen-port={head_agent}"],
                    check=True, capture_output=True, env=env, timeout=120)
+    before = set(psutil.pids())
     subprocess.run(ray + ["start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats",
                           f"--dashboard-agent-listen-port={worker_agent}"],
                    check=True, capture_output=True, env=env, timeout=120)
+    worker_node = [psutil.Process(pid) for pid in set(psutil.pids()) - before if psutil.pid_exists(pid)]
     try:
-        yield f"http://127.0.0.1:{dashboard}"
+        yield SimpleNamespace(address=f"http://127.0.0.1:{dashboard}", token=token, worker_node=worker_node)
     finally:
         # the cluster's processes and their children (agents rename themselves, e.g. ray::DashboardAgent)
         ours = {proc for proc in psutil.process_iter(["cmdline"])
@@ -163,16 +171,32 @@ def two_node_cluster(tmp_path):
                 pass
 
 
+def as_user(cluster, *command, timeout=900, popen=False):
+    """A command in the shell of a user who holds the cluster's token (this session's own settings
+    keep token authentication off for the clusters it starts itself)."""
+    env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": cluster.token}
+    if popen:
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def submitted_from_python(cluster, sweep, storage, working_dir, overrides=(), popen=False):
+    """raylth.submit as the README shows it, in the user's interpreter: prints the job's end and logs."""
+    code = (f"import raylth\njob = raylth.submit({str(sweep)!r}, address={cluster.address!r}, "
+            f"storage={str(storage)!r}, working_dir={str(working_dir)!r}, overrides={list(overrides)!r})\n"
+            "print(job.wait(timeout_s=600)); print(job.logs()[-4000:])")
+    return as_user(cluster, sys.executable, "-c", code, popen=popen)
+
+
 def test_sweep_submitted_to_a_two_node_cluster_spreads_over_both(two_node_cluster, tmp_path):
     workdir = tmp_path / "work"
     workdir.mkdir()
     write_sweep(workdir / "s.yaml", grid={"seed": [0, 1, 2, 3]})
     storage = tmp_path / "store"
     for attempt in range(90):  # the dashboard's job agent needs a few seconds after `ray start` (more when busy)
-        submit = subprocess.run(
-            [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", two_node_cluster,
-             "--working-dir", str(workdir), "--", "raylth", "run", "s.yaml", "--storage", str(storage)],
-            capture_output=True, text=True, timeout=600, env=dict(os.environ))
+        submit = as_user(two_node_cluster, sys.executable, "-m", "ray.scripts.scripts", "job", "submit",
+                         "--address", two_node_cluster.address, "--working-dir", str(workdir), "--",
+                         "raylth", "run", "s.yaml", "--storage", str(storage), timeout=600)
         if "No available agent" not in submit.stderr:
             break
         time.sleep(2)
@@ -180,11 +204,80 @@ def test_sweep_submitted_to_a_two_node_cluster_spreads_over_both(two_node_cluste
     nodes = {m["node"] for m in metrics(storage).values()}
     assert len(metrics(storage)) == 8 and len(nodes) == 2, nodes
 
-    # from Python, as the README shows: the repository root uploaded, its package run by the job
+    # from Python: the repository root uploaded (secrets left out, said on stderr), its package run by the job
     quickstart = tmp_path / "quickstart"
-    job = raylth.submit("sweeps/quickstart.yaml", address=two_node_cluster, storage=quickstart, working_dir=REPO,
-                        overrides=["levels=2", "train.duration=2ep", "grid.seed=[0]"])  # small, and passed on
-    assert job.wait(timeout_s=600) == "SUCCEEDED", job.logs()[-3000:]
-    assert "quickstart: 3 jobs finished" in job.logs()
+    done = submitted_from_python(two_node_cluster, "sweeps/quickstart.yaml", quickstart, REPO,
+                                 overrides=["levels=2", "train.duration=2ep", "grid.seed=[0]"])  # passed on
+    assert done.stdout.startswith("SUCCEEDED"), done.stdout[-3000:] + done.stderr[-3000:]
+    assert "quickstart: 3 jobs finished" in done.stdout
+    assert "raylth.submit: uploading" in done.stderr and "auth_token" in done.stderr
     frame = raylth.results(quickstart)
     assert len(frame) == 1 + 3 + 2 and set(frame["method"]) == {"dense", "imp", "random_prune"}  # imp: levels 0-2
+
+
+def test_the_token_cluster_refuses_a_submission_without_its_token(two_node_cluster, tmp_path):
+    submit = ("from ray.job_submission import JobSubmissionClient\n"
+              f"job = JobSubmissionClient({two_node_cluster.address!r}).submit_job(entrypoint='echo ok')\n"
+              "print('submitted', job)")
+    # HOME elsewhere: no default token file; none of the session's RAY_AUTH_* settings
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | {"HOME": str(tmp_path)}
+
+    def client(**env):
+        return subprocess.run([sys.executable, "-c", submit], env=clean | env, capture_output=True, text=True,
+                              timeout=120)
+
+    for refused in (client(), client(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64)):
+        assert refused.returncode != 0 and "submitted" not in refused.stdout, refused.stdout + refused.stderr[-2000:]
+        assert "401" in refused.stderr or "token" in refused.stderr.lower(), refused.stderr[-2000:]
+    accepted = client(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=two_node_cluster.token)
+    assert accepted.returncode == 0 and "submitted" in accepted.stdout, accepted.stderr[-3000:]
+
+
+def _kill_with_descendants(processes: list[psutil.Process]) -> int:
+    doomed = set()
+    for proc in processes:
+        try:
+            doomed |= {proc, *proc.children(recursive=True)}
+        except psutil.Error:
+            pass
+    for proc in doomed:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    return len(doomed)
+
+
+def test_a_dead_worker_node_costs_nothing_its_job_resumes_on_the_head(two_node_cluster, tmp_path, cli, ray_cluster):
+    """A spot node reclaimed mid-sweep: the worker node's processes (its raylet and the trial it runs)
+    killed by their ids. The sweep, submitted as users do, finishes with every result; the job that
+    was on the dead node resumes on the head from its last saved state; results equal a run that
+    lost nothing. Runs last in this module: the cluster has one node afterwards."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    write_sweep(workdir / "s.yaml", grid={"seed": [0, 1]},
+                base={"levels": 0, "train": {"duration": "150ep", "batch_size": 64, "lr": 0.05}})
+    storage = tmp_path / "store"
+    user = submitted_from_python(two_node_cluster, "s.yaml", storage, workdir, popen=True)
+    deadline, killed = time.time() + 300, 0
+    while time.time() < deadline and not killed and user.poll() is None:
+        partial = list(storage.glob(".partial/*/resume.pt"))
+        if len(partial) == 2 and all(torch.load(p, weights_only=False)["trainer"]["step"] >= 10 * 19 for p in partial):
+            killed = _kill_with_descendants(two_node_cluster.worker_node)  # both trials, one on each node, saved
+        time.sleep(0.2)
+    assert killed, "the sweep finished before the worker node could be killed"
+    out, err = user.communicate(timeout=600)
+    assert out.startswith("SUCCEEDED") and "2 jobs finished" in out, out[-3000:] + err[-3000:]
+    found = metrics(storage)
+    assert len(found) == 2
+    resumed = [m for m in found.values() if m["resumed_at"] is not None]
+    assert len(resumed) == 1 and 10 * 19 <= resumed[0]["resumed_at"] < resumed[0]["steps"], found
+    assert len({m["node"] for m in found.values()}) == 1  # both finished on the head: the worker is gone
+
+    reference = cli("run", workdir / "s.yaml", "--storage", tmp_path / "reference", "--address", ray_cluster)
+    assert reference.returncode == 0, reference.stdout[-2000:] + reference.stderr[-2000:]
+    expected = metrics(tmp_path / "reference")
+    assert set(expected) == set(found)
+    for artifact_id, m in found.items():
+        assert m["test_acc"] == expected[artifact_id]["test_acc"]
+        assert [h["test_loss"] for h in m["history"]] == [h["test_loss"] for h in expected[artifact_id]["history"]]

@@ -23,10 +23,16 @@ QUICKSTART = REPO / "sweeps" / "quickstart.yaml"
 pytestmark = pytest.mark.slow
 
 
+def _as_a_terminal_starts_it():
+    # a background job of a non-interactive shell (CI started with `&`) inherits SIGINT ignored
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(storage: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "raylth.cli.main", "run", str(QUICKSTART), "--storage",
                              str(storage)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group, as a shell gives a command
+                            start_new_session=True,  # its own process group, as a shell gives a command
+                            preexec_fn=_as_a_terminal_starts_it)
 
 
 def _finished(storage: Path) -> dict[str, int]:
