@@ -26,11 +26,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one threa
     torch.set_num_threads(1)
 
 
+RAY_FIXTURES = {"ray_cluster", "ray_cluster_head", "quickstart_store"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests that start Ray (marked slow) share one xdist worker, one after
-    another: one Ray cluster at a time beside the other worker's tests."""
+    """Tests that start Ray (marked slow) or use the session's cluster or
+    quickstart store share one xdist worker, one after another: one Ray
+    cluster at a time beside the other worker's tests, and the session's
+    cluster and store built once."""
     for item in items:
-        if item.get_closest_marker("slow"):
+        if item.get_closest_marker("slow") or RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("ray"))
 
 

@@ -143,11 +143,12 @@ def small_disk(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_disk_that_fills_mid_run_is_one_line_and_the_rerun_completes(small_disk, quickstart_store):
+def test_a_disk_that_fills_mid_run_is_one_line_and_the_rerun_completes(small_disk, quickstart_store, ray_cluster):
     import raylth
 
     storage = small_disk / "results"
-    run = [sys.executable, "-m", "raylth.cli.main", "run", str(QUICKSTART), "--storage", str(storage)]
+    run = [sys.executable, "-m", "raylth.cli.main", "run", str(QUICKSTART), "--storage", str(storage),
+           "--address", ray_cluster]
     full = subprocess.run(run, capture_output=True, text=True, timeout=300)
     assert full.returncode == 1, full.stderr[-3000:]
     last = full.stderr.strip().splitlines()[-1]
