@@ -26,17 +26,21 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one threa
     torch.set_num_threads(1)
 
 
-RAY_FIXTURES = {"ray_cluster", "ray_cluster_head", "quickstart_store"}
+RAY_FIXTURES = {"ray_cluster", "ray_cluster_head"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Tests that start Ray (marked slow) or use the session's cluster or
-    quickstart store share one xdist worker, one after another: one Ray
-    cluster at a time beside the other worker's tests, and the session's
-    cluster and store built once."""
+    """xdist groups, so that what a fixture builds is built once: every test of
+    the session's quickstart store on one worker, and each module that starts
+    Ray (marked slow) or uses the session's cluster on one worker, its module
+    fixtures (a two-node cluster, a tracked sweep) shared by its tests."""
     for item in items:
-        if item.get_closest_marker("slow") or RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "quickstart_store" in fixtures:
+            item.add_marker(pytest.mark.xdist_group("quickstart"))
+        elif item.get_closest_marker("slow") or RAY_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.xdist_group(f"ray-{item.path.stem}"))
 
 
 @pytest.fixture(scope="session")

@@ -235,7 +235,12 @@ class Spec:
         return json.dumps(self._render(True, for_id=True), sort_keys=True, separators=(",", ":"))
 
     def spec_hash(self) -> str:
-        return hashlib.sha256(f"{self.kind}:{self.canonical()}".encode()).hexdigest()[:16]
+        # a spec is frozen, so its hash is computed once (planning a sweep asks for ids ~20x per spec)
+        cached = self.__dict__.get("_spec_hash")
+        if cached is None:
+            cached = hashlib.sha256(f"{self.kind}:{self.canonical()}".encode()).hexdigest()[:16]
+            object.__setattr__(self, "_spec_hash", cached)
+        return cached
 
     @property
     def id(self) -> str:
