@@ -35,11 +35,12 @@ def pytest_collection_modifyitems(config, items):
     the session's quickstart store on one worker, and each module that starts
     Ray (marked slow) or uses the session's cluster on one worker, its module
     fixtures (a two-node cluster, a tracked sweep) shared by its tests."""
+    ray_modules = {item.path for item in items
+                   if item.get_closest_marker("slow") or RAY_FIXTURES & set(getattr(item, "fixturenames", ()))}
     for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if "quickstart_store" in fixtures:
+        if "quickstart_store" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("quickstart"))
-        elif item.get_closest_marker("slow") or RAY_FIXTURES & fixtures:
+        elif item.path in ray_modules:  # the whole module: its fixtures built once
             item.add_marker(pytest.mark.xdist_group(f"ray-{item.path.stem}"))
 
 

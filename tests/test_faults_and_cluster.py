@@ -1,11 +1,10 @@
 """Scale-out and faults on this machine: DDP through Ray Train inside Tune, a
-killed worker, a job that keeps failing, and a two-node local cluster with token
+job that keeps failing, and a two-node local cluster with token
 authentication (as cluster.yaml starts one) fed by `ray job submit` and raylth.submit: it refuses
 a client without its token, and loses nothing when its worker node dies mid-sweep."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.slow
 def write_sweep(path: Path, **overrides) -> Path:
     sweep = {"name": "faults", "resources": {"cpu": 1, "gpu": 0}, "max_failures": 1,
              "base": {"levels": 1, "data": {"name": "digits"}, "model": {"name": "lenet"},
-                      "train": {"duration": "3ep", "batch_size": 64, "lr": 0.05}},
+                      "train": {"duration": "2ep", "batch_size": 64, "lr": 0.05}},
              "grid": {"seed": [0]}}
     for key, value in overrides.items():
         if key == "base":
@@ -61,49 +60,6 @@ def test_ddp_sweep_through_ray_train_equals_one_worker(tmp_path, cli, ray_cluste
         wb = torch.load(tmp_path / "two" / artifact_id / "weights" / "final.pt")
         for name in wa:
             torch.testing.assert_close(wb[name], wa[name], rtol=1e-4, atol=1e-5)
-
-
-def _trial_processes(head: subprocess.Popen) -> list[psutil.Process]:
-    """The Tune trial workers of the session's cluster (descendants of its head process)."""
-    found = []
-    for proc in psutil.Process(head.pid).children(recursive=True):
-        try:
-            cmdline = " ".join(proc.cmdline())
-        except psutil.Error:
-            continue
-        if "ImplicitFunc" in cmdline or "_tune_trainable" in cmdline:
-            found.append(proc)
-    return found
-
-
-def test_killed_trial_resumes_from_its_checkpoint_and_equals_uninterrupted(tmp_path, cli, ray_cluster,
-                                                                          ray_cluster_head):
-    sweep = write_sweep(tmp_path / "s.yaml", base={"levels": 0, "train": {"duration": "150ep", "batch_size": 64,
-                                                                            "lr": 0.05}})
-    storage = tmp_path / "killed"
-    driver = subprocess.Popen([sys.executable, "-m", "raylth.cli.main", "run", str(sweep), "--storage",
-                               str(storage), "--address", ray_cluster], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    deadline, killed = time.time() + 240, False
-    while time.time() < deadline and driver.poll() is None and not killed:
-        resume = list(storage.glob(".partial/*/resume.pt"))
-        if resume and torch.load(resume[0], weights_only=False)["trainer"]["step"] >= 10 * 19:
-            for proc in _trial_processes(ray_cluster_head):
-                proc.send_signal(signal.SIGKILL)
-                killed = True
-        time.sleep(0.05)
-    assert killed, "the training finished before a worker could be killed"
-    assert driver.wait(timeout=300) == 0
-    (artifact,) = metrics(storage).values()
-    assert artifact["resumed_at"] >= 10 * 19  # resumed from a checkpoint, not from scratch
-    assert artifact["resumed_at"] < artifact["steps"]
-
-    reference = cli("run", sweep, "--storage", tmp_path / "reference", "--address", ray_cluster)
-    assert reference.returncode == 0
-    (expected,) = metrics(tmp_path / "reference").values()
-    assert expected["resumed_at"] is None
-    assert artifact["test_acc"] == expected["test_acc"]
-    assert [h["test_loss"] for h in artifact["history"]] == [h["test_loss"] for h in expected["history"]]
 
 
 def test_a_job_that_keeps_failing_is_reported_and_the_rest_finish(tmp_path, cli, ray_cluster):
@@ -250,7 +206,7 @@ def _kill_with_descendants(processes: list[psutil.Process]) -> int:
 
 def test_a_dead_worker_node_costs_nothing_its_job_resumes_on_the_head(two_node_cluster, tmp_path, cli, ray_cluster):
     """A spot node reclaimed mid-sweep: the worker node's processes (its raylet and the trial it runs)
-    killed by their ids. The sweep, submitted as users do, finishes with every result; the job that
+    killed by their ids (a trial killed on its own is the same fault to Tune: retried, resumed). The sweep, submitted as users do, finishes with every result; the job that
     was on the dead node resumes on the head from its last saved state; results equal a run that
     lost nothing. Runs last in this module: the cluster has one node afterwards."""
     workdir = tmp_path / "work"
