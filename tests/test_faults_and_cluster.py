@@ -16,7 +16,6 @@ import pytest
 import torch
 import yaml
 
-import raylth
 from raylth.sweep.jobs import sweep_jobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,16 +159,6 @@ def test_sweep_submitted_to_a_two_node_cluster_spreads_over_both(two_node_cluste
     nodes = {m["node"] for m in metrics(storage).values()}
     assert len(metrics(storage)) == 4 and len(nodes) == 2, nodes
 
-    # from Python: the repository root uploaded (secrets left out, said on stderr), its package run by the job
-    quickstart = tmp_path / "quickstart"
-    done = submitted_from_python(two_node_cluster, "sweeps/quickstart.yaml", quickstart, REPO,
-                                 overrides=["levels=2", "train.duration=2ep", "grid.seed=[0]"])  # passed on
-    assert done.stdout.startswith("SUCCEEDED"), done.stdout[-3000:] + done.stderr[-3000:]
-    assert "quickstart: 3 jobs finished" in done.stdout
-    assert "raylth.submit: uploading" in done.stderr and "auth_token" in done.stderr
-    frame = raylth.results(quickstart)
-    assert len(frame) == 1 + 3 + 2 and set(frame["method"]) == {"dense", "imp", "random_prune"}  # imp: levels 0-2
-
 
 def test_the_token_cluster_refuses_a_submission_without_its_token(two_node_cluster, tmp_path):
     submit = ("from ray.job_submission import JobSubmissionClient\n"
@@ -205,16 +194,15 @@ def _kill_with_descendants(processes: list[psutil.Process]) -> int:
 
 
 def test_a_dead_worker_node_costs_nothing_its_job_resumes_on_the_head(two_node_cluster, tmp_path, cli, ray_cluster):
-    """A spot node reclaimed mid-sweep: the worker node's processes (its raylet and the trial it runs)
-    killed by their ids (a trial killed on its own is the same fault to Tune: retried, resumed). The sweep, submitted as users do, finishes with every result; the job that
-    was on the dead node resumes on the head from its last saved state; results equal a run that
-    lost nothing. Runs last in this module: the cluster has one node afterwards."""
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    write_sweep(workdir / "s.yaml", grid={"seed": [0, 1]},
-                base={"levels": 0, "train": {"duration": "150ep", "batch_size": 64, "lr": 0.05}})
+    """A spot node reclaimed mid-sweep: the worker node's processes (its raylet and the trial it
+    runs) killed by their ids (a trial killed on its own is the same fault to Tune: retried, resumed).
+    The sweep, submitted from Python as the README shows (the repository root uploaded, overrides
+    passed on), finishes with every result; the job that was on the dead node resumes on the head
+    from its last saved state; results equal a run that lost nothing. Runs last in this module: the
+    cluster has one node afterwards."""
+    overrides = ["levels=0", "train.duration=150ep", "grid.seed=[0,1]", "grid.method=[imp]"]
     storage = tmp_path / "store"
-    user = submitted_from_python(two_node_cluster, "s.yaml", storage, workdir, popen=True)
+    user = submitted_from_python(two_node_cluster, "sweeps/quickstart.yaml", storage, REPO, overrides, popen=True)
     deadline, killed = time.time() + 300, 0
     while time.time() < deadline and not killed and user.poll() is None:
         partial = list(storage.glob(".partial/*/resume.pt"))
@@ -224,13 +212,15 @@ def test_a_dead_worker_node_costs_nothing_its_job_resumes_on_the_head(two_node_c
     assert killed, "the sweep finished before the worker node could be killed"
     out, err = user.communicate(timeout=600)
     assert out.startswith("SUCCEEDED") and "2 jobs finished" in out, out[-3000:] + err[-3000:]
+    assert "raylth.submit: uploading" in err and "auth_token" in err  # secrets left out, and said
     found = metrics(storage)
     assert len(found) == 2
     resumed = [m for m in found.values() if m["resumed_at"] is not None]
     assert len(resumed) == 1 and 10 * 19 <= resumed[0]["resumed_at"] < resumed[0]["steps"], found
     assert len({m["node"] for m in found.values()}) == 1  # both finished on the head: the worker is gone
 
-    reference = cli("run", workdir / "s.yaml", "--storage", tmp_path / "reference", "--address", ray_cluster)
+    reference = cli("run", REPO / "sweeps" / "quickstart.yaml", *overrides, "--storage", tmp_path / "reference",
+                    "--address", ray_cluster)
     assert reference.returncode == 0, reference.stdout[-2000:] + reference.stderr[-2000:]
     expected = metrics(tmp_path / "reference")
     assert set(expected) == set(found)

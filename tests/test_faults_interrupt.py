@@ -1,7 +1,7 @@
 """Interrupted, killed and concurrent runs of one sweep (the fault
 campaign's cases, through the CLI as a user runs them): Ctrl-C ends a run
 with one line and exit 130 and leaves nothing running; two runs of the
-sweep on one store at once, one of them killed with its Ray processes,
+sweep on one store at once, one of them killed (its trials die with it),
 finish it between them; a dry run then finds nothing left to compute,
 nothing finished was rewritten, and the results equal an uninterrupted run."""
 
@@ -28,9 +28,9 @@ def _as_a_terminal_starts_it():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _start(storage: Path) -> subprocess.Popen:
+def _start(storage: Path, *more: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "raylth.cli.main", "run", str(QUICKSTART), "--storage",
-                             str(storage)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             str(storage), *more], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True,  # its own process group, as a shell gives a command
                             preexec_fn=_as_a_terminal_starts_it)
 
@@ -51,9 +51,9 @@ def _family(driver) -> list[psutil.Process]:
     return [psutil.Process(driver.pid)] + psutil.Process(driver.pid).children(recursive=True)
 
 
-def test_interrupted_killed_and_concurrent_runs_finish_the_sweep_once(quickstart_store, tmp_path):
+def test_interrupted_killed_and_concurrent_runs_finish_the_sweep_once(quickstart_store, tmp_path, ray_cluster):
     storage = tmp_path / "results"
-    first = _start(storage)
+    first = _start(storage)  # Ray of its own, as a user's first run: Ctrl-C must leave none of it running
     _wait_for(storage, 8, first)
     family = _family(first)
     os.killpg(first.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group
@@ -70,9 +70,10 @@ def test_interrupted_killed_and_concurrent_runs_finish_the_sweep_once(quickstart
     assert counts["running"] == "0", status.stdout
     kept = _finished(storage)
 
-    second, third = _start(storage), _start(storage)  # two runs of the sweep on one store at once
+    # two runs of the sweep on one store at once, on the session's cluster
+    second, third = _start(storage, "--address", ray_cluster), _start(storage, "--address", ray_cluster)
     _wait_for(storage, len(kept) + 10, second, third)
-    for process in _family(second):  # a crash: one driver, its Ray and its trials die at once
+    for process in _family(second):  # a crash: the driver dies, and its trials with it
         try:
             process.kill()
         except psutil.NoSuchProcess:
