@@ -1,5 +1,6 @@
 """Shared pytest fixtures."""
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -91,20 +92,22 @@ def ray_cluster(ray_cluster_head):
 @pytest.fixture(scope="session")
 def cifar10_subset(tmp_path_factory):
     """build(n): a folder holding cifar-10-batches-py with n images per class
-    in each split, rebuilt once per n from ../shared/data; the calling test is
-    skipped when that is not there."""
-    built = {}
+    in each split, built once per n and session from ../shared/data (the xdist
+    workers share it); the calling test is skipped when that is not there."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # one copy for every xdist worker
 
     def build(per_class: int) -> Path:
         script = SHARED / "data" / "cifar10_from_jpg.py"
         if not script.is_file() or not (script.parent / "cifar10-jpg.tar.xz").is_file():
             pytest.skip(f"no {script} (or its archive) beside the repository")
-        if per_class not in built:
-            root = tmp_path_factory.mktemp(f"cifar10_{per_class}_per_class")
-            subprocess.run([sys.executable, str(script), str(root), "--limit-per-class", str(per_class)],
-                           check=True, capture_output=True, timeout=120)
-            built[per_class] = root
-        return built[per_class]
+        root = shared / f"cifar10_{per_class}_per_class"
+        with open(shared / f"cifar10_{per_class}_per_class.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker builds it, the other waits and reads it
+            if not (root / "cifar-10-batches-py" / "test_batch").is_file():
+                subprocess.run([sys.executable, str(script), str(root), "--limit-per-class", str(per_class)],
+                               check=True, capture_output=True, timeout=120)
+        return root
 
     return build
 

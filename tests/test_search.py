@@ -262,7 +262,7 @@ def test_search_killed_halfway_resumes_the_same_study_and_its_best_sweep_runs(tm
     running = killed.get("RUNNING", 0)
     assert running >= 1, killed  # trials in flight when the driver died: the recovery below is exercised
 
-    again = cli("run", path, "--storage", storage)
+    again = cli("run", path, "--storage", storage, "--address", ray_cluster)  # resumed on the session's cluster
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     after = counts(storage)
     assert after.get("COMPLETE", 0) + after.get("PRUNED", 0) == 8, after
