@@ -54,8 +54,9 @@ def run_sweep(trials: int, steps: int) -> dict:
         path = folder / "sweep.yaml"
         path.write_text(yaml.safe_dump(tiny_sweep(trials, steps)))
         cmd = [sys.executable, "-m", "raylth.cli.main", "run", str(path), "--storage", str(folder / "store")]
+        log = (folder / "driver.log").open("w")  # a file, not a pipe: a full pipe would stall the driver
         start = time.perf_counter()
-        driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        driver = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
         peak = 0
         watched = psutil.Process(driver.pid)
         while driver.poll() is None:
@@ -65,9 +66,10 @@ def run_sweep(trials: int, steps: int) -> dict:
                 pass
             time.sleep(0.2)
         wall = time.perf_counter() - start
-        out = driver.stdout.read()
+        log.close()
         if driver.returncode != 0:
-            raise SystemExit(f"{trials} trials failed (exit {driver.returncode}):\n{out[-3000:]}")
+            raise SystemExit(f"{trials} trials failed (exit {driver.returncode}):\n"
+                             f"{(folder / 'driver.log').read_text()[-3000:]}")
         inside = [json.loads(p.read_text())["wall_s"] for p in (folder / "store").glob("*_*/metrics.json")]
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -88,6 +88,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _kill_with_descendants(processes: list[psutil.Process]) -> int:
+    doomed = set()
+    for proc in processes:
+        try:
+            doomed |= {proc, *proc.children(recursive=True)}
+        except psutil.Error:
+            pass
+    for proc in doomed:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    return len(doomed)
+
+
 @pytest.fixture(scope="module")
 def two_node_cluster():
     """A head and a worker node started as cluster.yaml starts them: token authentication on, with
@@ -112,18 +127,9 @@ def two_node_cluster():
         yield SimpleNamespace(address=f"http://127.0.0.1:{dashboard}", token=token, worker_node=worker_node)
     finally:
         # the cluster's processes and their children (agents rename themselves, e.g. ray::DashboardAgent)
-        ours = {proc for proc in psutil.process_iter(["cmdline"])
-                if any(temp_dir in part or f"127.0.0.1:{port}" in part for part in proc.info["cmdline"] or [])}
-        for proc in list(ours):
-            try:
-                ours.update(proc.children(recursive=True))
-            except psutil.Error:
-                pass
-        for proc in ours:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
+        _kill_with_descendants([proc for proc in psutil.process_iter(["cmdline"])
+                                if any(temp_dir in part or f"127.0.0.1:{port}" in part
+                                       for part in proc.info["cmdline"] or [])])
 
 
 def as_user(cluster, *command, timeout=900, popen=False):
@@ -173,24 +179,9 @@ def test_the_token_cluster_refuses_a_submission_without_its_token(two_node_clust
 
     for refused in (client(), client(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64)):
         assert refused.returncode != 0 and "submitted" not in refused.stdout, refused.stdout + refused.stderr[-2000:]
-        assert "401" in refused.stderr or "token" in refused.stderr.lower(), refused.stderr[-2000:]
+        assert "Token authentication is enabled" in refused.stderr, refused.stderr[-2000:]  # refused for it
     accepted = client(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=two_node_cluster.token)
     assert accepted.returncode == 0 and "submitted" in accepted.stdout, accepted.stderr[-3000:]
-
-
-def _kill_with_descendants(processes: list[psutil.Process]) -> int:
-    doomed = set()
-    for proc in processes:
-        try:
-            doomed |= {proc, *proc.children(recursive=True)}
-        except psutil.Error:
-            pass
-    for proc in doomed:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    return len(doomed)
 
 
 def test_a_dead_worker_node_costs_nothing_its_job_resumes_on_the_head(two_node_cluster, tmp_path, cli, ray_cluster):
