@@ -103,6 +103,9 @@ def _kill_with_descendants(processes: list[psutil.Process]) -> int:
     return len(doomed)
 
 
+WORKER_MEMORY = 3 * 2**30  # the worker node's memory resource, as `ray start --memory` sets it
+
+
 @pytest.fixture(scope="module")
 def two_node_cluster():
     """A head and a worker node started as cluster.yaml starts them: token authentication on, with
@@ -120,11 +123,12 @@ def two_node_cluster():
                    check=True, capture_output=True, env=env, timeout=120)
     before = set(psutil.pids())
     subprocess.run(ray + ["start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats",
-                          f"--dashboard-agent-listen-port={worker_agent}"],
+                          f"--memory={WORKER_MEMORY}", f"--dashboard-agent-listen-port={worker_agent}"],
                    check=True, capture_output=True, env=env, timeout=120)
     worker_node = [psutil.Process(pid) for pid in set(psutil.pids()) - before if psutil.pid_exists(pid)]
     try:
-        yield SimpleNamespace(address=f"http://127.0.0.1:{dashboard}", token=token, worker_node=worker_node)
+        yield SimpleNamespace(address=f"http://127.0.0.1:{dashboard}", gcs=f"127.0.0.1:{port}", token=token,
+                              worker_node=worker_node)
     finally:
         # the cluster's processes and their children (agents rename themselves, e.g. ray::DashboardAgent)
         _kill_with_descendants([proc for proc in psutil.process_iter(["cmdline"])
@@ -182,6 +186,23 @@ def test_the_token_cluster_refuses_a_submission_without_its_token(two_node_clust
         assert "Token authentication is enabled" in refused.stderr, refused.stderr[-2000:]  # refused for it
     accepted = client(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=two_node_cluster.token)
     assert accepted.returncode == 0 and "submitted" in accepted.stdout, accepted.stderr[-3000:]
+
+
+def test_a_task_on_a_node_with_a_memory_resource_has_that_budget(two_node_cluster):
+    """The memory guard's budget inside a Ray task is the node's `memory` resource where it is less
+    than the host's and the container's: 3 GiB on the worker node, named in the budget's source."""
+    code = ("import ray\nfrom ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy\n"
+            "from raylth.engine import limits\n"
+            f"ray.init(address={two_node_cluster.gcs!r})\n"
+            f"node = next(n['NodeID'] for n in ray.nodes() if n['Resources'].get('memory') == {WORKER_MEMORY})\n"
+            "budget = ray.remote(limits.available_memory).options(num_cpus=0, scheduling_strategy="
+            "NodeAffinitySchedulingStrategy(node, soft=False)).remote()\n"
+            "print(repr(ray.get(budget))); print(repr(limits.available_memory()))\n")
+    out = as_user(two_node_cluster, sys.executable, "-c", code, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    in_task, in_driver = out.stdout.strip().splitlines()[-2:]
+    assert f"amount={float(WORKER_MEMORY)}" in in_task and "the Ray node's memory resource (3.0 GiB" in in_task
+    assert "Ray node" not in in_driver  # the driver's jobs may run on any node: not bounded by this one
 
 
 def test_a_dead_worker_node_costs_nothing_its_job_resumes_on_the_head(two_node_cluster, tmp_path, cli, ray_cluster):

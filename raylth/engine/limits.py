@@ -1,17 +1,20 @@
 """What this process may use, as a container (a Kubernetes pod, a Docker
 container, a Slurm job) limits it: cgroup v2 ``memory.max`` / ``cpu.max``, or
 v1 ``memory.limit_in_bytes`` / ``cpu.cfs_quota_us``, over the process's own
-cgroup and every cgroup above it; else the host's memory and CPUs.
+cgroup and every cgroup above it; in a Ray task or actor, the ``memory``
+resource of the node it runs on (``ray start --memory``, or what Ray derived
+from these same limits less its object store's share); else the host's memory
+and CPUs.
 
 Each answer says where it comes from, so that a refusal can name the limit
-it compared with. Ray's per-node ``memory`` resource is not read: Ray derives
-it from these same limits, less its object store's share.
+it compared with.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,12 +123,28 @@ def host_available_memory() -> float:
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
+def ray_node_memory() -> Budget | None:
+    """The ``memory`` resource of the Ray node this task or actor runs on; None
+    outside a Ray worker (a driver's jobs may run on any node)."""
+    ray = sys.modules.get("ray")  # never imported here only to look
+    if ray is None or not ray.is_initialized():
+        return None
+    context = ray.get_runtime_context()
+    if context.worker.mode != ray.WORKER_MODE:
+        return None
+    node_id = context.get_node_id()
+    memory = next((node["Resources"].get("memory") for node in ray.nodes() if node["NodeID"] == node_id), None)
+    if not memory:
+        return None
+    return Budget(float(memory), f"the Ray node's memory resource ({float(memory) / 2**30:.1f} GiB; "
+                                 "ray start --memory)")
+
+
 def available_memory() -> Budget:
-    """Bytes this process may still allocate: the host's available memory,
-    or less where a container's limit leaves less."""
+    """Bytes this process may still allocate: the host's available memory, or
+    less where a container's limit or the Ray node's memory resource says less."""
     host = Budget(host_available_memory(), "the host's available memory")
-    limit = memory_limit()
-    return limit if limit is not None and limit.amount < host.amount else host
+    return min((b for b in (memory_limit(), ray_node_memory(), host) if b is not None), key=lambda b: b.amount)
 
 
 def cpus() -> Budget:
