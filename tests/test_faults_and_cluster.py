@@ -3,6 +3,7 @@ job that keeps failing, and a two-node local cluster with token
 authentication (as cluster.yaml starts one) fed by `ray job submit` and raylth.submit: it refuses
 a client without its token, and loses nothing when its worker node dies mid-sweep."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -16,7 +17,11 @@ import pytest
 import torch
 import yaml
 
+import raylth
+from postgres import throwaway_postgres
+from raylth.store import Store
 from raylth.sweep.jobs import sweep_jobs
+from test_search import SEARCH
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -203,6 +208,90 @@ def test_a_task_on_a_node_with_a_memory_resource_has_that_budget(two_node_cluste
     in_task, in_driver = out.stdout.strip().splitlines()[-2:]
     assert f"amount={float(WORKER_MEMORY)}" in in_task and "the Ray node's memory resource (3.0 GiB" in in_task
     assert "Ray node" not in in_driver  # the driver's jobs may run on any node: not bounded by this one
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """One throwaway PostgreSQL server for the module (tests/postgres.py)."""
+    with throwaway_postgres() as url:
+        yield url
+
+
+def trial_states(url: str) -> dict:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as con:
+        return dict(con.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+
+
+def dashboard_get(url: str, path: str) -> dict:
+    """optuna-dashboard's JSON API, called as its web server would call it."""
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna_dashboard import wsgi
+
+    environ = {"PATH_INFO": path}
+    setup_testing_defaults(environ)
+    status = []
+    body = b"".join(wsgi(url)(environ, lambda code, headers, *exc: status.append(code)))
+    assert status == ["200 OK"], (status, body[:500])
+    return json.loads(body)
+
+
+def test_a_search_on_postgresql_across_two_nodes_survives_its_killed_driver(two_node_cluster, postgres, tmp_path,
+                                                                          cli, ray_cluster):
+    """A search whose study is in PostgreSQL runs its trials on both nodes; its driver, killed with
+    trials in flight, is run again: the same study resumes to n_trials, the trials the dead driver
+    left RUNNING are FAIL and retried with their parameters, none is counted twice; optuna-dashboard
+    reads the study; the best sweep runs."""
+    import optuna
+
+    path, storage = tmp_path / "search.yaml", tmp_path / "results"
+    path.write_text(yaml.safe_dump(SEARCH | {"study": SEARCH["study"] | {"storage": postgres, "n_trials": 6}}))
+    command = (sys.executable, "-m", "raylth.cli.main", "run", str(path), "--storage", str(storage),
+               "--address", two_node_cluster.gcs)
+    driver = as_user(two_node_cluster, *command, popen=True)
+    deadline, states = time.time() + 300, {}
+    while time.time() < deadline and driver.poll() is None:
+        with contextlib.suppress(Exception):  # the study's tables are being created
+            states = trial_states(postgres)
+        if states.get("COMPLETE", 0) + states.get("PRUNED", 0) >= 2 and states.get("RUNNING", 0) >= 1:
+            break
+        time.sleep(0.2)
+    assert driver.poll() is None, "the search ended before its driver could be killed:\n" + driver.stderr.read()
+    _kill_with_descendants([psutil.Process(driver.pid)])
+    driver.communicate()
+    killed = trial_states(postgres)
+    running = killed.get("RUNNING", 0)
+    assert running >= 1 and killed.get("COMPLETE", 0) + killed.get("PRUNED", 0) < 6, killed
+
+    again = as_user(two_node_cluster, *command, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    after = trial_states(postgres)
+    assert after.get("COMPLETE", 0) + after.get("PRUNED", 0) == 6, after  # none lost, none counted twice
+    assert "RUNNING" not in after and after.get("FAIL", 0) == running, (killed, after)
+    study = optuna.load_study(study_name="tiny", storage=postgres)
+    for failed in study.get_trials(states=(optuna.trial.TrialState.FAIL,)):
+        retried = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == failed.number]
+        assert len(retried) == 1 and (not failed.params or retried[0].params == failed.params)
+    assert len({m["node"] for m in metrics(storage).values()}) == 2  # trials ran on both nodes
+
+    summaries = dashboard_get(postgres, "/api/studies")["study_summaries"]
+    assert [s["study_name"] for s in summaries] == ["tiny"]
+    shown = dashboard_get(postgres, f"/api/studies/{summaries[0]['study_id']}")["trials"]
+    assert sorted(t["number"] for t in shown) == [t.number for t in study.get_trials()]
+
+    best = storage / "searches" / "tiny-best.yaml"
+    assert f"best sweep: {best}" in again.stdout
+    sweep = yaml.safe_load(best.read_text())
+    assert sweep["name"] == "tiny_best" and sweep["base"]["distill"]["lr_img"] == pytest.approx(
+        study.best_params["distill.lr_img"])
+    ran = cli("run", best, "--address", ray_cluster)
+    assert ran.returncode == 0 and "tiny_best: 1 jobs finished" in ran.stdout, ran.stdout[-3000:] + ran.stderr[-3000:]
+    frame = raylth.results(storage, sweep="tiny_best")
+    evals = [Store(storage).get(i).metrics for i in frame[frame.stage == "distill_eval"].id]
+    # the search's evaluation, reused (its objective: the validation split), and the random baseline
+    assert len(evals) == 2 and study.best_value in [m["val_acc"] for m in evals]
 
 
 def test_a_dead_worker_node_costs_nothing_its_job_resumes_on_the_head(two_node_cluster, tmp_path, cli, ray_cluster):

@@ -1,12 +1,11 @@
 """Optuna searches (kind: search): the file, define-by-run spaces, pruning,
-stale-trial recovery, the ticket objective, and a search through Ray that is
-killed halfway, resumed to its n_trials, and whose best sweep then runs."""
+stale-trial recovery and the ticket objective. A search through Ray whose
+driver is killed halfway, resumed to its n_trials, and whose best sweep then
+runs: tests/test_faults_and_cluster.py (its study in PostgreSQL, its trials on
+two nodes)."""
 
-import contextlib
 import json
 import os
-import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +20,6 @@ import yaml
 import raylth
 from raylth.api import load_sweep, parse_any
 from raylth.search import Search, check_search, make_storage, parse_search, recover_stale, run_trial
-from raylth.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -84,6 +82,18 @@ def test_bad_search_files_fail_with_one_line(changes, needle, tmp_path):
         check_search(search, tmp_path / "store", tmp_path / "data")  # ipc vs the data
     assert needle in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("url, needle", [
+    ("mysql+pymysql://u@127.0.0.1:1/db", "its database driver is not installed (No module named 'pymysql')"),
+    ("postgresql+nosuch://u@127.0.0.1:1/db", "is not a database URL SQLAlchemy knows"),
+    ("postgresql+psycopg://u:secret@127.0.0.1:1/db", "cannot reach postgresql+psycopg://u:***@127.0.0.1:1/db"),
+])
+def test_a_study_storage_that_cannot_be_opened_is_one_line(url, needle):
+    with pytest.raises(raylth.errors.SpecError) as caught:
+        make_storage(url)
+    message = str(caught.value)
+    assert needle in message and "\n" not in message and "secret" not in message, message
 
 
 def test_a_search_crosses_to_its_ray_tasks_as_it_is():
@@ -216,80 +226,6 @@ def test_trials_of_a_dead_driver_are_failed_and_enqueued_again(tmp_path):
     failed, *_, retry, _ = study.get_trials()
     assert retry.params == failed.params and retry.system_attrs["failed_trial"] == failed.number
     assert study.ask().number == 4 and study.get_trials()[4].state == R
-
-
-# -- through Ray: killed halfway, resumed, and the best sweep runs ------------------------------------
-def counts(storage: Path) -> dict:
-    """Trial states, read without Optuna: an RDBStorage opened on a database the driver is still
-    creating races it for the schema and can crash it."""
-    db = storage / "optuna" / "tiny.db"
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=60)) as con:
-        return dict(con.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
-
-
-@pytest.mark.slow
-def test_search_killed_halfway_resumes_the_same_study_and_its_best_sweep_runs(tmp_path, cli, ray_cluster):
-    """The driver is killed with the Ray it started (so no trial outlives it): not the session's cluster."""
-    path, storage = tmp_path / "search.yaml", tmp_path / "results"
-    path.write_text(yaml.safe_dump(SEARCH))
-    log = tmp_path / "driver.log"
-    with log.open("w") as out:
-        driver = subprocess.Popen([sys.executable, "-m", "raylth.cli.main", "run", str(path), "--storage",
-                                   str(storage)], stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    db = storage / "optuna" / "tiny.db"
-    deadline, done = time.time() + 240, {}
-    while time.time() < deadline and driver.poll() is None:
-        if db.exists():
-            try:
-                done = counts(storage)
-            except sqlite3.Error:  # the study is being created
-                done = {}
-            if done.get("COMPLETE", 0) + done.get("PRUNED", 0) >= 4:
-                break
-        time.sleep(0.2)
-    assert driver.poll() is None, "the search ended before it could be interrupted:\n" + log.read_text()[-3000:]
-    family = [driver.pid] + [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
-    for pid in family:  # the driver, Ray and the trial tasks die at once
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    driver.wait()
-    killed = counts(storage)
-    finished = killed.get("COMPLETE", 0) + killed.get("PRUNED", 0)
-    assert 4 <= finished < 8, killed
-    running = killed.get("RUNNING", 0)
-    assert running >= 1, killed  # trials in flight when the driver died: the recovery below is exercised
-
-    again = cli("run", path, "--storage", storage, "--address", ray_cluster)  # resumed on the session's cluster
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    after = counts(storage)
-    assert after.get("COMPLETE", 0) + after.get("PRUNED", 0) == 8, after
-    assert "RUNNING" not in after and after.get("FAIL", 0) == running, (killed, after)
-    summaries = optuna.get_all_study_summaries(make_storage(f"sqlite:///{storage / 'optuna' / 'tiny.db'}"))
-    assert [s.study_name for s in summaries] == ["tiny"]  # the same study, resumed
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{storage / 'optuna' / 'tiny.db'}")
-    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
-        assert all((storage / i).is_dir() for i in t.user_attrs["artifacts"])  # every trial's results stored
-    for failed in study.get_trials(states=(optuna.trial.TrialState.FAIL,)):
-        retried = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == failed.number]
-        assert retried
-        if failed.params:  # killed after its parameters were drawn: retried with the same ones
-            assert retried[0].params == failed.params
-
-    best = storage / "searches" / "tiny-best.yaml"
-    assert f"best sweep: {best}" in again.stdout
-    sweep = yaml.safe_load(best.read_text())
-    assert sweep["name"] == "tiny_best" and sweep["base"]["method"] == "distill"
-    assert sweep["base"]["distill"]["lr_img"] == pytest.approx(study.best_params["distill.lr_img"])
-    ran = cli("run", best, "--address", ray_cluster)
-    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
-    assert "tiny_best: 1 jobs finished" in ran.stdout
-    frame = raylth.results(storage, sweep="tiny_best")
-    evals = [Store(storage).get(i).metrics for i in frame[frame.stage == "distill_eval"].id]
-    # the search's evaluation, reused (its objective: the validation split), and the random baseline
-    assert len(evals) == 2 and study.best_value in [m["val_acc"] for m in evals]
 
 
 def test_pruning_values_use_the_final_evaluation_and_its_learned_lr(tmp_path, monkeypatch):

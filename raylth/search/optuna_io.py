@@ -14,7 +14,7 @@ def default_study_storage(store_root, name: str) -> str:
     """A SQLite file beside the results; a bucket cannot hold one."""
     if not isinstance(store_root, Path):
         raise SpecError(f"study.storage: results go to {store_root}, where a SQLite study cannot live; set "
-                        "study.storage to a database URL (postgresql://...) or journal:///shared/path/NAME.log")
+                        f"study.storage to a database URL ({POSTGRES_URL}) or journal:///shared/path/NAME.log")
     return f"sqlite:///{store_root / 'optuna' / f'{name}.db'}"
 
 
@@ -31,7 +31,35 @@ def make_storage(url: str):
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
         kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}}  # concurrent trial tasks write too
-    return optuna.storages.RDBStorage(url, **kwargs)
+    from sqlalchemy import exc
+
+    try:
+        return optuna.storages.RDBStorage(url, **kwargs)
+    except ImportError as err:  # the dialect's DBAPI module (Optuna's ImportError names it in its cause)
+        raise SpecError(f"study.storage: {_shown(url)}: its database driver is not installed "
+                        f"({err.__cause__ or err}); for "
+                        f"PostgreSQL: pip install 'raylth[postgres]' (psycopg 3) and {POSTGRES_URL}") from None
+    except exc.ArgumentError as err:
+        raise SpecError(f"study.storage: {_shown(url)} is not a database URL SQLAlchemy knows ({err}); use "
+                        f"{POSTGRES_URL}, sqlite:///path.db or journal:///path.log") from None
+    except exc.OperationalError as err:
+        reason = str(err.orig or err).strip().splitlines()[0]
+        raise SpecError(f"study.storage: cannot reach {_shown(url)} ({reason}); is the server running, the URL "
+                        "right and the database created?") from None
+
+
+POSTGRES_URL = "postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE"
+
+
+def _shown(url: str) -> str:
+    """The URL as messages show it: its password hidden."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(url)
 
 
 def make_sampler(study: dict):

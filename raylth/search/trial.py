@@ -7,6 +7,7 @@ its stopped distillation.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from raylth.search.optuna_io import make_pruner, make_storage, quiet_optuna
@@ -29,6 +30,12 @@ class Reporter:
             raise optuna.TrialPruned(f"pruned at step {step} (value {value:.4f})")
 
 
+def _ray_node() -> str | None:
+    """The Ray node this trial task runs on (recorded in its artifacts' metrics); None outside Ray."""
+    ray = sys.modules.get("ray")
+    return ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else None
+
+
 def run_trial(search: Search, study_url: str, number: int, params: dict, store_root: str, data_root: str) -> dict:
     """One search trial in this process: its stages in the store, its
     intermediate values in the study. Returns {'state', 'value', 'artifacts', 'progress'}
@@ -47,7 +54,7 @@ def run_trial(search: Search, study_url: str, number: int, params: dict, store_r
     ids: list[str] = []
     torch.set_num_threads(max(1, int(search.resources["cpu"] or 1)))
     progress: list[dict] = []  # each evaluation inside its stages, for the search's trackers
-    ctx = StageContext(store=Store(store_root), data_root=Path(data_root), on_eval=progress.append)
+    ctx = StageContext(store=Store(store_root), data_root=Path(data_root), on_eval=progress.append, node=_ray_node())
     try:
         value, test = search.objective.run(search, params, ctx, reporter, ids, progress)
     except optuna.TrialPruned:

@@ -22,7 +22,6 @@ by ``check_distill`` before anything is stored.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable

@@ -17,7 +17,7 @@ from raylth.errors import SpecError
 from raylth.specs import DistillEvalSpec, DistillSpec
 from raylth.stages.context import StageContext, ensure
 from raylth.stages.datasets import RECORD, distill_space, record_zca
-from raylth.stages.distill import Progress, check_class_sizes, check_distill, run_distill, trial_distill
+from raylth.stages.distill import Progress, check_class_sizes, check_distill, run_distill
 from raylth.stages.registry import Stage, register_stage
 from raylth.store import Artifact
 
