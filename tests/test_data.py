@@ -179,7 +179,9 @@ def test_cifar_refuses_code_in_pickles(tmp_path):
 
 
 def test_cifar_real_subset(cifar10_subset_root):
-    d = check_dataset(DataSpec(name="cifar10"), cifar10_subset_root)
+    size = check_dataset(DataSpec(name="cifar10"), cifar10_subset_root)  # what the driver checks
+    assert (size.train, size.input_shape, size.num_classes) == (200, (3, 32, 32), 10)
+    d = load_dataset(DataSpec(name="cifar10"), cifar10_subset_root)
     assert len(d.train_y) == 200 and len(d.test_y) == 200
     assert torch.bincount(d.train_y).tolist() == [20] * 10
     assert torch.bincount(d.test_y).tolist() == [20] * 10

@@ -38,6 +38,21 @@ def test_builds_and_forwards(name, shape, classes):
     torch.testing.assert_close(out_cl, out, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_dry_runs_flop_count_is_torchs_flop_counter(name):
+    """The dry run counts FLOPs with hooks on convolutions and linear layers; torch's own flop
+    counter (every matmul and convolution it dispatches) counts the same in every model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from raylth.sweep.dry_run import forward_flops
+
+    spec, shape = ModelSpec(name=name, width=8), (3, 32, 32)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        build_model(spec, shape, 10, seed=0).eval()(torch.zeros(1, *shape))
+    assert forward_flops(spec, shape, 10) == counter.get_total_flops() > 0
+
+
 def test_resnet18_param_count():
     model = build_model(ModelSpec(name="resnet18"), (3, 32, 32), 10, seed=0)
     assert abs(n_params(model) - 11_173_962) <= 0.01 * 11_173_962

@@ -5,6 +5,7 @@ reports find a trial's artifacts from the same plan.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from raylth.specs import Spec, TrialSpec
@@ -20,7 +21,8 @@ class PlannedJob:
     rows: bool = True  # its artifacts are results rows (False: a method's preparation)
 
 
-def trial_plan(label: str, spec: TrialSpec) -> list[PlannedJob]:
+@functools.lru_cache(maxsize=8192)  # a run plans each trial for its checks, its jobs and its loggers
+def trial_plan(label: str, spec: TrialSpec) -> tuple[PlannedJob, ...]:
     method = METHODS[spec.method]
     networks = method.artifacts(spec)
     jobs = []
@@ -31,4 +33,4 @@ def trial_plan(label: str, spec: TrialSpec) -> list[PlannedJob]:
     else:
         jobs.append(PlannedJob(label, tuple(networks)))
     jobs += [PlannedJob(f"{label},{suffix}", specs, *rows) for suffix, specs, *rows in analysis_jobs(spec, networks)]
-    return jobs
+    return tuple(jobs)

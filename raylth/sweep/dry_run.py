@@ -21,6 +21,7 @@ counted but not priced: the estimate is of training, a lower bound.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,11 +159,10 @@ class _Pricer:
 
     def __init__(self, store, data_root: Path):
         self.store, self.data_root = store, data_root
-        self._sizes: dict = {}
         self._forward: dict = {}
 
     def flops(self, spec) -> float | None:
-        from raylth.engine.data import load_dataset, steps_per_epoch
+        from raylth.engine.data import check_dataset, steps_per_epoch
         from raylth.stages.registry import STAGES
 
         stage = STAGES.get(spec.kind)
@@ -170,10 +170,8 @@ class _Pricer:
             return None
         try:
             data, model, train, _ = stage.recipe(spec, self.store)
-            if data not in self._sizes:
-                dataset = load_dataset(data, self.data_root)
-                self._sizes[data] = (len(dataset.train_y), dataset.input_shape, dataset.num_classes)
-            n, shape, classes = self._sizes[data]
+            size = check_dataset(data, self.data_root)  # read once per process (the checks read it first)
+            n, shape, classes = size.train, size.input_shape, size.num_classes
         except Exception:  # a recipe or data set that needs a stored input not there yet
             return None
         per_epoch = steps_per_epoch(n, train.batch_size, train.last_batch == "drop")
@@ -189,16 +187,28 @@ class _Pricer:
 
 
 def forward_flops(model_spec, shape, classes) -> float:
-    """FLOPs of one image's forward pass (torch.utils.flop_counter)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """FLOPs of one image's forward pass: two per multiply-add of every convolution and linear
+    layer, which is what torch.utils.flop_counter counts in these models (tests/test_models.py
+    compares the two on every registered model). Counted with forward hooks because the flop
+    counter's first use imports torch._dynamo, about 2 s of a dry run."""
     from raylth.engine.models import build_model
 
     net = build_model(model_spec, shape, classes, seed=0).eval()
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
+    total = [0]
+
+    def conv(module, inputs, output):
+        total[0] += 2 * output.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
+
+    def linear(module, inputs, output):
+        total[0] += 2 * output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(conv if isinstance(m, torch.nn.modules.conv._ConvNd) else linear)
+             for m in net.modules() if isinstance(m, (torch.nn.modules.conv._ConvNd, torch.nn.Linear))]
+    with torch.no_grad():
         net(torch.zeros(1, *shape))
-    return float(counter.get_total_flops())
+    for hook in hooks:
+        hook.remove()
+    return float(total[0])
 
 
 def _rate(kind: str, sweep: Sweep, data_root: Path) -> tuple[float, str]:

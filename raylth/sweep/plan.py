@@ -39,8 +39,7 @@ def check_trials(sweep: Sweep, data_root: Path) -> None:
                 raise SpecError(f"{where}: {err}") from None
         if METHODS[spec.method].needs_levels and spec.levels < 1:
             raise SpecError(f"{where}: levels: method {spec.method} needs levels >= 1")
-    sizes = {data: len(check_dataset(data, data_root).train_y)
-             for data in {trial.spec.data for trial in sweep.trials}}
+    sizes = {data: check_dataset(data, data_root).train for data in {trial.spec.data for trial in sweep.trials}}
     for trial in sweep.trials:
         check_steps(trial.spec, sizes[trial.spec.data], f"{sweep.name} [{trial.label}]")
     check_distillations(sweep, data_root)

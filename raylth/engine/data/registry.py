@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 from raylth.errors import SpecError, did_you_mean
@@ -86,8 +87,22 @@ def load_dataset(spec: DataSpec, root=None, store=None) -> Dataset:
     return data
 
 
-def check_dataset(spec: DataSpec, root=None) -> Dataset:
+@dataclasses.dataclass(frozen=True)
+class DataSize:
+    train: int  # training images
+    input_shape: tuple
+    num_classes: int
+
+
+def check_dataset(spec: DataSpec, root=None) -> DataSize:
     """Called by the driver before any work: fetch (CIFAR) and read the whole
     set once so that every problem surfaces now as one-line DataError or
-    SpecError. Returns the loaded set (for num_classes, input_shape)."""
-    return load_dataset(spec, root)
+    SpecError. Returns its sizes, remembered for this process (the dry run
+    prices jobs with them); a set that failed is read again next time."""
+    return _checked(spec, None if root is None else str(root))
+
+
+@functools.lru_cache(maxsize=64)
+def _checked(spec: DataSpec, root: str | None) -> DataSize:
+    data = load_dataset(spec, root)
+    return DataSize(len(data.train_y), tuple(data.input_shape), data.num_classes)
