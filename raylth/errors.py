@@ -29,6 +29,13 @@ class StoreError(RaylthError):
     """The store is missing something a stage needs, or holds a broken artifact."""
 
 
+class StoreUnreachable(StoreError):
+    """The storage kept failing (its retries spent) or could not be reached: nothing stored is
+    damaged or lost, so nothing is moved aside; rerun the same command (exit 1)."""
+
+    exit_code = 1
+
+
 class DataError(RaylthError):
     """A data set file is missing, unreadable or malformed."""
 

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 import raylth.store.checksums as checksums
-from raylth.errors import StoreError
+from raylth.errors import StoreError, StoreUnreachable
 from raylth.store.files import MANIFEST_FILE, METRICS_FILE, OWNER_FILE, SPEC_FILE, atomic_write_bytes
 from raylth.store.remote import Remote
 
@@ -59,6 +59,8 @@ class Bucket:
             return self.fetch(store, artifact_id)
         try:
             return self.fetch(store, artifact_id)
+        except StoreUnreachable:  # the bucket failing is no sign of damage: nothing is moved aside
+            raise
         except StoreError as err:
             if not store.read_only:
                 store.quarantine(artifact_id, str(err))
@@ -142,6 +144,7 @@ class Bucket:
         dest = f".broken/{artifact_id}-{stamp}"
         self.remote.copy_tree(artifact_id, dest)
         self.remote.write(f"{dest}/REASON.txt", (reason + "\n").encode())
+        self.remote.delete(f"{artifact_id}/{MANIFEST_FILE}")  # first: a delete cut short leaves no artifact
         self.remote.delete(artifact_id)
         shutil.rmtree(store.path(artifact_id), ignore_errors=True)
         warnings.warn(f"{reason}; moved it to {self.remote.url(dest)} and will recompute it", stacklevel=4)
@@ -185,9 +188,11 @@ class Bucket:
         try:
             self.remote.write(rel, b"")
             self.remote.delete(rel)
-        except (OSError, StoreError) as err:
-            raise StoreError(f"storage {self.location}: refuses writes ({err}); check the bucket's "
-                             "permissions or choose another with --storage") from None
+        except StoreUnreachable:
+            raise
+        except StoreError as err:
+            raise StoreError(f"storage {self.location}: refuses writes ({err.__cause__ or err}); check the "
+                             "bucket's permissions or choose another with --storage") from None
 
     def tune_storage(self, *parts: str) -> dict:
         """RunConfig arguments keeping Ray's own run state in the bucket."""

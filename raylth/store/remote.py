@@ -5,17 +5,22 @@ A bucket has no folder rename and no file lock, so a remote store works on
 a node-local cache (RAYLTH_CACHE, default ~/.cache/raylth) and commits an
 artifact by uploading its files and then its manifest: an artifact exists
 remotely once its manifest does, so none is ever seen half-written.
+
+Every failure of the storage reaches callers as one line (StoreError): as
+StoreUnreachable when the bucket kept failing after its retries
+(filesystems.py), which says that nothing was lost and to rerun.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import uuid
 from pathlib import Path
 
-from raylth.errors import StoreError
+from raylth.errors import StoreError, StoreUnreachable
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _CHUNK = 8 << 20
@@ -33,10 +38,12 @@ class Remote:
     """Files under one URI; paths are relative to it, '/'-separated."""
 
     def __init__(self, uri: str):
-        from pyarrow import fs as pafs
+        from raylth.store.filesystems import open_filesystem
 
         try:
-            self.fs, base = pafs.FileSystem.from_uri(uri)
+            self.fs, base = open_filesystem(uri)
+        except StoreError:
+            raise
         except Exception as err:  # pyarrow raises ArrowInvalid/OSError for unknown schemes and bad options
             raise StoreError(f"storage {uri}: not a storage URI pyarrow can open ({err}); use a local path, "
                              "a shared filesystem path, or s3://BUCKET/PATH") from None
@@ -55,11 +62,28 @@ class Remote:
     def _path(self, rel: str) -> str:
         return f"{self.base}/{rel}" if rel else self.base
 
-    def _info(self, rel: str):
+    @contextlib.contextmanager
+    def _reporting(self, action: str, rel: str):
+        """An OSError in the block raised as one line naming the storage, ``action`` and ``rel``."""
         try:
-            return self.fs.get_file_info(self._path(rel))
+            yield
         except OSError as err:
-            raise StoreError(f"{self.url(rel)}: cannot reach the storage ({err})") from None
+            raise self._failure(err, action, rel) from err
+
+    def _failure(self, err: OSError, action: str, rel: str) -> StoreError:
+        from raylth.store.filesystems import is_transient
+
+        detail = " ".join(str(err).split())
+        if not is_transient(err):  # missing, refused, a local disk: the caller says what it means
+            return StoreError(f"{self.url(rel)}: cannot {action} ({detail})")
+        attempts = getattr(self.fs, "attempts", None)
+        tried = f"; {attempts} attempts" if attempts else ""
+        return StoreUnreachable(f"storage {self.display}: the bucket keeps failing to {action} {rel or 'its root'} "
+                                f"({detail}{tried}); nothing stored was lost: rerun the same command to resume")
+
+    def _info(self, rel: str):
+        with self._reporting("look up", rel):
+            return self.fs.get_file_info(self._path(rel))
 
     def exists(self, rel: str = "") -> bool:
         from pyarrow import fs as pafs
@@ -75,12 +99,25 @@ class Remote:
     def read(self, rel: str) -> bytes | None:
         if self.size(rel) is None:
             return None
-        with self.fs.open_input_stream(self._path(rel)) as f:
-            return f.read()
+
+        def whole() -> bytes:
+            with self.fs.open_input_stream(self._path(rel)) as f:
+                return f.read()
+        with self._reporting("read", rel):
+            return self._reread(whole)
+
+    def _reread(self, read):
+        """``read()``, retried where the SDK does not retry it (filesystems.reading)."""
+        from raylth.store.filesystems import reading
+
+        return reading(read, getattr(self.fs, "attempts", None))
 
     def write(self, rel: str, data: bytes) -> None:
         """One object; on a bucket a PUT replaces it whole, on a local disk a rename does."""
-        target = self._path(rel)
+        with self._reporting("write", rel):
+            self._write(self._path(rel), data)
+
+    def _write(self, target: str, data: bytes) -> None:
         if self._local:
             self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
             tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
@@ -92,7 +129,11 @@ class Remote:
                 f.write(data)
 
     def upload(self, local: Path, rel: str) -> None:
-        target = self._path(rel)
+        """One file; on a bucket its object appears whole once uploaded, or not at all."""
+        with self._reporting("upload", rel):
+            self._upload(local, self._path(rel))
+
+    def _upload(self, local: Path, target: str) -> None:
         if self._local:
             self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
             tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
@@ -110,13 +151,16 @@ class Remote:
         """Into ``local`` by rename of a complete copy; StoreError if missing or of the wrong size."""
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
-        try:
+
+        def copy() -> None:  # from the start each time
             with self.fs.open_input_stream(self._path(rel)) as src, open(tmp, "wb") as dst:
                 while chunk := src.read(_CHUNK):
                     dst.write(chunk)
+        try:
+            self._reread(copy)
         except OSError as err:
             tmp.unlink(missing_ok=True)
-            raise StoreError(f"{self.url(rel)}: cannot download ({err})") from None
+            raise self._failure(err, "download", rel) from err
         if size is not None and tmp.stat().st_size != size:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"{self.url(rel)}: {rel} is truncated")
@@ -127,10 +171,8 @@ class Remote:
         from pyarrow import fs as pafs
 
         selector = pafs.FileSelector(self._path(rel), recursive=False, allow_not_found=True)
-        try:
+        with self._reporting("list", rel):
             infos = self.fs.get_file_info(selector)
-        except OSError as err:
-            raise StoreError(f"{self.url(rel)}: cannot list ({err})") from None
         return sorted((info.base_name, info.type == pafs.FileType.Directory) for info in infos)
 
     def files(self, rel: str) -> list[str]:
@@ -143,10 +185,8 @@ class Remote:
 
         selector = pafs.FileSelector(self._path(rel), recursive=True, allow_not_found=True)
         prefix = self._path(rel) + "/"
-        try:
+        with self._reporting("list", rel):
             infos = self.fs.get_file_info(selector)
-        except OSError as err:
-            raise StoreError(f"{self.url(rel)}: cannot list ({err})") from None
         return {info.path[len(prefix):]: info.size for info in infos if info.type == pafs.FileType.File}
 
     def crc32(self, rel: str) -> str:
@@ -157,22 +197,22 @@ class Remote:
             with self.fs.open_input_stream(self._path(rel)) as src:
                 while chunk := src.read(_CHUNK):
                     yield chunk
-        try:
-            return crc32_stream(chunks())
-        except OSError as err:
-            raise StoreError(f"{self.url(rel)}: cannot read ({err})") from None
+        with self._reporting("read", rel):
+            return self._reread(lambda: crc32_stream(chunks()))
 
     def delete(self, rel: str) -> None:
         from pyarrow import fs as pafs
 
         info = self._info(rel)
-        if info.type == pafs.FileType.Directory:
-            self.fs.delete_dir(self._path(rel))
-        elif info.type == pafs.FileType.File:
-            self.fs.delete_file(self._path(rel))
+        with self._reporting("delete", rel):
+            if info.type == pafs.FileType.Directory:
+                self.fs.delete_dir(self._path(rel))
+            elif info.type == pafs.FileType.File:
+                self.fs.delete_file(self._path(rel))
 
     def copy_tree(self, src: str, dst: str) -> None:
         for name in self.files(src):
-            if self._local:
-                self.fs.create_dir(self._path(f"{dst}/{name}").rsplit("/", 1)[0], recursive=True)
-            self.fs.copy_file(self._path(f"{src}/{name}"), self._path(f"{dst}/{name}"))
+            with self._reporting("copy", f"{src}/{name}"):
+                if self._local:
+                    self.fs.create_dir(self._path(f"{dst}/{name}").rsplit("/", 1)[0], recursive=True)
+                self.fs.copy_file(self._path(f"{src}/{name}"), self._path(f"{dst}/{name}"))

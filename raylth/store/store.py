@@ -37,7 +37,7 @@ from pathlib import Path
 import yaml
 
 import raylth.store.checksums as checksums
-from raylth.errors import StoreError
+from raylth.errors import StoreError, StoreUnreachable
 from raylth.specs import Spec
 from raylth.store.artifact import Artifact, Partial
 from raylth.store.bucket import Bucket
@@ -152,6 +152,8 @@ class Store:
         for name in self._artifact_names():
             try:
                 artifact = self.backend.open(self, name)
+            except StoreUnreachable:  # not one unreadable artifact: every other read would fail too
+                raise
             except StoreError as err:
                 warnings.warn(str(err), stacklevel=2)
                 continue

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raylth.cluster import jobs_per_node
-from raylth.errors import RaylthError
+from raylth.errors import RaylthError, StoreError, StoreUnreachable
 from raylth.specs import Spec
 from raylth.stages import StageContext, run_stage
 from raylth.store import Store
@@ -171,16 +171,29 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
         run_name = f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         with registered(store, sweep.name), _working_directory(store.root):
             _fit(sweep, pending, trainable, store, run_name, outcome)
-        with contextlib.suppress(OSError):  # a full disk: said below
+        with contextlib.suppress(OSError, StoreError):  # a full disk, a failing bucket: said below
             write_errors(store, sweep.name, outcome.failed)
         fault = next((code for code in STORAGE_FAULTS for error in outcome.failed.values() if code in error), None)
         if fault is not None:  # trials failed on the storage itself: one line (stopped_cleanly), not a list
             raise OSError(STORAGE_FAULTS[fault], os.strerror(STORAGE_FAULTS[fault]), store.location)
+        failing = bucket_failure(outcome.failed)
+        if failing is not None:  # likewise on a bucket that kept failing: its line
+            raise StoreUnreachable(failing)
     return outcome
 
 
 # how a trial's storage fault reads in its root-cause line (raylth.sweep.paths.root_cause_line)
 STORAGE_FAULTS = {f"[Errno {code}]": code for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)}
+
+
+def bucket_failure(failed: dict[str, str]) -> str | None:
+    """The message of the first job that failed on the bucket itself, its retries spent (each
+    error as root_cause_line gives it: 'StoreUnreachable: storage ...')."""
+    for error in failed.values():
+        name, _, message = error.partition(": ")
+        if name == StoreUnreachable.__name__:
+            return message
+    return None
 
 
 @contextlib.contextmanager
