@@ -86,11 +86,18 @@ def _tune_trainable(config, jobs, storage, data_root, workers, resources, max_fa
 
 def _trial_resources(jobs, workers: int, resources: dict):
     """A job trained by Ray Train asks Tune only for its driver; its workers
-    ask Ray Train for theirs (bound concurrency with max_concurrent)."""
+    ask Ray Train for theirs (bound concurrency with max_concurrent). Tune
+    unpickles this with the trainable each time it starts a trial's actor, so
+    it holds the labels of the jobs Ray Train trains, never the jobs: a closure
+    over every job's specs made each start cost time in proportion to the
+    sweep's size (bench/scaling.py)."""
+    one = {"cpu": resources["cpu"], "gpu": resources["gpu"]}
+    if workers <= 1:
+        return one
+    trained = frozenset(label for label, (_, trains) in jobs.items() if trains)
+
     def resources_of(config: dict) -> dict:
-        if workers > 1 and jobs[config["trial"]][1]:
-            return {"cpu": 0.01, "gpu": 0}
-        return {"cpu": resources["cpu"], "gpu": resources["gpu"]}
+        return {"cpu": 0.01, "gpu": 0} if config["trial"] in trained else one
     return resources_of
 
 
