@@ -180,13 +180,19 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
             _fit(sweep, pending, trainable, store, run_name, outcome)
         with contextlib.suppress(OSError, StoreError):  # a full disk, a failing bucket: said below
             write_errors(store, sweep.name, outcome.failed)
-        fault = next((code for code in STORAGE_FAULTS for error in outcome.failed.values() if code in error), None)
-        if fault is not None:  # trials failed on the storage itself: one line (stopped_cleanly), not a list
-            raise OSError(STORAGE_FAULTS[fault], os.strerror(STORAGE_FAULTS[fault]), store.location)
-        failing = bucket_failure(outcome.failed)
-        if failing is not None:  # likewise on a bucket that kept failing: its line
-            raise StoreUnreachable(failing)
+        _stop_on_storage_faults(outcome, store)
     return outcome
+
+
+def _stop_on_storage_faults(outcome: SweepOutcome, store: Store) -> None:
+    """Trials that failed on the storage itself (a full disk, a bucket that kept failing): one
+    line (stopped_cleanly), not a list."""
+    fault = next((code for code in STORAGE_FAULTS for error in outcome.failed.values() if code in error), None)
+    if fault is not None:
+        raise OSError(STORAGE_FAULTS[fault], os.strerror(STORAGE_FAULTS[fault]), store.location)
+    failing = bucket_failure(outcome.failed)
+    if failing is not None:
+        raise StoreUnreachable(failing)
 
 
 # how a trial's storage fault reads in its root-cause line (raylth.sweep.paths.root_cause_line)
