@@ -286,3 +286,19 @@ def test_a_sweep_whose_jobs_failed_on_the_bucket_ends_with_the_bucket_s_line():
         failed = {"one": "ValueError: lr must be positive", "two": root_cause_line(wrapped)}
     assert bucket_failure(failed) == line
     assert bucket_failure({"one": "StoreError: s3://b/x/a: does not match the checksum"}) is None
+
+
+def test_a_full_disk_under_a_file_uri_stays_a_full_disk(tmp_path, monkeypatch):
+    """A file:// store's own disk filling up is said as a full disk is (the run's one line, exit 1),
+    not taken for a storage that cannot be reached."""
+    import errno
+
+    remote = Remote(f"file://{tmp_path}/store")
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(remote, "_write", full)
+    with pytest.raises(OSError) as caught:
+        remote.write("x", b"1")
+    assert caught.value.errno == errno.ENOSPC

@@ -14,6 +14,7 @@ StoreUnreachable when the bucket kept failing after its retries
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -24,6 +25,7 @@ from raylth.errors import StoreError, StoreUnreachable
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _CHUNK = 8 << 20
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def is_uri(root) -> bool:
@@ -68,6 +70,8 @@ class Remote:
         try:
             yield
         except OSError as err:
+            if err.errno in DISK_FULL:  # a file:// store's own disk: said as a full disk is (exit 1)
+                raise
             raise self._failure(err, action, rel) from err
 
     def _failure(self, err: OSError, action: str, rel: str) -> StoreError:
@@ -160,6 +164,8 @@ class Remote:
             self._reread(copy)
         except OSError as err:
             tmp.unlink(missing_ok=True)
+            if err.errno in DISK_FULL:  # this node's cache is full: not the storage's fault
+                raise
             raise self._failure(err, "download", rel) from err
         if size is not None and tmp.stat().st_size != size:
             tmp.unlink(missing_ok=True)
