@@ -111,6 +111,17 @@ def _kill_with_descendants(processes: list[psutil.Process]) -> int:
 WORKER_MEMORY = 3 * 2**30  # the worker node's memory resource, as `ray start --memory` sets it
 
 
+def _own_disk_folder(temp_dir: str) -> Path | None:
+    """A folder that the worker node will see as a disk of its own (a tmpfs mounted over it in the
+    worker's mount namespace), as each machine of a real cluster has; None where this machine
+    allows no mount namespace."""
+    folder = Path(f"{temp_dir}-own-disk")
+    folder.mkdir(parents=True, exist_ok=True)
+    allowed = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                              f"mount -t tmpfs none {folder}"], capture_output=True, timeout=60)
+    return folder if allowed.returncode == 0 else None
+
+
 @pytest.fixture(scope="module")
 def two_node_cluster():
     """A head and a worker node started as cluster.yaml starts them: token authentication on, with
@@ -127,13 +138,17 @@ def two_node_cluster():
                           f"--dashboard-agent-listen-port={head_agent}"],
                    check=True, capture_output=True, env=env, timeout=120)
     before = set(psutil.pids())
-    subprocess.run(ray + ["start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats",
-                          f"--memory={WORKER_MEMORY}", f"--dashboard-agent-listen-port={worker_agent}"],
-                   check=True, capture_output=True, env=env, timeout=120)
+    worker = ray + ["start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats",
+                    f"--memory={WORKER_MEMORY}", f"--dashboard-agent-listen-port={worker_agent}"]
+    own_disk = _own_disk_folder(temp_dir)
+    if own_disk is not None:  # the worker node sees a disk of its own there (its own mount namespace)
+        worker = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                  f'mount -t tmpfs none {own_disk} && exec "$@"', "sh", *worker]
+    subprocess.run(worker, check=True, capture_output=True, env=env, timeout=120)
     worker_node = [psutil.Process(pid) for pid in set(psutil.pids()) - before if psutil.pid_exists(pid)]
     try:
         yield SimpleNamespace(address=f"http://127.0.0.1:{dashboard}", gcs=f"127.0.0.1:{port}", token=token,
-                              worker_node=worker_node)
+                              worker_node=worker_node, own_disk=own_disk)
     finally:
         # the cluster's processes and their children (agents rename themselves, e.g. ray::DashboardAgent)
         _kill_with_descendants([proc for proc in psutil.process_iter(["cmdline"])
@@ -292,6 +307,22 @@ def test_a_search_on_postgresql_across_two_nodes_survives_its_killed_driver(two_
     evals = [Store(storage).get(i).metrics for i in frame[frame.stage == "distill_eval"].id]
     # the search's evaluation, reused (its objective: the validation split), and the random baseline
     assert len(evals) == 2 and study.best_value in [m["val_acc"] for m in evals]
+
+
+def test_a_folder_a_node_does_not_see_is_refused_before_anything_is_stored(two_node_cluster, tmp_path):
+    """A store in a folder that is each node's own disk (here: the worker node's own tmpfs at the
+    same path) would scatter the results: refused with one line naming the node, nothing stored.
+    The other tests of this module run on a folder both nodes see, so they pass the same check."""
+    if two_node_cluster.own_disk is None:
+        pytest.skip("this machine allows no mount namespace (unshare --mount) to give a node its own disk")
+    sweep = write_sweep(tmp_path / "s.yaml")
+    storage = two_node_cluster.own_disk / "store"
+    out = as_user(two_node_cluster, sys.executable, "-m", "raylth.cli.main", "run", str(sweep), "--storage",
+                  str(storage), "--address", two_node_cluster.gcs, timeout=300)
+    assert out.returncode != 0, out.stdout[-2000:] + out.stderr[-2000:]
+    line = out.stderr.strip().splitlines()[-1]
+    assert "of the Ray cluster do not see this folder" in line and "s3://" in line, out.stderr[-2000:]
+    assert not [p for p in storage.rglob("*") if p.is_file()]  # no record, no artifact, no probe left
 
 
 def test_a_dead_worker_node_costs_nothing_its_job_resumes_on_the_head(two_node_cluster, tmp_path, cli, ray_cluster):

@@ -38,6 +38,7 @@ from raylth.store import liveness
 from raylth.search.trial import run_trial
 from raylth.sweep.interrupt import stopped_cleanly
 from raylth.sweep.paths import resolve_paths, root_cause_line
+from raylth.sweep.shared_storage import check_shared
 
 log = logging.getLogger("raylth")
 
@@ -147,6 +148,7 @@ def run_search(search: Search, storage=None, data_root=None, address: str | None
                              store.root):
             if not ray.is_initialized():
                 ray.init(address=address, log_to_driver=True)
+            check_shared(store)  # trial tasks on every node write to it
             with _trackers(search, store) as trackers, _registered(store, search.name) as stamp:
                 _run_trials(search, study, url, store_root, data_root, outcome, trackers, stamp)
         if len(outcome.failed) > search.study["max_failures"]:

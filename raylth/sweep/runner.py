@@ -31,6 +31,7 @@ from raylth.sweep.interrupt import stopped_cleanly
 from raylth.sweep.paths import root_cause_line
 from raylth.store.records import write_errors
 from raylth.sweep.plan import checked_store, job_states, write_record
+from raylth.sweep.shared_storage import check_shared
 
 log = logging.getLogger("raylth")
 
@@ -157,11 +158,13 @@ def run_sweep(sweep: Sweep, storage=None, data_root=None, address: str | None = 
         started = not ray.is_initialized()
         if started:
             ray.init(address=address, log_to_driver=True)
-        # resources no node can give stop the run before its record is written
+        # resources no node can give, or a folder some node does not see, stop the run before its
+        # record is written
         try:
             _check_fits(sweep, ray.cluster_resources(),
                         started_here=address is None and not os.environ.get("RAY_ADDRESS"),
                         nodes=[node["Resources"] for node in ray.nodes() if node.get("Alive")])
+            check_shared(store)
         except RaylthError:
             if started:  # a refused run leaves nothing running
                 ray.shutdown()
