@@ -5,10 +5,12 @@ InternalError or a connection closed without a reply.
 Intermittent faults are retried by the AWS SDK (RAYLTH_S3_MAX_ATTEMPTS) and
 every artifact reads back intact; a bucket that keeps failing ends the
 operation with one line (StoreUnreachable), leaves no artifact half
-committed, loses nothing stored before, and the rerun finishes. No Ray.
+committed, loses nothing stored before, and the rerun finishes. One sweep
+runs through Ray behind the proxy, its workers retrying as the driver does.
 """
 
 import http.client
+import json
 import pickle
 import socket
 import struct
@@ -19,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import torch
+import yaml
 
 from raylth.cli.main import main
 from raylth.errors import StoreError, StoreUnreachable
@@ -27,7 +30,10 @@ from raylth.store import Store
 from raylth.store.bucket import Bucket
 from raylth.store.filesystems import MAX_ATTEMPTS_VARIABLE, RetryingS3FileSystem
 from raylth.store.remote import Remote
-from test_store_uri import node, s3, same  # noqa: F401 (fixtures)
+from raylth.sweep.config import load_sweep
+from raylth.sweep.jobs import sweep_jobs
+from raylth.sweep.runner import run_specs_here
+from test_store_uri import CREDENTIALS, node, s3, same  # noqa: F401 (fixtures)
 
 SPECS = [TrainStageSpec(data=DataSpec("digits"), model=ModelSpec("lenet"),
                         train=TrainSpec(lr=lr, batch_size=64, duration=Step(1, "ep"))) for lr in (0.05, 0.1)]
@@ -136,13 +142,16 @@ def healthy(number, method, path):
     return None
 
 
-def every(nth: int, limit: int):
+def every(nth: int, limit: int, skip: str | None = None):
     """A fault at every ``nth`` request, kinds in turn, ``limit`` in all, none twice at one
-    request (method and path): so each succeeds within two attempts."""
+    request (method and path): so each succeeds within two attempts. ``skip``: paths holding it
+    are never faulted."""
     faulted = []
 
     def plan(number, method, path):
         if number % nth != nth - 1 or len(faulted) >= limit or (method, path) in faulted:
+            return None
+        if skip is not None and skip in path:
             return None
         faulted.append((method, path))
         return KINDS[(len(faulted) - 1) % len(KINDS)]
@@ -302,3 +311,33 @@ def test_a_full_disk_under_a_file_uri_stays_a_full_disk(tmp_path, monkeypatch):
     with pytest.raises(OSError) as caught:
         remote.write("x", b"1")
     assert caught.value.errno == errno.ENOSPC
+
+
+@pytest.mark.slow  # Ray: its own, whose workers see this run's credentials, cache and attempts
+def test_a_sweep_behind_a_faltering_bucket_finishes_equal_to_one_that_lost_nothing(faulty, tmp_path, cli, capsys):
+    """`raylth run` on a bucket whose requests fail now and then (raylth's own objects; Tune's
+    run state under .ray/ is left alone): the sweep finishes, every checksum is intact, and the
+    numbers equal the same sweep run on a folder."""
+    uri, proxy = faulty
+    proxy.plan = every(4, limit=9, skip="/.ray/")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "faltering", "resources": {"cpu": 1, "gpu": 0},
+        "base": {"levels": 1, "data": {"name": "digits"}, "model": {"name": "lenet"},
+                 "train": {"duration": "1ep", "batch_size": 64, "lr": 0.05}}}))
+    env = {**CREDENTIALS, "RAYLTH_CACHE": str(tmp_path / "cache")}
+    run = cli("run", sweep, "--storage", uri, env=env)
+    assert run.returncode == 0 and "faltering: 1 jobs finished" in run.stdout, run.stdout[-2000:] + run.stderr[-3000:]
+    assert proxy.injected == dict.fromkeys(KINDS, 3), proxy.injected  # faults met by the driver and its workers
+    proxy.plan = healthy
+    verified(uri, capsys, intact=2)  # levels 0 and 1
+
+    for job in sweep_jobs(load_sweep(sweep).trials):  # the same jobs here, on a folder, without faults
+        run_specs_here(list(job.specs), tmp_path / "local", tmp_path / "data")
+    compared = 0
+    for path in (tmp_path / "local").glob("*_*/metrics.json"):
+        expected = json.loads(path.read_text())
+        got = json.loads(Remote(uri).read(f"{path.parent.name}/metrics.json"))
+        assert got["test_acc"] == expected["test_acc"] and got["history"] == expected["history"]
+        compared += 1
+    assert compared == 2
