@@ -319,7 +319,7 @@ def test_a_sweep_behind_a_faltering_bucket_finishes_equal_to_one_that_lost_nothi
     run state under .ray/ is left alone): the sweep finishes, every checksum is intact, and the
     numbers equal the same sweep run on a folder."""
     uri, proxy = faulty
-    proxy.plan = every(4, limit=9, skip="/.ray/")
+    proxy.plan = every(3, limit=6, skip="/.ray/")  # a run makes well over 18 such requests
     sweep = tmp_path / "s.yaml"
     sweep.write_text(yaml.safe_dump({
         "name": "faltering", "resources": {"cpu": 1, "gpu": 0},
@@ -328,7 +328,7 @@ def test_a_sweep_behind_a_faltering_bucket_finishes_equal_to_one_that_lost_nothi
     env = {**CREDENTIALS, "RAYLTH_CACHE": str(tmp_path / "cache")}
     run = cli("run", sweep, "--storage", uri, env=env)
     assert run.returncode == 0 and "faltering: 1 jobs finished" in run.stdout, run.stdout[-2000:] + run.stderr[-3000:]
-    assert proxy.injected == dict.fromkeys(KINDS, 3), proxy.injected  # faults met by the driver and its workers
+    assert proxy.injected == dict.fromkeys(KINDS, 2), proxy.injected  # faults met by the driver and its workers
     proxy.plan = healthy
     verified(uri, capsys, intact=2)  # levels 0 and 1
 
