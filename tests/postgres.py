@@ -13,11 +13,12 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from ports import free_port
 
 
 def server_binaries() -> Path | None:
@@ -27,12 +28,6 @@ def server_binaries() -> Path | None:
         return Path(os.path.realpath(found)).parent
     versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
     return Path(versions[-1]).parent if versions else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -49,7 +44,7 @@ def throwaway_postgres(user: str = "raylth", database: str = "raylth"):
         owner = pwd.getpwnam("postgres")
         os.chown(folder, owner.pw_uid, owner.pw_gid)
         run_as = {"user": owner.pw_uid, "group": owner.pw_gid}
-    data, port = folder / "data", _free_port()
+    data, port = folder / "data", free_port()
     server = None
     try:
         subprocess.run([binaries / "initdb", "-D", data, "-U", user, "--auth=trust", "-E", "UTF8", "--no-sync"],

@@ -18,6 +18,7 @@ import torch
 import yaml
 
 import raylth
+from ports import free_port
 from postgres import server_binaries, throwaway_postgres
 from raylth.store import Store
 from raylth.sweep.jobs import sweep_jobs
@@ -85,14 +86,6 @@ def test_a_job_that_keeps_failing_is_reported_and_the_rest_finish(tmp_path, cli,
     assert cli("status", storage).stdout.splitlines()[1].split()[1:] == ["4", "4", "0", "0", "0", "0", "0"]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _kill_with_descendants(processes: list[psutil.Process]) -> int:
     doomed = set()
     for proc in processes:
@@ -128,7 +121,7 @@ def two_node_cluster():
     the token in Ray's default file (generated if missing), which the test's own clients read."""
     temp_dir = f"/tmp/raylth-test-{os.getpid()}"
     # every port its own: another local cluster (the session's) may hold Ray's fixed agent port 52365
-    port, dashboard, head_agent, worker_agent = (_free_port() for _ in range(4))
+    port, dashboard, head_agent, worker_agent = (free_port() for _ in range(4))
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
     token = subprocess.run(ray + ["get-auth-token", "--generate"], check=True, capture_output=True, text=True,
                            timeout=60).stdout.split()[-1]

@@ -12,6 +12,7 @@ it compared with.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -132,12 +133,18 @@ def ray_node_memory() -> Budget | None:
     context = ray.get_runtime_context()
     if context.worker.mode != ray.WORKER_MODE:
         return None
-    node_id = context.get_node_id()
-    memory = next((node["Resources"].get("memory") for node in ray.nodes() if node["NodeID"] == node_id), None)
+    memory = _node_memory(context.get_node_id())
     if not memory:
         return None
-    return Budget(float(memory), f"the Ray node's memory resource ({float(memory) / 2**30:.1f} GiB; "
-                                 "ray start --memory)")
+    return Budget(memory, f"the Ray node's memory resource ({memory / 2**30:.1f} GiB; ray start --memory)")
+
+
+@functools.lru_cache(maxsize=8)  # a node's resources are fixed when it starts: asked once per worker
+def _node_memory(node_id: str) -> float | None:
+    import ray
+
+    memory = next((node["Resources"].get("memory") for node in ray.nodes() if node["NodeID"] == node_id), None)
+    return float(memory) if memory else None
 
 
 def available_memory() -> Budget:
