@@ -284,7 +284,9 @@ def test_a_search_on_postgresql_across_two_nodes_survives_its_killed_driver(two_
     study = optuna.load_study(study_name="tiny", storage=postgres)
     for failed in study.get_trials(states=(optuna.trial.TrialState.FAIL,)):
         retried = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == failed.number]
-        assert len(retried) == 1 and (not failed.params or retried[0].params == failed.params)
+        # retried with every parameter it had drawn (a driver killed between two suggestions leaves
+        # some undrawn: the retry draws those afresh)
+        assert len(retried) == 1 and failed.params.items() <= retried[0].params.items(), (failed, retried)
     assert len({m["node"] for m in metrics(storage).values()}) == 2  # trials ran on both nodes
 
     summaries = dashboard_get(postgres, "/api/studies")["study_summaries"]
