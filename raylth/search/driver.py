@@ -13,7 +13,7 @@ The driver tells Optuna COMPLETE, PRUNED or FAIL. The search ends when
 COMPLETE + PRUNED trials reach n_trials, so running the same command again
 resumes the same study; trials left RUNNING by a driver that died (its
 process is gone; one driver per study at a time) are marked FAIL and
-enqueued again with the same parameters (Optuna's
+enqueued again with the parameters they had drawn (Optuna's
 RetryHeartbeatStaleTrialCallback). At the end the best parameters are
 written as a ready-to-run sweep, ``<store>/searches/<name>-best.yaml``
 (sweep name ``<name>_best``: raylth.search.best).
@@ -107,7 +107,7 @@ def _alive(stamp: dict | None, store) -> bool:
 
 
 def recover_stale(study, storage, store) -> int:
-    """RUNNING trials whose driver is gone: FAIL, and enqueued again with the same parameters."""
+    """RUNNING trials whose driver is gone: FAIL, and enqueued again with the parameters they had drawn."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
 
